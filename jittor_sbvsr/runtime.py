@@ -1,0 +1,120 @@
+"""The one place that configures Jittor.
+
+Jittor 1.3.8.5 reads its settings from environment variables at import time,
+so everything here must run before the first ``import jittor``;
+``jittor_sbvsr/__init__.py`` calls :func:`prepare` for that reason.
+
+What it fixes, on machines like ours:
+- an ``nvcc`` without a CUDA driver makes Jittor try (and fail) to use CUDA:
+  without a loadable ``libcuda`` we hide nvcc (``nvcc_path=''``);
+- Jittor downloads oneDNN on import when it is missing: we never let it.
+  ``env/setup.sh`` installs oneDNN 2.2 from PyPI wheels where Jittor looks
+  for it; without it we turn Jittor's oneDNN path off (``use_mkl=0``) and
+  warn once that CPU convolutions will be very slow;
+- numpy 2 makes ``Var.numpy()`` return garbage: refuse to start.
+"""
+import ctypes
+import json
+import os
+import sys
+from pathlib import Path
+
+ONEDNN_NAME = 'dnnl_lnx_2.2.0_cpu_gomp'
+PINNED_JITTOR = '1.3.8.5'
+
+_state = {'prepared': False, 'onednn': False, 'cuda_visible': False}
+
+
+class RuntimeSetupError(RuntimeError):
+    """A problem of the installation, reported as one line by the CLIs."""
+
+
+def jittor_home():
+    """Mirror of ``jittor_utils.home()`` without importing jittor."""
+    if os.environ.get('JITTOR_HOME'):
+        return os.path.abspath(os.environ['JITTOR_HOME'])
+    cfg = Path.home() / '.cache' / 'jittor' / 'config.json'
+    try:
+        return json.loads(cfg.read_text()).get('JITTOR_HOME', str(Path.home()))
+    except (OSError, ValueError):
+        return str(Path.home())
+
+
+def onednn_dir():
+    return os.path.join(jittor_home(), '.cache', 'jittor', 'mkl', ONEDNN_NAME)
+
+
+def onednn_installed():
+    d = onednn_dir()
+    return (os.path.isfile(os.path.join(d, 'lib', 'libmkldnn.so'))
+            and os.path.isfile(os.path.join(d, 'include', 'dnnl.h')))
+
+
+def cuda_driver_present():
+    try:
+        ctypes.CDLL('libcuda.so.1')
+        return True
+    except OSError:
+        return False
+
+
+def check_numpy():
+    import numpy
+    if int(numpy.__version__.split('.')[0]) >= 2:
+        raise RuntimeSetupError(
+            f'numpy {numpy.__version__} is installed, but Jittor 1.3.8.5 needs numpy<2 '
+            '(Var.numpy() returns garbage with numpy 2); run env/setup.sh or '
+            "pip install -r env/jittor-1.3.8.5.txt")
+
+
+def prepare():
+    """Set Jittor's environment before it is imported. Idempotent."""
+    if _state['prepared']:
+        return
+    _state['prepared'] = True
+    check_numpy()
+    if 'jittor' in sys.modules:
+        # Too late to steer it; report what it chose.
+        _state['onednn'] = sys.modules['jittor'].compile_extern.mkl_ops is not None
+        return
+    if os.environ.get('nvcc_path') is None and not cuda_driver_present():
+        os.environ['nvcc_path'] = ''
+    _state['cuda_visible'] = os.environ.get('nvcc_path', None) != ''
+    if os.environ.get('use_mkl') == '0':
+        _state['onednn'] = False
+    elif onednn_installed():
+        _state['onednn'] = True
+    else:
+        os.environ['use_mkl'] = '0'
+        _state['onednn'] = False
+        print('jittor-sbvsr: warning: oneDNN is not installed, CPU convolutions will be ~80x slower '
+              '(run env/setup.sh to install it)', file=sys.stderr)
+
+
+def onednn_enabled():
+    return _state['onednn']
+
+
+def select_device(device='auto'):
+    """Pick cpu or cuda for Jittor; returns the name used.
+
+    TF32 stays off on GPUs: it alone moves outputs past the parity tolerances.
+    """
+    prepare()
+    import jittor as jt
+    if device not in ('auto', 'cpu', 'cuda'):
+        raise RuntimeSetupError(f"unknown device '{device}' (use cpu, cuda or auto)")
+    if device == 'cuda' and not jt.has_cuda:
+        raise RuntimeSetupError('--device cuda was asked for, but Jittor found no usable CUDA '
+                                '(no NVIDIA driver or nvcc on this machine)')
+    use = jt.has_cuda and device != 'cpu'
+    jt.flags.use_cuda = 1 if use else 0
+    if use and hasattr(jt.flags, 'use_tensorcore'):
+        jt.flags.use_tensorcore = 0
+    return 'cuda' if use else 'cpu'
+
+
+def describe():
+    import jittor as jt
+    return (f"jittor {jt.__version__}, device {'cuda' if jt.flags.use_cuda else 'cpu'}, "
+            f"oneDNN {'on' if onednn_enabled() else 'off'}")
