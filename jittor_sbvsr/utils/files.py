@@ -1,0 +1,101 @@
+"""Writing output files so that an interrupted run never leaves a half-written one.
+
+Each file is written to a temporary name in the same folder (same file
+system, so the final ``os.replace`` is atomic) and renamed into place.
+"""
+import os
+import secrets
+
+import numpy as np
+
+from ..errors import UserError
+
+__all__ = ['ensure_dir', 'atomic_save', 'atomic_write_bytes', 'save_png_atomic',
+           'save_npy_atomic']
+
+
+def ensure_dir(path):
+    """Create ``path`` (and parents) if needed; returns it as a ``str``."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path):
+        raise UserError(f'{path}: exists and is not a folder')
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f'{path}: cannot create folder ({e.strerror or e})') from None
+    return path
+
+
+def _temp_name(path):
+    """Hidden sibling of ``path`` that keeps its extension, for writers that look at it."""
+    folder, name = os.path.split(path)
+    ext = os.path.splitext(name)[1]
+    return os.path.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp{ext}')
+
+
+def atomic_save(path, writer):
+    """Call ``writer(tmp_path)`` and then move the temporary file onto ``path``.
+
+    The temporary file is created empty beforehand (with the permissions a
+    normal file would get) and is removed if anything fails, including
+    Ctrl-C. OS errors become a :class:`UserError` naming ``path``.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(path)
+    if folder:
+        ensure_dir(folder)
+    for _ in range(100):
+        tmp = _temp_name(path)
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise UserError(f'{path}: cannot write ({e.strerror or e})') from None
+    else:
+        raise UserError(f'{path}: cannot write (no free temporary name)')
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise UserError(f'{path}: cannot write ({e.strerror or e})') from None
+        raise
+    return path
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` (bytes) to ``path`` atomically."""
+    def write(tmp):
+        with open(tmp, 'wb') as f:
+            f.write(data)
+    return atomic_save(path, write)
+
+
+def save_png_atomic(path, img):
+    """Save a uint8 HxW or HxWx3/4 image as PNG, whatever the extension of ``path``."""
+    from PIL import Image
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise ValueError(f'expected a uint8 image, got {img.dtype}')
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4))):
+        raise ValueError(f'expected HxW, HxWx3 or HxWx4, got shape {img.shape}')
+    pil = Image.fromarray(np.ascontiguousarray(img))
+    return atomic_save(path, lambda tmp: pil.save(tmp, format='PNG'))
+
+
+def save_npy_atomic(path, arr):
+    """``np.save`` to exactly ``path`` (no '.npy' appended), atomically."""
+    arr = np.asarray(arr)
+
+    def write(tmp):
+        with open(tmp, 'wb') as f:
+            np.save(f, arr, allow_pickle=False)
+    return atomic_save(path, write)

@@ -1,0 +1,214 @@
+"""A small progress bar and a line logger that do not trample each other.
+
+On a terminal the bar redraws one line in place with '\\r'; anywhere else (CI
+logs, files) it stays silent until ``close()`` and then prints one summary
+line, so logs do not fill with a line per frame. ``Logger`` clears any live
+bar before printing and redraws it afterwards.
+"""
+import math
+import os
+import sys
+import time
+
+from ..errors import UserError
+
+__all__ = ['Progress', 'Logger', 'format_seconds']
+
+_live = []  # bars currently drawn on a terminal, so Logger can step around them
+
+
+def format_seconds(s):
+    """'MM:SS', or 'H:MM:SS' past an hour; '--:--' when unknown."""
+    if s is None or not math.isfinite(s) or s < 0:
+        return '--:--'
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f'{h}:{m:02d}:{sec:02d}' if h else f'{m:02d}:{sec:02d}'
+
+
+def _format_value(v):
+    if isinstance(v, float):
+        return f'{v:.5g}'
+    return str(v)
+
+
+def _isatty(stream):
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _columns(stream):
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class Progress:
+    """Progress over ``total`` items: count/total, elapsed, ETA and a postfix.
+
+    ``min_interval`` limits terminal redraws (seconds); the last item always
+    redraws.
+    """
+
+    def __init__(self, total, desc='', stream=None, min_interval=0.1):
+        self.total = total
+        self.desc = desc
+        self.stream = sys.stderr if stream is None else stream
+        self.min_interval = min_interval
+        self.n = 0
+        self.postfix = {}
+        self.start = time.monotonic()
+        self.tty = _isatty(self.stream)
+        self.closed = False
+        self._width = 0
+        self._last_draw = -math.inf
+        if self.tty:
+            _live.append(self)
+            self._draw()
+
+    # -- state
+    def update(self, n=1, **postfix):
+        """Advance by ``n`` items; keyword arguments replace postfix values (e.g. psnr=...)."""
+        self.n += n
+        self.postfix.update(postfix)
+        if self.tty and not self.closed:
+            now = time.monotonic()
+            done = self.total is not None and self.n >= self.total
+            if done or now - self._last_draw >= self.min_interval:
+                self._draw(now)
+
+    def set_postfix(self, **postfix):
+        self.postfix.update(postfix)
+        if self.tty and not self.closed:
+            self._draw()
+
+    def elapsed(self):
+        return time.monotonic() - self.start
+
+    def format(self, final=False):
+        """The bar's text; the final form shows the rate instead of the ETA."""
+        elapsed = self.elapsed()
+        parts = [f'{self.desc}:' if self.desc else '']
+        if self.total:
+            pct = 100.0 * self.n / self.total
+            parts.append(f'{self.n}/{self.total} {pct:3.0f}%')
+        else:
+            parts.append(f'{self.n}')
+        if final:
+            if self.n and elapsed > 0:
+                rate = self.n / elapsed
+                speed = f'{rate:.2f} it/s' if rate >= 1 else f'{1 / rate:.2f} s/it'
+            else:
+                speed = '? it/s'
+            parts.append(f'[{format_seconds(elapsed)}, {speed}]')
+        else:
+            eta = None
+            if self.total and self.n:
+                eta = elapsed / self.n * max(self.total - self.n, 0)
+            parts.append(f'[{format_seconds(elapsed)}<{format_seconds(eta)}]')
+        if self.postfix:
+            parts.append(', '.join(f'{k}={_format_value(v)}' for k, v in self.postfix.items()))
+        return ' '.join(p for p in parts if p)
+
+    # -- terminal drawing
+    def _write(self, text):
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed or broken stream must not stop the computation
+
+    def _draw(self, now=None, final=False):
+        text = self.format(final=final)
+        limit = max(_columns(self.stream) - 1, 10)
+        if len(text) > limit:  # a wrapped line could not be overwritten with '\r'
+            text = text[:limit - 3] + '...'
+        pad = ' ' * max(self._width - len(text), 0)
+        self._write('\r' + text + pad)
+        self._width = len(text)
+        self._last_draw = time.monotonic() if now is None else now
+
+    def clear(self):
+        """Blank the bar's line (terminal only) so another line can be printed."""
+        if self.tty and self._width and not self.closed:
+            self._write('\r' + ' ' * self._width + '\r')
+            self._width = 0
+
+    def refresh(self):
+        if self.tty and not self.closed:
+            self._draw()
+
+    def close(self):
+        """Finish: leave the final bar on the terminal, or print the one summary line."""
+        if self.closed:
+            return
+        if self.tty:
+            self._draw(final=True)
+            self._write('\n')
+            if self in _live:
+                _live.remove(self)
+        else:
+            self._write(self.format(final=True) + '\n')
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class Logger:
+    """Print lines and append them to a log file (UTF-8, flushed per line).
+
+    Live progress bars are cleared before the line is printed and redrawn
+    after, so the two can be mixed on one terminal.
+    """
+
+    def __init__(self, path=None, stream=None):
+        self.stream = sys.stdout if stream is None else stream
+        self.path = None if path is None else os.fspath(path)
+        self._file = None
+        if self.path is not None:
+            folder = os.path.dirname(self.path)
+            try:
+                if folder:
+                    os.makedirs(folder, exist_ok=True)
+                self._file = open(self.path, 'a', encoding='utf-8')
+            except OSError as e:
+                raise UserError(f'{self.path}: cannot open log file ({e.strerror or e})') from None
+
+    def log(self, msg=''):
+        text = str(msg)
+        bars = [b for b in _live if not b.closed]
+        for b in bars:
+            b.clear()
+        try:
+            self.stream.write(text + '\n')
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+        for b in bars:
+            b.refresh()
+        if self._file is not None:
+            self._file.write(text + '\n')
+            self._file.flush()
+
+    __call__ = log
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

@@ -1,0 +1,254 @@
+"""Atomic output files, the progress bar and the logger."""
+import io
+import os
+import stat
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jittor_sbvsr.errors import UserError
+from jittor_sbvsr.utils import (Logger, Progress, atomic_save, atomic_write_bytes, ensure_dir,
+                                format_seconds, save_npy_atomic, save_png_atomic)
+from jittor_sbvsr.utils import progress as progress_mod
+
+ODD_NAME = 'out dir ü 名前'
+
+
+def _leftovers(folder):
+    return [n for n in os.listdir(folder) if n.startswith('.')]
+
+
+# ---------------------------------------------------------------- files
+
+def test_ensure_dir(tmp_path):
+    d = tmp_path / ODD_NAME / 'a b' / 'c'
+    assert ensure_dir(d) == str(d)
+    assert d.is_dir()
+    assert ensure_dir(str(d)) == str(d)  # existing is fine
+    f = tmp_path / 'file'
+    f.write_text('x')
+    with pytest.raises(UserError, match='not a folder'):
+        ensure_dir(f)
+    with pytest.raises(UserError, match='cannot create folder'):
+        ensure_dir(f / 'sub')
+
+
+def test_atomic_write_bytes_odd_path(tmp_path):
+    p = tmp_path / ODD_NAME / 'frame 0 é.bin'
+    atomic_write_bytes(p, b'hello')
+    assert p.read_bytes() == b'hello'
+    atomic_write_bytes(str(p), b'again')  # replaces
+    assert p.read_bytes() == b'again'
+    assert _leftovers(p.parent) == []
+
+
+def test_atomic_file_mode_follows_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / 'm.bin', b'x')
+    finally:
+        os.umask(old)
+    if os.name == 'posix':
+        assert stat.S_IMODE(os.stat(tmp_path / 'm.bin').st_mode) == 0o644
+
+
+def test_atomic_save_failure_keeps_old_and_cleans_up(tmp_path):
+    p = tmp_path / 'keep.txt'
+    p.write_text('old')
+    seen = []
+
+    def writer(tmp):
+        seen.append(tmp)
+        assert os.path.dirname(tmp) == str(tmp_path)
+        assert tmp.endswith('.txt')
+        with open(tmp, 'w') as f:
+            f.write('partial')
+        raise RuntimeError('boom')
+
+    with pytest.raises(RuntimeError, match='boom'):
+        atomic_save(p, writer)
+    assert p.read_text() == 'old'
+    assert not os.path.exists(seen[0])
+    assert _leftovers(tmp_path) == []
+
+    def interrupted(tmp):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save(tmp_path / 'new.txt', interrupted)
+    assert not (tmp_path / 'new.txt').exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_save_os_error_is_user_error(tmp_path):
+    def writer(tmp):
+        raise OSError(28, 'No space left on device')
+
+    with pytest.raises(UserError) as e:
+        atomic_save(tmp_path / 'x.png', writer)
+    assert str(tmp_path / 'x.png') in str(e.value) and 'No space left' in str(e.value)
+    assert _leftovers(tmp_path) == []
+
+    (tmp_path / 'adir').mkdir()
+    with pytest.raises(UserError):
+        atomic_write_bytes(tmp_path / 'adir', b'x')  # cannot replace a folder
+    assert _leftovers(tmp_path) == []
+
+
+def test_save_png_atomic(tmp_path):
+    rng = np.random.RandomState(0)
+    img = rng.randint(0, 256, (5, 7, 3)).astype(np.uint8)
+    p = tmp_path / ODD_NAME / '00000000 é.png'
+    save_png_atomic(p, img)
+    np.testing.assert_array_equal(np.asarray(Image.open(p)), img)
+    g = img[:, :, 0]
+    save_png_atomic(tmp_path / 'g.data', g)  # PNG whatever the extension
+    with Image.open(tmp_path / 'g.data') as im:
+        assert im.format == 'PNG'
+        np.testing.assert_array_equal(np.asarray(im), g)
+    with pytest.raises(ValueError):
+        save_png_atomic(tmp_path / 'f.png', img.astype(np.float32))
+    with pytest.raises(ValueError):
+        save_png_atomic(tmp_path / 'f.png', img[:, :, :2])
+    assert _leftovers(p.parent) == []
+
+
+def test_save_npy_atomic(tmp_path):
+    a = np.arange(169, dtype=np.float32).reshape(13, 13)
+    p = tmp_path / ODD_NAME / 'kernel é'  # no extension: np.save must not add one
+    save_npy_atomic(p, a)
+    assert p.is_file() and not (p.parent / 'kernel é.npy').exists()
+    b = np.load(p)
+    assert b.dtype == np.float32
+    np.testing.assert_array_equal(b, a)
+    save_npy_atomic(tmp_path / 'k.npy', a)
+    np.testing.assert_array_equal(np.load(tmp_path / 'k.npy'), a)
+    assert _leftovers(p.parent) == [] and _leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------- progress
+
+class FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+    def fileno(self):
+        raise io.UnsupportedOperation
+
+
+def test_format_seconds():
+    assert format_seconds(0) == '00:00'
+    assert format_seconds(65.4) == '01:05'
+    assert format_seconds(3725) == '1:02:05'
+    assert format_seconds(None) == '--:--'
+    assert format_seconds(float('inf')) == '--:--'
+
+
+def test_progress_not_a_tty_prints_one_line():
+    s = io.StringIO()
+    bar = Progress(14, 'infer', stream=s)
+    for i in range(14):
+        bar.update(1, psnr=20.0 + i / 10, video='000')
+    assert s.getvalue() == ''  # nothing until close
+    bar.close()
+    bar.close()  # idempotent
+    out = s.getvalue()
+    assert out.count('\n') == 1 and '\r' not in out
+    assert out.startswith('infer: 14/14 100% [')
+    assert 'psnr=21.3' in out and 'video=000' in out
+    assert 'it/s' in out or 's/it' in out
+
+
+def test_progress_tty_updates_in_place():
+    s = FakeTTY()
+    with Progress(5, 'frames', stream=s, min_interval=0) as bar:
+        for _ in range(5):
+            bar.update(psnr=20.76500630054121, ssim=0.45127017142100084)
+        assert bar in progress_mod._live
+    assert bar not in progress_mod._live
+    out = s.getvalue()
+    assert out.count('\n') == 1 and out.endswith('\n')
+    assert out.count('\r') >= 6  # initial draw + one per update (+ final)
+    draws = out.rstrip('\n').split('\r')[1:]
+    assert draws[0].startswith('frames: 0/5   0% [00:00<--:--]')
+    assert any(d.startswith('frames: 3/5  60% [') for d in draws)
+    assert 'psnr=20.765' in draws[-1] and 'ssim=0.45127' in draws[-1]
+    assert draws[-1].startswith('frames: 5/5 100% [')
+
+
+def test_progress_tty_throttles_redraws():
+    s = FakeTTY()
+    bar = Progress(1000, 'x', stream=s, min_interval=3600)
+    for _ in range(999):
+        bar.update()
+    assert s.getvalue().count('\r') == 1  # only the initial draw
+    bar.update()  # the last item always redraws
+    assert s.getvalue().count('\r') == 2
+    bar.close()
+
+
+def test_progress_eta_and_unknown_total(monkeypatch):
+    t = [100.0]
+    monkeypatch.setattr(progress_mod.time, 'monotonic', lambda: t[0])
+    bar = Progress(10, 'e', stream=io.StringIO())
+    t[0] += 20
+    bar.update(4)
+    assert '[00:20<00:30]' in bar.format()
+    bar.close()
+    bar2 = Progress(None, 'n', stream=io.StringIO())
+    bar2.update(3)
+    assert bar2.format().startswith('n: 3 [')
+    bar2.close()
+
+
+def test_progress_redraw_pads_shorter_line():
+    s = FakeTTY()
+    bar = Progress(2, 'p', stream=s, min_interval=0)
+    bar.update(note='a very long postfix value')
+    bar.update(note='x')
+    last = s.getvalue().split('\r')[-1]
+    prev = s.getvalue().split('\r')[-2]
+    assert len(last) >= len(prev)  # blanks cover the previous text
+    bar.close()
+
+
+# ---------------------------------------------------------------- logger
+
+def test_logger_writes_file_and_stream(tmp_path):
+    out = io.StringIO()
+    path = tmp_path / ODD_NAME / 'infer log.txt'
+    log = Logger(path, stream=out)
+    log.log('first é')
+    assert path.read_text(encoding='utf-8') == 'first é\n'  # flushed per line
+    log('second')
+    log.close()
+    with Logger(path, stream=out) as log2:  # appends
+        log2.log('third')
+    assert path.read_text(encoding='utf-8') == 'first é\nsecond\nthird\n'
+    assert out.getvalue() == 'first é\nsecond\nthird\n'
+    Logger(stream=out).log('no file')
+    assert out.getvalue().endswith('no file\n')
+
+
+def test_logger_during_progress_clears_and_redraws():
+    tty = FakeTTY()
+    bar = Progress(3, 'run', stream=tty, min_interval=0)
+    bar.update(psnr=21.0)
+    before = len(tty.getvalue())
+    Logger(stream=tty).log('000/00000000 PSNR 21.0')
+    added = tty.getvalue()[before:]
+    width = len('run: 1/3  33% [00:00<00:00] psnr=21')
+    # blank the bar line, print the message on a clean line, redraw the bar
+    assert added.startswith('\r' + ' ' * width + '\r000/00000000 PSNR 21.0\n\rrun: 1/3')
+    bar.update(2)
+    bar.close()
+    Logger(stream=tty).log('done')  # no live bar: plain line
+    assert tty.getvalue().endswith('\ndone\n')
+
+
+def test_logger_bad_path(tmp_path):
+    f = tmp_path / 'file'
+    f.write_text('x')
+    with pytest.raises(UserError, match='cannot open log file'):
+        Logger(f / 'log.txt')
