@@ -1,0 +1,199 @@
+"""Our checkpoint format and strict loading.
+
+A checkpoint here is a pickle of ``{key: numpy.float32 array}`` (``.pkl``),
+keyed exactly like the reference PyTorch ``state_dict``, so a published
+``.pt`` converts by identity. ``load_state`` also takes a PyTorch file
+directly (converted in memory, without torch).
+
+Loading is strict on purpose: a wrong architecture must fail with the list
+of missing / unexpected / mis-shaped keys, never load "mostly".
+"""
+import os
+import pickle
+import tempfile
+from collections import OrderedDict
+
+import numpy as np
+
+from ..errors import UserError
+from . import torch_pickle
+
+# PWC-Net weights (network-default.pytorch) are keyed relative to this module.
+FLOW_PREFIX = 'flow_net.moduleNetwork.'
+
+_LIST_MAX = 8
+
+
+class _StateUnpickler(torch_pickle.RestrictedUnpickler):
+    """Allows numpy array reconstruction and nothing else."""
+
+    allowed = None
+
+    def __init__(self, f):
+        super().__init__(f)
+        if _StateUnpickler.allowed is None:
+            allowed = dict(torch_pickle.COMMON_GLOBALS)
+            allowed.update(torch_pickle.numpy_globals())
+            _StateUnpickler.allowed = allowed
+
+
+def _read_pkl(path):
+    try:
+        with open(path, 'rb') as f:
+            obj = _StateUnpickler(f).load()
+    except torch_pickle._Forbidden as e:
+        raise UserError(f"{path}: refusing to load: the pickle asks for '{e}', which a "
+                        'weights file never needs') from None
+    except FileNotFoundError:
+        raise UserError(f'{path}: no such file') from None
+    except IsADirectoryError:
+        raise UserError(f'{path}: is a directory, expected a weights file') from None
+    except OSError as e:
+        raise UserError(f'{path}: cannot read: {e.strerror or e}') from None
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else ''
+        raise UserError(f'{path}: not a readable weights file (truncated or corrupt: '
+                        f'{type(e).__name__}{": " + msg if msg else ""})') from None
+    if not isinstance(obj, dict) or not obj:
+        raise UserError(f'{path}: not a weights file (expected a non-empty dict of arrays, '
+                        f'found {type(obj).__name__})')
+    return obj
+
+
+def _as_float32(state, path):
+    """Float arrays become float32; anything else is an error naming the keys."""
+    out = OrderedDict()
+    bad = []
+    for k, v in state.items():
+        if not isinstance(k, str):
+            raise UserError(f'{path}: key {k!r} is not a string')
+        if isinstance(v, np.ndarray) and (v.dtype.kind == 'f'):
+            out[k] = np.asarray(v, dtype=np.float32, order='C')
+        else:
+            desc = str(v.dtype) if isinstance(v, np.ndarray) else type(v).__name__
+            bad.append(f'{k} ({desc})')
+    if bad:
+        raise UserError(f'{path}: {len(bad)} entries are not float tensors: {_abbrev(bad)}')
+    return out
+
+
+def load_state(path):
+    """Read weights as ``{key: float32 array}`` from our .pkl or a PyTorch file.
+
+    The format is sniffed from the content, not the extension.
+    """
+    path = os.fspath(path)
+    if torch_pickle.is_torch_file(path):
+        state = torch_pickle.load_torch_file(path)
+    else:
+        state = _read_pkl(path)
+    return _as_float32(state, path)
+
+
+def _abbrev(items):
+    items = list(items)
+    shown = ', '.join(items[:_LIST_MAX])
+    if len(items) > _LIST_MAX:
+        shown += f', ... (+{len(items) - _LIST_MAX} more)'
+    return shown
+
+
+def _fmt_shape(shape):
+    return '[' + ','.join(str(int(s)) for s in shape) + ']'
+
+
+def expected_shapes(module):
+    """``{key: shape tuple}`` of a Jittor module's state_dict."""
+    return OrderedDict((k, tuple(int(s) for s in v.shape))
+                       for k, v in module.state_dict().items())
+
+
+def check_state(state, expected):
+    """Return (missing, unexpected, misshaped) key lists; misshaped is (key, file, model)."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [(k, tuple(np.shape(state[k])), tuple(expected[k]))
+                 for k in expected if k in state
+                 and tuple(np.shape(state[k])) != tuple(expected[k])]
+    return missing, unexpected, misshaped
+
+
+def validate_state(state, expected, path, what='the model'):
+    """Raise one UserError listing every missing, unexpected or mis-shaped key."""
+    missing, unexpected, misshaped = check_state(state, expected)
+    if not (missing or unexpected or misshaped):
+        return
+    parts = []
+    if missing:
+        parts.append(f'{len(missing)} missing key{"s" * (len(missing) != 1)}: '
+                     f'{_abbrev(missing)}')
+    if unexpected:
+        parts.append(f'{len(unexpected)} unexpected key{"s" * (len(unexpected) != 1)}: '
+                     f'{_abbrev(unexpected)}')
+    if misshaped:
+        parts.append(f'{len(misshaped)} mis-shaped key{"s" * (len(misshaped) != 1)}: '
+                     + _abbrev(f'{k} (file {_fmt_shape(a)}, model {_fmt_shape(b)})'
+                               for k, a, b in misshaped))
+    raise UserError(f'{path}: weights do not match {what} '
+                    f'({len(state)} tensors in the file, {len(expected)} expected): '
+                    + '; '.join(parts))
+
+
+def save_state_atomic(state, path):
+    """Write ``{key: float32 array}`` to ``path`` via a temp file + os.replace.
+
+    Either the complete new file is there afterwards or the old one is
+    untouched; no temp file is left behind.
+    """
+    path = os.fspath(path)
+    clean = OrderedDict()
+    for k, v in state.items():
+        if not isinstance(k, str):
+            raise UserError(f'{path}: key {k!r} is not a string')
+        clean[k] = np.asarray(v, dtype=np.float32, order='C')
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f'{path}: is a directory, expected an output file name')
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
+                                   suffix='.tmp')
+        os.chmod(tmp, _file_mode(path))
+        with os.fdopen(fd, 'wb') as f:
+            pickle.dump(clean, f, protocol=4)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise UserError(f'{path}: cannot write: {e.strerror or e}') from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _file_mode(path):
+    """Keep an existing file's mode; else what a plain open() would give (mkstemp uses 0600)."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def load_into_module(module, state, path):
+    """Strictly load ``state`` into a Jittor module and check the values landed."""
+    expected = expected_shapes(module)
+    validate_state(state, expected, path)
+    module.load_parameters({k: np.asarray(v, dtype=np.float32, order='C')
+                            for k, v in state.items()})
+    now = module.state_dict()
+    wrong = [k for k in expected
+             if not np.array_equal(now[k].numpy(), np.asarray(state[k], dtype=np.float32))]
+    if wrong:
+        raise UserError(f'{path}: {len(wrong)} tensors did not load into the model: '
+                        f'{_abbrev(wrong)}')
