@@ -177,7 +177,9 @@ class Flow_PWC(nn.Module):  # noqa: N801 (the reference's name)
         vy = 2.0 * (yy + flo[:, 1]) / max(h - 1, 1) - 1.0
         grid = jt.stack([vx, vy], dim=3)
         out = grid_sample(x, grid, 'border')
-        mask = grid_sample(jt.ones(x.shape, x.dtype), grid.stop_grad(), 'zeros')
+        # detach(), not stop_grad(): stop_grad() works in place and would cut
+        # the flow's gradient through ``out`` as well
+        mask = grid_sample(jt.ones(x.shape, x.dtype), grid.detach(), 'zeros')
         mask = (mask >= 0.999).float32().stop_grad()
         return out * mask, mask
 
