@@ -72,11 +72,12 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
     def blur_down(self, x, kernel, scale=None):
         return blur_down(x, kernel, self.scale if scale is None else scale)
 
-    def recons_forward(self, frames, feats=None):
+    def recons_forward(self, frames, feats=None, keys=None):
         """Reconstruct the centre frame of ``frames`` (a list of [B,C,H,W]).
 
-        ``feats`` may hold each frame's precomputed ``frame_features``: the
-        result is the same, the work is not.
+        ``feats`` may hold each frame's precomputed ``frame_features``, and
+        ``keys`` name the frames so that a frame present twice in the window
+        is aligned once: the result is the same, the work is not.
         """
         c = self.n_sequence // 2
         if feats is None:
@@ -85,13 +86,17 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
         if not self.HR_in:
             h, w = base.shape[2], base.shape[3]
             base = resize_bilinear(base, (h * self.scale, w * self.scale))
+        keys = list(range(self.n_sequence)) if keys is None else list(keys)
+        warped = {}
         aligned = []
         for i in range(self.n_sequence):
             if i == c:
                 aligned.append(feats[i])
-            else:
+                continue
+            if keys[i] not in warped:
                 flow = self.flow_net(frames[c], frames[i])
-                aligned.append(self.flow_net.warp(feats[i], flow)[0])
+                warped[keys[i]] = self.flow_net.warp(feats[i], flow)[0]
+            aligned.append(warped[keys[i]])
         feat = self.recons_net(self.fusion_conv(jt.concat(aligned, 1)))
         if not self.HR_in:
             feat = self.upsample_layers(feat)

@@ -1,0 +1,196 @@
+"""Super-resolve LR video folders with the reference's inference protocol.
+
+One output per window of ``n_seq`` frames (border windows repeat the first
+and last frames, see ``window_indices``); PSNR/SSIM on uint8 with a 4-pixel
+crop when ground truth is given. Each frame's features are computed once per
+video, not once per window: the output is the same, the work a fifth.
+"""
+import os
+import time
+
+import numpy as np
+
+from . import runtime
+from .data.frames import crop_to_multiple, frames_to_input, list_videos, read_frame, to_uint8, window_indices
+from .errors import UserError
+from .metrics.psnr_ssim import psnr_ssim
+from .utils import Logger, Progress, ensure_dir, save_npy_atomic, save_png_atomic
+
+# preset -> (dataset folder under dataset/, checkpoint stem under pretrain_models/)
+PRESETS = {
+    'Gaussian_REDS4': ('REDS4_BlurDown_Gaussian', 'self_blind_vsr_gaussian'),
+    'Gaussian_Vid4': ('Vid4_BlurDown_Gaussian', 'self_blind_vsr_gaussian'),
+    'Gaussian_SPMCS': ('SPMCS_BlurDown_Gaussian', 'self_blind_vsr_gaussian'),
+    'Realistic_REDS4': ('REDS4_BlurDown_Realistic', 'self_blind_vsr_realistic'),
+}
+
+
+def apply_preset(args, root):
+    """Fill the paths of a --quick_test preset; fail listing what is missing."""
+    if args.quick_test not in PRESETS:
+        raise UserError(f"unknown --quick_test '{args.quick_test}' (known: {', '.join(PRESETS)})")
+    data, stem = PRESETS[args.quick_test]
+    args.input_path = os.path.join(root, 'dataset', data, 'LR_blurdown_x4')
+    args.gt_path = os.path.join(root, 'dataset', data, 'HR')
+    models = [os.path.join(root, 'pretrain_models', stem + ext) for ext in ('.pkl', '.pt')]
+    args.model_path = next((m for m in models if os.path.isfile(m)), models[0])
+    args.infer_flag = args.quick_test
+    args.scale = 4
+    missing = [p for p in (args.input_path, args.gt_path) if not os.path.isdir(p)]
+    if not any(os.path.isfile(m) for m in models):
+        missing.append(f'{models[0]} (or {os.path.basename(models[1])}, converted on the fly)')
+    if missing:
+        raise UserError(
+            f"--quick_test {args.quick_test} needs: {'; '.join(missing)}. The test sets and checkpoints "
+            'are those of the Self-Blind-VSR paper (download links in the README of github.com/csbhr/'
+            'Self-Blind-VSR); put the test set under dataset/ and the model under pretrain_models/, '
+            'or make a test set with tools/make_blurdown_dataset.py')
+
+
+def load_model(model_path, n_seq=5, scale=4):
+    import jittor_sbvsr  # noqa: F401
+    from .io.checkpoint import load_into_module, load_state
+    from .models import PWC_Recons
+    if not os.path.isfile(model_path):
+        raise UserError(f'{model_path}: model file not found')
+    net = PWC_Recons(n_sequence=n_seq, scale=scale)
+    load_into_module(net, load_state(model_path), model_path)
+    net.eval()
+    return net
+
+
+class VideoSR:
+    """Runs the model window by window over one video, reusing work.
+
+    With ``reuse`` each frame's ``frame_features`` is computed once and kept
+    while windows still need it, and a window that holds the same frame twice
+    (border windows) estimates its flow once.
+    """
+
+    def __init__(self, net, n_seq=5, reuse=True):
+        self.net = net
+        self.n_seq = n_seq
+        self.reuse = reuse
+
+    def windows(self, frames, windows):
+        """Yield (window index, recons [1,3,H,W] float32, kernel [k,k], seconds)."""
+        import jittor as jt
+        cache = {}
+        for k, idx in enumerate(windows):
+            jt.sync_all(True)
+            t0 = time.perf_counter()
+            with jt.no_grad():
+                x = jt.array(frames_to_input([frames[i] for i in idx]))
+                xs = [x[:, j] for j in range(self.n_seq)]
+                kernel = self.net.kernel_net(jt.concat(xs, 1))
+                if self.reuse:
+                    feats = []
+                    for j, i in enumerate(idx):
+                        if i not in cache:
+                            cache[i] = self.net.frame_features(xs[j])
+                        feats.append(cache[i])
+                    recons = self.net.recons_forward(xs, feats, keys=idx)
+                    later = set(i for w in windows[k + 1:k + self.n_seq] for i in w)
+                    for i in [i for i in cache if i not in later]:
+                        del cache[i]
+                else:
+                    recons = self.net.recons_forward(xs)
+                recons_np = recons.numpy()
+                kernel_np = kernel.numpy()[0, 0]
+                jt.sync_all(True)
+            yield k, recons_np, kernel_np, time.perf_counter() - t0
+
+
+def kernel_image(kernel, zoom=16):
+    """An estimated kernel as an enlarged grey PNG, normalised to its peak."""
+    k = np.nan_to_num(np.asarray(kernel, np.float64))
+    k = k / k.max() if k.max() > 0 else np.zeros_like(k)
+    return np.kron(np.rint(k * 255).astype(np.uint8), np.ones((zoom, zoom), np.uint8))
+
+
+def _read_video(paths, size_must_mode, what):
+    frames = [crop_to_multiple(read_frame(p), size_must_mode) for p in paths]
+    shapes = {f.shape for f in frames}
+    if len(shapes) != 1:
+        raise UserError(f'{what}: frames differ in size ({sorted(shapes)})')
+    return frames
+
+
+def _pair_videos(inputs, gt_root):
+    if gt_root is None:
+        return [(name, paths, None) for name, paths in inputs]
+    gts = dict(list_videos(gt_root))
+    single = len(inputs) == 1 and len(gts) == 1
+    pairs = []
+    for name, paths in inputs:
+        gt_paths = next(iter(gts.values())) if single else gts.get(name)
+        if gt_paths is None:
+            raise UserError(f'{os.path.join(gt_root, name)}: no ground-truth folder for video {name}')
+        if len(gt_paths) != len(paths):
+            raise UserError(f'video {name}: {len(paths)} LR frames but {len(gt_paths)} ground-truth frames '
+                            f'in {os.path.join(gt_root, name)}')
+        pairs.append((name, paths, gt_paths))
+    return pairs
+
+
+def run(args, root):
+    """The inference CLI's work; ``args`` as parsed by cli.infer."""
+    if args.quick_test != '.':
+        apply_preset(args, root)
+    inputs = list_videos(args.input_path)
+    pairs = _pair_videos(inputs, args.gt_path)
+    for name, paths, _ in pairs:  # fail before any work on too-short videos
+        window_indices(len(paths), args.n_seq, border=args.border, name=name)
+    device = runtime.select_device(args.device)
+    net = load_model(args.model_path, args.n_seq, args.scale)  # before anything is written
+    flag = args.infer_flag if args.infer_flag != '.' else time.strftime('%Y%m%d-%H%M%S')
+    out_dir = os.path.join(args.result_path, f'infer_{flag}')
+    ensure_dir(out_dir)
+    log = Logger(os.path.join(out_dir, f"inference_log_{time.strftime('%Y%m%d-%H%M%S')}.txt"))
+    for key in ('input_path', 'gt_path', 'model_path', 'border', 'save_image', 'n_seq', 'scale',
+                'size_must_mode'):
+        log(f'{key}: {getattr(args, key)}')
+    log(f'result_path: {out_dir}')
+    log(f'runtime: {runtime.describe()}')
+    log(f'Loaded model from {args.model_path} ({device})')
+    engine = VideoSR(net, args.n_seq, reuse=not args.no_reuse)
+    scores = {}
+    for name, paths, gt_paths in pairs:
+        frames = _read_video(paths, args.size_must_mode, f'video {name}')
+        windows = window_indices(len(frames), args.n_seq, border=args.border, name=name)
+        h, w = frames[0].shape[:2]
+        bar = Progress(len(windows), desc=name)
+        vid_scores = []
+        for k, recons, kernel, secs in engine.windows(frames, windows):
+            t = windows[k][args.n_seq // 2]
+            stem = os.path.splitext(os.path.basename(paths[t]))[0]
+            sr = to_uint8(recons)
+            line = f'> {name}-{stem}'
+            if gt_paths is not None:
+                gt = read_frame(gt_paths[t])[:h * args.scale, :w * args.scale]
+                if gt.shape != sr.shape:
+                    raise UserError(f'{gt_paths[t]}: ground truth is {gt.shape[1]}x{gt.shape[0]}, '
+                                    f'expected {sr.shape[1]}x{sr.shape[0]} (LR size x{args.scale})')
+                p, s = psnr_ssim(sr, gt)
+                vid_scores.append((p, s))
+                line += f' PSNR={p:.5f}, SSIM={s:.4f}'
+                bar.set_postfix(psnr=f'{p:.3f}')
+            if args.save_image:
+                save_png_atomic(os.path.join(out_dir, name, f'{stem}.png'), sr)
+            if args.save_kernel:
+                save_npy_atomic(os.path.join(out_dir, name, 'kernel', f'{stem}.npy'), kernel)
+                save_png_atomic(os.path.join(out_dir, name, 'kernel', f'{stem}.png'), kernel_image(kernel))
+            log(f'{line} forward_time={secs:.3f}s')
+            bar.update()
+        bar.close()
+        if vid_scores:
+            scores[name] = vid_scores
+            p, s = np.mean(vid_scores, axis=0)
+            log(f'# Video:{name} AVG-PSNR={p:.5f}, AVG-SSIM={s:.4f}')
+    if scores:
+        allv = [v for vs in scores.values() for v in vs]
+        p, s = np.mean(allv, axis=0)
+        log(f'# Total AVG-PSNR={p:.5f}, AVG-SSIM={s:.4f} ({len(allv)} frames)')
+    log(f'Results in {out_dir}')
+    log.close()
+    return scores
