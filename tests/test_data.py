@@ -257,6 +257,10 @@ def test_edge_score_equals_opencv_example():
     img = ((np.arange(6 * 7 * 3).reshape(6, 7, 3) * 37) % 256).astype(np.float64)
     assert degrade.edge_score(img) == float.fromhex('0x1.62cb2cb2cb2cbp+6')
     assert degrade.edge_score(np.full((9, 9, 3), 77, np.uint8)) == 0.0
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        u8 = rng.integers(0, 256, (11, 13, 3)).astype(np.uint8)
+        assert degrade.edge_score(u8) == degrade.edge_score(u8.astype(np.float64))
 
 
 def test_crop_redraws_flat_patches():
@@ -302,6 +306,15 @@ def test_online_train_set(demo, kind):
     np.testing.assert_array_equal(again['lr'], item['lr'])
     other = ds.get(10, sample_rng(1, 0, 10))
     assert not np.array_equal(other['lr'], item['lr'])
+
+
+def test_online_train_set_without_hr(demo):
+    full = OnlineBlurDownTrainSet(demo, kind='realistic', n_seq=3, patch_size=8)
+    lean = OnlineBlurDownTrainSet(demo, kind='realistic', n_seq=3, patch_size=8, with_hr=False)
+    a, b = full.get(4, sample_rng(2, 1, 4)), lean.get(4, sample_rng(2, 1, 4))
+    assert b['hr'] is None
+    np.testing.assert_array_equal(a['lr'], b['lr'])
+    np.testing.assert_array_equal(a['kernel'], b['kernel'])
 
 
 def test_online_train_set_frames_come_from_the_window(demo):

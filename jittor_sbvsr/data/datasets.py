@@ -154,10 +154,14 @@ class OnlineBlurDownTrainSet(_WindowSet):
     HR crop (redrawn while flat, see :func:`_crop`), the flip/rotation
     (same for all frames), the kernel. Gaussian kernels (5x5 to 13x13) are
     zero-padded to ``ksize`` so that batches stack; the blur is unchanged.
+    The reference's training loop never looks at the HR crop:
+    ``with_hr=False`` leaves it out ('hr': None), which saves a 16x larger
+    array per sample (and its trip from the loader's worker processes).
     """
 
     def __init__(self, dir_data, kind='gaussian', n_seq=5, patch_size=160, n_frames_per_video=50,
-                 scale=4, repeat=1, ksize=13, augment=True, smooth_threshold=degrade.SMOOTH_THRESHOLD):
+                 scale=4, repeat=1, ksize=13, augment=True, smooth_threshold=degrade.SMOOTH_THRESHOLD,
+                 with_hr=True):
         if kind not in TRAIN_KINDS:
             raise UserError(f'unknown kernel type {kind!r} (use {" or ".join(TRAIN_KINDS)})')
         _check_positive_int('n_seq', n_seq, odd=True)
@@ -179,6 +183,7 @@ class OnlineBlurDownTrainSet(_WindowSet):
         self.ksize = int(ksize)
         self.augment = bool(augment)
         self.smooth_threshold = smooth_threshold
+        self.with_hr = bool(with_hr)
         self.n_frames_per_video = n_frames_per_video
         self.dir_hr = self._hr_dir(self.dir_data)
         videos = [(n, _limit(f, n_frames_per_video)) for n, f in list_videos(self.dir_hr)]
@@ -226,7 +231,7 @@ class OnlineBlurDownTrainSet(_WindowSet):
             hr = degrade.augment(hr, rng)
         kernel, sigma = self.draw_kernel(rng)
         lr = degrade.blur_down_np(hr, kernel, self.scale)
-        return {'lr': _to_chw(lr * _INV255), 'hr': _u8_to_float(hr),
+        return {'lr': _to_chw(lr * _INV255), 'hr': _u8_to_float(hr) if self.with_hr else None,
                 'kernel': kernel.astype(np.float32), 'sigma': sigma,
                 'name': self.window_name(index)}
 
