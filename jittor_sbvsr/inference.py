@@ -47,6 +47,38 @@ def apply_preset(args, root):
             'or make a test set with tools/make_blurdown_dataset.py')
 
 
+def prepare_demo(args, root):
+    """--demo: a synthetic clip from scikit-image photos, end to end, no downloads.
+
+    Uses the paper's checkpoint when it is in pretrain_models/, otherwise the
+    deterministic recipe weights of the parity tests (not a trained model:
+    the pipeline runs, the pictures are not better than bilinear).
+    """
+    from .data.synthetic import make_demo_videos
+    demo = os.path.join(root, 'demo_results')
+    data = os.path.join(demo, 'input')
+    if not os.path.isdir(os.path.join(data, 'LR_blurdown_x4')):
+        make_demo_videos(data, n_videos=2, n_frames=7, hr_size=(128, 192), seed=0)
+    args.input_path = os.path.join(data, 'LR_blurdown_x4')
+    args.gt_path = os.path.join(data, 'HR')
+    args.result_path, args.infer_flag = demo, 'demo'
+    args.border = args.save_kernel = True
+    stem = os.path.join(root, 'pretrain_models', 'self_blind_vsr_realistic')
+    found = [p for p in (stem + '.pkl', stem + '.pt') if os.path.isfile(p)]
+    if found:
+        args.model_path = found[0]
+        return None
+    from .io.checkpoint import save_state_atomic
+    from .io.recipe import recipe_state
+    from .models import PWC_Recons
+    args.model_path = os.path.join(demo, 'recipe_weights_seed1234.pkl')
+    if not os.path.isfile(args.model_path):
+        shapes = {k: v.shape for k, v in PWC_Recons().state_dict().items()}
+        save_state_atomic(recipe_state(shapes, seed=1234), args.model_path)
+    return ('demo: no checkpoint in pretrain_models/, using deterministic untrained recipe weights '
+            '(put self_blind_vsr_realistic.pkl there for real results)')
+
+
 def load_model(model_path, n_seq=5, scale=4):
     import jittor_sbvsr  # noqa: F401
     from .io.checkpoint import load_into_module, load_state
@@ -135,7 +167,10 @@ def _pair_videos(inputs, gt_root):
 
 def run(args, root):
     """The inference CLI's work; ``args`` as parsed by cli.infer."""
-    if args.quick_test != '.':
+    note = None
+    if args.demo:
+        note = prepare_demo(args, root)
+    elif args.quick_test != '.':
         apply_preset(args, root)
     inputs = list_videos(args.input_path)
     pairs = _pair_videos(inputs, args.gt_path)
@@ -153,6 +188,8 @@ def run(args, root):
     log(f'result_path: {out_dir}')
     log(f'runtime: {runtime.describe()}')
     log(f'Loaded model from {args.model_path} ({device})')
+    if note:
+        log(note)
     engine = VideoSR(net, args.n_seq, reuse=not args.no_reuse)
     scores = {}
     for name, paths, gt_paths in pairs:

@@ -23,6 +23,8 @@ def build_parser():
     p.add_argument('--no_save_image', dest='save_image', action='store_false', help='do not save SR frames')
     p.add_argument('--save_kernel', action='store_true', help='save each estimated kernel (.npy and .png)')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    p.add_argument('--demo', action='store_true',
+                   help='super-resolve a synthetic clip made from scikit-image photos into demo_results/')
     p.add_argument('--no_reuse', action='store_true',
                    help='recompute every frame feature per window (slower; for benchmarks)')
     return p
