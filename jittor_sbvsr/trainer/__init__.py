@@ -1,0 +1,1 @@
+"""Self-supervised training of Self-Blind-VSR (the reference's main.py / Trainer_Flow_Video)."""
