@@ -22,7 +22,12 @@ import numpy as np
 
 import jittor as jt
 
-__all__ = ['TorchAdam', 'step_lr_factor']
+__all__ = ['TorchAdam', 'step_lr_factor', 'GROUP_MODULES', 'reference_param_groups', 'make_optimizer']
+
+# The reference's 8 Adam parameter groups, in its order; the flow net's lr is fixed apart.
+GROUP_MODULES = ('in_conv', 'extra_feat', 'fusion_conv', 'recons_net', 'upsample_layers', 'out_conv',
+                 'kernel_net', 'flow_net')
+FLOW_LR = 1e-6
 
 
 class TorchAdam(jt.optim.Optimizer):
@@ -119,3 +124,27 @@ def step_lr_factor(epoch, step_size, gamma):
     step 100 the first 99 epochs use the full lr, then 100 per level.
     """
     return float(gamma) ** (int(epoch) // int(step_size))
+
+
+def reference_param_groups(model, lr, flow_lr=FLOW_LR):
+    """The 8 groups of the reference (one per sub-network; flow net at ``flow_lr``).
+
+    Every parameter of ``model`` must be in exactly one group.
+    """
+    groups = []
+    for name in GROUP_MODULES:
+        g = {'name': name, 'params': list(getattr(model, name).parameters()), 'lr': float(lr)}
+        if name == 'flow_net':
+            g['lr'] = float(flow_lr)
+        groups.append(g)
+    ids = [id(p) for g in groups for p in g['params']]
+    every = [id(p) for p in model.parameters()]
+    if len(ids) != len(set(ids)) or set(ids) != set(every):
+        raise ValueError('the parameter groups do not cover the model exactly once')
+    return groups
+
+
+def make_optimizer(model, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, flow_lr=FLOW_LR):
+    """Adam over the reference's 8 groups (PyTorch's update formula)."""
+    return TorchAdam(reference_param_groups(model, lr, flow_lr), lr, betas=betas, eps=eps,
+                     weight_decay=weight_decay)

@@ -1,0 +1,444 @@
+"""The training loop: the reference's main.py + Trainer_Flow_Video, in Jittor.
+
+Per epoch e (1-based): lr = base * gamma ** (e // lr_decay) for each of the
+8 Adam groups; every batch runs the model in 'train' mode, the loss of
+:mod:`jittor_sbvsr.losses` and Adam (PyTorch's formula); then the model is
+evaluated on the test set in 'val' mode (PSNR, cycle-PSNR, down-PSNR) and the
+epoch is saved. Differences from the reference are listed in README.md;
+the one that shows: the reference's loop trains ``epochs - 1`` epochs
+(it stops when ``last_epoch + 1 >= epochs``), this one trains ``epochs``.
+
+Reproducibility: every sample is a function of (seed, epoch, index) (see
+:mod:`jittor_sbvsr.data.loader`), Jittor/numpy/python generators are
+re-seeded from (seed, epoch) at the start of each epoch, and the saved state
+holds the weights, Adam's moments and step count. A run resumed after epoch
+e therefore repeats the uninterrupted run bit for bit (same device and
+thread count).
+"""
+import datetime
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from ..errors import UserError
+from ..io.checkpoint import FLOW_PREFIX, load_into_module, load_state, save_state_atomic
+from ..losses import LOSS_NAMES, SelfBlindLoss
+from ..utils import Logger, Progress, atomic_write_bytes, ensure_dir, save_png_atomic
+from .optim import make_optimizer, step_lr_factor
+from .plots import save_line_plot
+from .state import STATE_NAME, load_training_state, save_training_state
+
+__all__ = ['Trainer', 'run', 'calc_psnr', 'kernel_image', 'epoch_seed', 'OOM_HINT']
+
+PSNR_NAMES = ('psnr', 'cycle_psnr', 'down_psnr')
+OOM_HINT = ('out of memory{where} (batch_size {bs}, patch_size {ps}): lower --batch_size '
+            '(and use --accumulate N to keep the effective batch), or lower --patch_size')
+# Options that must not change on --resume if the run is to continue as it was.
+_SAME_ON_RESUME = ('n_feat', 'extra_RBS', 'recons_RBS', 'ksize', 'scale', 'n_sequence', 'seed',
+                   'patch_size', 'batch_size', 'accumulate', 'data_train', 'test_every',
+                   'n_frames_per_video', 'no_augment')
+_PWC_NAMES = ('network-default.pkl', 'network-default.pytorch')
+
+
+def calc_psnr(img1, img2, shave=4):
+    """The reference's training-time PSNR: float images in [0,1] [B,C,H,W], border ``shave``.
+
+    No rounding or clamping; mse in float32 as numpy computes it; 100 if equal.
+    """
+    a = np.asarray(img1, np.float32)[:, :, shave:-shave, shave:-shave]
+    b = np.asarray(img2, np.float32)[:, :, shave:-shave, shave:-shave]
+    mse = float(np.mean((a - b) ** 2))
+    if mse == 0:
+        return 100.0
+    return 20 * math.log10(1.0 / math.sqrt(mse))
+
+
+def kernel_image(kernel):
+    """A kernel [k,k] as a uint8 RGB image scaled to its own min..max (all-equal -> black, NaN -> 0)."""
+    k = np.nan_to_num(np.asarray(kernel, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(k.min()), float(k.max())
+    k = (k - lo) / (hi - lo) if hi > lo else np.zeros_like(k)
+    k = np.clip(np.round(k * 255), 0, 255).astype(np.uint8)
+    return np.repeat(k[:, :, None], 3, axis=2)
+
+
+def _to_uint8(chw):
+    return np.clip(np.round(np.asarray(chw, np.float32) * np.float32(255)), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def epoch_seed(seed, epoch):
+    """The 31-bit seed of Jittor/numpy/python generators in ``epoch``: from (seed, epoch) only."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), 0x7EED]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _is_oom(e):
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e)
+    return any(s in text for s in ('out of memory', 'Out of memory', 'OutOfMemory', 'cudaErrorMemoryAllocation',
+                                   'CUDA_ERROR_OUT_OF_MEMORY', 'std::bad_alloc', 'MemoryError'))
+
+
+class _OOM(Exception):
+    pass
+
+
+class Trainer:
+    """Builds everything from ``args`` (see :mod:`jittor_sbvsr.options`), checks the
+    inputs before writing anything, then ``train()`` runs the remaining epochs."""
+
+    def __init__(self, args, device='cpu', stream=None):
+        import jittor as jt
+        from ..models import PWC_Recons
+        self.jt = jt
+        self.args = args
+        self.device = device
+        self.stream = sys.stdout if stream is None else stream
+        self.dir = os.path.join(args.experiment_dir, args.save)
+        self.messages = []  # lines to log once the log file is open
+
+        # 1. everything that can fail on bad input, before any file is written
+        resume = None
+        if args.resume:
+            resume = load_training_state(os.path.join(self.dir, STATE_NAME))
+            self._check_resume_config(resume[0]['config'])
+        self.train_set = None if args.test_only else self._make_train_set()
+        self.test_set = self._make_test_set()
+
+        jt.set_global_seed(int(args.seed))
+        self.model = PWC_Recons(n_colors=args.n_colors, n_sequence=args.n_sequence, extra_RBS=args.extra_RBS,
+                                recons_RBS=args.recons_RBS, n_feat=args.n_feat, scale=args.scale,
+                                ksize=args.ksize)
+        self._load_initial_weights(resume)
+        self.loss_fn = SelfBlindLoss(ksize=args.ksize)
+        self.optimizer = make_optimizer(self.model, args.lr, betas=(args.beta1, args.beta2),
+                                        eps=args.epsilon, weight_decay=args.weight_decay)
+        self.start_epoch = 1
+        self.history = {'epoch': [], 'lr': [], **{k: [] for k in LOSS_NAMES}, **{k: [] for k in PSNR_NAMES}}
+        self.best = None  # (psnr, epoch)
+        if resume is not None:
+            meta, _, opt_state = resume
+            try:
+                self.optimizer.load(opt_state)
+            except (ValueError, KeyError) as e:
+                raise UserError(f'{os.path.join(self.dir, STATE_NAME)}: optimizer state does not fit '
+                                f'the model ({e})') from None
+            self.start_epoch = int(meta['epoch']) + 1
+            self.history = {k: list(v) for k, v in meta['history'].items()}
+            self.best = tuple(meta['best']) if meta.get('best') else None
+        self.loader = None
+        if self.train_set is not None:
+            from ..data.loader import Loader
+            self.loader = Loader(self.train_set, batch_size=args.batch_size, shuffle=True,
+                                 num_workers=args.n_threads, seed=int(args.seed), drop_last=False)
+        self.logger = None
+
+    # ------------------------------------------------------------ building
+    def _check_resume_config(self, saved):
+        changed = [f'{k} {saved.get(k)!r} -> {getattr(self.args, k)!r}' for k in _SAME_ON_RESUME
+                   if k in saved and saved.get(k) != getattr(self.args, k)]
+        if changed:
+            self.messages.append('warning: resuming with options that differ from the saved run ('
+                                 + ', '.join(changed) + '): the continued run will not repeat an '
+                                 'uninterrupted one')
+
+    def _make_train_set(self):
+        from ..data import datasets
+        a = self.args
+        kind = {'REDS_BLURDOWN_GAUSSIAN': 'gaussian', 'REDS_BLURDOWN_REALISTIC': 'realistic',
+                'DEMO': 'gaussian', 'LR_ONLY': 'lr_only'}[a.data_train]
+        if a.data_train == 'DEMO' and not os.path.exists(a.dir_data):
+            from ..data.synthetic import make_demo_videos
+            self.messages.append(f'Writing the demo clips to {a.dir_data}')
+            make_demo_videos(a.dir_data)
+        if kind == 'lr_only':
+            def make(repeat):
+                return datasets.LROnlyTrainSet(a.dir_data, n_seq=a.n_sequence, patch_size=a.patch_size,
+                                               n_frames_per_video=a.n_frames_per_video, repeat=repeat,
+                                               augment=not a.no_augment)
+        else:
+            def make(repeat):
+                return datasets.OnlineBlurDownTrainSet(a.dir_data, kind=kind, n_seq=a.n_sequence,
+                                                       patch_size=a.patch_size,
+                                                       n_frames_per_video=a.n_frames_per_video,
+                                                       scale=a.scale, repeat=repeat, ksize=a.ksize,
+                                                       augment=not a.no_augment, with_hr=False)
+        try:
+            ds = make(1)
+            repeat = datasets.reference_repeat(ds.n_windows, a.batch_size, a.test_every)
+            if repeat != 1:
+                ds = make(repeat)
+        except ValueError as e:
+            raise UserError(f'training data: {e}') from None
+        if len(ds) == 0:
+            raise UserError(f'{a.dir_data}: no training windows found')
+        return ds
+
+    def _make_test_set(self):
+        from ..data import datasets
+        a = self.args
+        if a.dir_data_test in ('', '.', None) or str(a.data_test).lower() == 'none':
+            if a.test_only:
+                raise UserError('--test_only needs a test set (--dir_data_test)')
+            return None
+        if a.data_test == 'DEMO' and not os.path.exists(a.dir_data_test):
+            from ..data.synthetic import make_demo_videos
+            self.messages.append(f'Writing the demo clips to {a.dir_data_test}')
+            make_demo_videos(a.dir_data_test)
+        ts = datasets.PairedTestSet(a.dir_data_test, n_seq=a.n_sequence, scale=a.scale)
+        if len(ts) == 0:
+            raise UserError(f'{a.dir_data_test}: no test windows found')
+        return ts
+
+    def _load_initial_weights(self, resume):
+        a = self.args
+        if resume is not None:
+            load_into_module(self.model, resume[1], os.path.join(self.dir, STATE_NAME))
+            self.messages.append(f'Resuming from {os.path.join(self.dir, STATE_NAME)} '
+                                 f'(epoch {resume[0]["epoch"]} completed)')
+            return
+        if a.pre_train not in ('', '.', None):
+            load_into_module(self.model, load_state(a.pre_train), a.pre_train)
+            self.messages.append(f'Loaded the model from {a.pre_train}')
+            return
+        if a.test_only:
+            best = os.path.join(self.dir, 'model', 'model_best.pkl')
+            load_into_module(self.model, load_state(best), best)
+            self.messages.append(f'Loaded the model from {best}')
+            return
+        for name in _PWC_NAMES:
+            path = os.path.join(a.pretrain_models_dir, name)
+            if os.path.isfile(path):
+                state = load_state(path)
+                if state and all(k.startswith(FLOW_PREFIX) for k in state):
+                    state = {k[len(FLOW_PREFIX):]: v for k, v in state.items()}
+                load_into_module(self.model.flow_net.moduleNetwork, state, path)
+                self.messages.append(f'Loaded the PWC-Net weights from {path}')
+                return
+        self.messages.append(f'warning: no PWC-Net weights ({" or ".join(_PWC_NAMES)}) in '
+                             f'{a.pretrain_models_dir}: the flow net starts from random weights')
+
+    # ------------------------------------------------------------ files
+    def _open_experiment(self):
+        """Create (or archive and recreate) the experiment folder and open the log."""
+        a = self.args
+        if not a.resume and not a.test_only and os.path.isdir(self.dir) and os.listdir(self.dir):
+            stamp = datetime.datetime.now().strftime('%Y%m%d_%H%M%S')
+            archived = f'{self.dir}_archived_{stamp}'
+            try:
+                os.rename(self.dir, archived)
+            except OSError as e:
+                raise UserError(f'{self.dir}: exists and cannot be archived ({e.strerror or e})') from None
+            self.messages.insert(0, f'Moved the previous experiment {self.dir} to {archived}')
+        ensure_dir(os.path.join(self.dir, 'model'))
+        self.logger = Logger(os.path.join(self.dir, 'log.txt'), stream=self.stream)
+        if not a.test_only:
+            config = ''.join(f'{k}: {v}\n' for k, v in sorted(vars(a).items()))
+            atomic_write_bytes(os.path.join(self.dir, 'config.txt'), config.encode('utf-8'))
+        for m in self.messages:
+            self.log(m)
+        self.messages = []
+
+    def log(self, msg):
+        if self.logger is None:
+            self.messages.append(msg)
+        else:
+            self.logger.log(msg)
+
+    def close(self):
+        if self.loader is not None:
+            self.loader.close()
+        if self.logger is not None:
+            self.logger.close()
+
+    # ------------------------------------------------------------ training
+    def _batch_weights(self):
+        """Loss weight of each batch so that an accumulated update equals the big-batch one."""
+        n = len(self.train_set)
+        bs, acc = self.args.batch_size, self.args.accumulate
+        sizes = [min(bs, n - j * bs) for j in range(len(self.loader))]
+        weights, last = [], []
+        for j, s in enumerate(sizes):
+            g0 = (j // acc) * acc
+            group = sizes[g0:g0 + acc]
+            weights.append(s / sum(group))
+            last.append(j == g0 + len(group) - 1)
+        return weights, last
+
+    def train_epoch(self, epoch):
+        jt = self.jt
+        a = self.args
+        factor = step_lr_factor(epoch, a.lr_decay, a.gamma)
+        self.optimizer.set_lr_factor(factor)
+        lr = self.optimizer.param_groups[0]['lr']
+        self.log(f'[Epoch {epoch}] lr {lr:.2e} (flow net {self.optimizer.param_groups[-1]["lr"]:.2e})')
+        jt.set_global_seed(epoch_seed(a.seed, epoch))
+        self.model.train()
+        self.loader.set_epoch(epoch)
+        weights, last = self._batch_weights()
+        sums = {k: 0.0 for k in LOSS_NAMES}
+        n_batches = len(self.loader)
+        progress = Progress(n_batches, desc=f'epoch {epoch}', stream=sys.stderr)
+        try:
+            for j, batch in enumerate(self.loader):
+                x = jt.array(batch['lr'])
+                out, _ = self.model({'x': x, 'mode': 'train'})
+                total, terms = self.loss_fn(out)
+                w = weights[j]
+                self.optimizer.backward(total if w == 1 else total * w)
+                if last[j]:
+                    self.optimizer.step()
+                jt.sync(list(terms.values()))
+                values = {k: float(v.item()) for k, v in terms.items()}
+                if not all(math.isfinite(v) for v in values.values()):
+                    raise UserError(f'epoch {epoch}, batch {j + 1}: the loss is not finite '
+                                    f'({", ".join(f"{k} {v:.4g}" for k, v in values.items())}); '
+                                    'lower --lr')
+                for k in LOSS_NAMES:
+                    sums[k] += values[k]
+                progress.update(1, loss=sums['total'] / (j + 1))
+                if (j + 1) % a.print_every == 0:
+                    self.log(f'[{(j + 1) * a.batch_size}/{len(self.train_set)}] ' + self._fmt_losses(
+                        {k: v / (j + 1) for k, v in sums.items()}))
+        finally:
+            progress.close()
+        return {k: v / n_batches for k, v in sums.items()}, lr
+
+    @staticmethod
+    def _fmt_losses(d):
+        return ''.join(f'[{k}: {d[k]:.4f}]' if k != 'kernel_center' else f'[{k}: {d[k]:.3e}]'
+                       for k in LOSS_NAMES)
+
+    def evaluate(self, epoch=None):
+        """PSNR (recons vs HR), cycle-PSNR (input_cycle vs input), down-PSNR (recons_down vs input)."""
+        jt = self.jt
+        a = self.args
+        self.model.eval()
+        c = a.n_sequence // 2
+        sums = {k: 0.0 for k in PSNR_NAMES}
+        n = len(self.test_set)
+        progress = Progress(n, desc='evaluation', stream=sys.stderr)
+        try:
+            with jt.no_grad():
+                for i in range(n):
+                    item = self.test_set.get(i)
+                    out, _ = self.model({'x': jt.array(item['lr'][None]), 'mode': 'val'})
+                    res = {k: out[k].numpy() for k in ('input', 'input_down', 'input_cycle', 'recons',
+                                                       'recons_down', 'est_kernel')}
+                    gt = item['hr'][None, c]
+                    sums['psnr'] += calc_psnr(gt, res['recons'])
+                    sums['cycle_psnr'] += calc_psnr(res['input'], res['input_cycle'])
+                    sums['down_psnr'] += calc_psnr(res['input'], res['recons_down'])
+                    if a.save_images and epoch is not None:
+                        self._save_images(item, gt, res)
+                    progress.update(1, psnr=sums['psnr'] / (i + 1))
+        finally:
+            progress.close()
+        self.model.train()
+        return {k: v / n for k, v in sums.items()}
+
+    def _save_images(self, item, gt, res):
+        video, frame = item['name'].split('/', 1)
+        base = os.path.join(self.dir, 'result', str(self.args.data_test), video, frame)
+        imgs = {'gt': _to_uint8(gt[0]), 'lr': _to_uint8(res['input'][0]), 'sr': _to_uint8(res['recons'][0]),
+                'lr_cycle': _to_uint8(res['input_cycle'][0]), 'lr_down': _to_uint8(res['input_down'][0]),
+                'sr_down': _to_uint8(res['recons_down'][0]), 'est_kernel': kernel_image(res['est_kernel'][0, 0])}
+        if item.get('kernel') is not None:
+            imgs['gt_kernel'] = kernel_image(item['kernel'])
+        for post, img in imgs.items():
+            save_png_atomic(f'{base}_{post}.png', img)
+
+    # ------------------------------------------------------------ saving
+    def save(self, epoch, is_best):
+        """Model files first, the training state (the commit point) last."""
+        mdir = os.path.join(self.dir, 'model')
+        weights = {k: v.numpy() for k, v in self.model.state_dict().items()}
+        if self.args.save_middle_models:
+            save_state_atomic(weights, os.path.join(mdir, f'model_{epoch}.pkl'))
+        if is_best:
+            save_state_atomic(weights, os.path.join(mdir, 'model_best.pkl'))
+        save_state_atomic(weights, os.path.join(mdir, 'model_latest.pkl'))
+        atomic_write_bytes(os.path.join(self.dir, 'history.json'),
+                           json.dumps(self.history, indent=1).encode('utf-8'))
+        self._plot()
+        meta = {'epoch': int(epoch), 'history': self.history, 'best': list(self.best) if self.best else None,
+                'config': {k: v for k, v in vars(self.args).items()
+                           if isinstance(v, (str, int, float, bool, type(None)))},
+                'rng': {'seed': int(self.args.seed), 'next_epoch_seed': epoch_seed(self.args.seed, epoch + 1)},
+                'saved_at': datetime.datetime.now().isoformat(timespec='seconds')}
+        save_training_state(os.path.join(self.dir, STATE_NAME), meta, weights, self.optimizer.state())
+
+    def _plot(self):
+        h = self.history
+        x = h['epoch']
+        for k in LOSS_NAMES:
+            save_line_plot(os.path.join(self.dir, f'loss_{k}.png'), {k: h[k]}, x=x, title=f'training loss: {k}',
+                           ylabel='loss')
+        if any(v is not None for v in h['psnr']):
+            clean = {k: [np.nan if v is None else v for v in h[k]] for k in PSNR_NAMES}
+            for k in PSNR_NAMES:
+                save_line_plot(os.path.join(self.dir, f'{k}.png'), {k: clean[k]}, x=x, title=f'test {k}',
+                               ylabel='dB')
+
+    # ------------------------------------------------------------ main loop
+    def train(self):
+        a = self.args
+        self._open_experiment()
+        last = 10 ** 8 if a.epochs == 0 else a.epochs
+        if a.test_only:
+            r = self.evaluate()
+            self.log(f'[{a.data_test}] PSNR: {r["psnr"]:.3f} Cycle-PSNR: {r["cycle_psnr"]:.3f} '
+                     f'Down-PSNR: {r["down_psnr"]:.3f}')
+            return r
+        if self.start_epoch > last:
+            self.log(f'Nothing to do: {self.start_epoch - 1} epochs are done and --epochs is {a.epochs}')
+            return None
+        self.log(f'Training epochs {self.start_epoch}..{a.epochs if a.epochs else "inf"} on {self.device}: '
+                 f'{len(self.train_set)} samples per epoch, {len(self.loader)} batches of {a.batch_size}'
+                 + (f', one update per {a.accumulate} batches' if a.accumulate > 1 else '')
+                 + (f'; {len(self.test_set)} test windows' if self.test_set is not None else '; no test set'))
+        for epoch in range(self.start_epoch, last + 1):
+            t0 = time.time()
+            try:
+                losses, lr = self.train_epoch(epoch)
+                psnr = self.evaluate(epoch) if self.test_set is not None else None
+            except Exception as e:
+                if _is_oom(e):
+                    raise UserError(OOM_HINT.format(where=f' in epoch {epoch}', bs=a.batch_size,
+                                                    ps=a.patch_size)) from None
+                raise
+            self.history['epoch'].append(epoch)
+            self.history['lr'].append(lr)
+            for k in LOSS_NAMES:
+                self.history[k].append(losses[k])
+            is_best = False
+            for k in PSNR_NAMES:
+                self.history[k].append(None if psnr is None else psnr[k])
+            if psnr is not None and (self.best is None or psnr['psnr'] > self.best[0]):
+                self.best = (psnr['psnr'], epoch)
+                is_best = True
+            self.log(f'Epoch {epoch} loss ' + self._fmt_losses(losses) + f' ({time.time() - t0:.1f}s)')
+            if psnr is not None:
+                self.log(f'[{a.data_test}] average Cycle-PSNR: {psnr["cycle_psnr"]:.3f} Down-PSNR: '
+                         f'{psnr["down_psnr"]:.3f} PSNR: {psnr["psnr"]:.3f} '
+                         f'(Best: {self.best[0]:.3f} @epoch {self.best[1]})')
+            self.save(epoch, is_best)
+        return self.history
+
+
+def run(args, device='cpu', stream=None):
+    """Train (or evaluate with --test_only) as ``args`` say; returns the history."""
+    trainer = Trainer(args, device=device, stream=stream)
+    try:
+        return trainer.train()
+    except KeyboardInterrupt:
+        done = trainer.history['epoch'][-1] if trainer.history['epoch'] else trainer.start_epoch - 1
+        trainer.log(f'Interrupted. Epochs up to {done} are saved in {trainer.dir}; '
+                    'continue with --resume' if done else 'Interrupted before the first epoch was saved.')
+        raise
+    finally:
+        trainer.close()
