@@ -91,23 +91,70 @@ def load_model(model_path, n_seq=5, scale=4):
     return net
 
 
+def tile_spans(n, tile, overlap):
+    """(start, stop) of the tiles along an axis of ``n`` LR pixels.
+
+    Tiles are ``tile`` long and step by ``tile - overlap``; the last one ends
+    at ``n``. ``tile`` 0 (off) or >= n: one span, the whole axis.
+    """
+    if tile <= 0 or tile >= n:
+        return [(0, n)]
+    if not 0 <= overlap < tile:
+        raise UserError(f'--tile_overlap must be >= 0 and smaller than --tile ({overlap} vs {tile})')
+    starts = list(range(0, n - tile, tile - overlap)) + [n - tile]
+    return [(s, s + tile) for s in starts]
+
+
+def _ramp(span, n, overlap, scale):
+    """Blending weights of one tile along one axis, at HR: linear ramps over
+    the overlap on each side that has a neighbour, 1 elsewhere."""
+    (s, e), r = span, max(overlap * scale, 1)
+    i = np.arange((e - s) * scale, dtype=np.float64) + 0.5
+    w = np.ones_like(i)
+    if s > 0:
+        w = np.minimum(w, i / r)
+    if e < n:
+        w = np.minimum(w, (i[::-1]) / r)
+    return w
+
+
 class VideoSR:
     """Runs the model window by window over one video, reusing work.
 
     With ``reuse`` each frame's ``frame_features`` is computed once and kept
     while windows still need it, and a window that holds the same frame twice
     (border windows) estimates its flow once.
+
+    With ``tile`` > 0 (LR pixels) the reconstruction runs on overlapping
+    ``tile`` x ``tile`` crops whose HR outputs are blended with linear ramps
+    over the ``overlap``; this bounds the memory of the HR layers. The blur
+    kernel and the flows are still estimated on whole frames (the kernel is
+    then identical, and PWC-Net sees the whole motion); feature reuse works
+    per tile. A tile as large as the frame gives exactly the untiled output.
     """
 
-    def __init__(self, net, n_seq=5, reuse=True):
+    def __init__(self, net, n_seq=5, reuse=True, tile=0, overlap=16):
         self.net = net
         self.n_seq = n_seq
         self.reuse = reuse
+        self.tile = int(tile or 0)
+        self.overlap = int(overlap)
+        if self.tile < 0 or self.overlap < 0:
+            raise UserError('--tile and --tile_overlap must be >= 0')
+        if self.tile and self.overlap >= self.tile:
+            raise UserError(f'--tile_overlap ({self.overlap}) must be smaller than --tile ({self.tile})')
+
+    def tiles(self, h, w):
+        """[((y0, y1), (x0, x1)), ...] LR tiles of an h x w frame."""
+        return [(ys, xs) for ys in tile_spans(h, self.tile, self.overlap)
+                for xs in tile_spans(w, self.tile, self.overlap)]
 
     def windows(self, frames, windows):
         """Yield (window index, recons [1,3,H,W] float32, kernel [k,k], seconds)."""
         import jittor as jt
         cache = {}
+        h, w = frames[0].shape[:2]
+        tiles = self.tiles(h, w)
         for k, idx in enumerate(windows):
             jt.sync_all(True)
             t0 = time.perf_counter()
@@ -115,22 +162,43 @@ class VideoSR:
                 x = jt.array(frames_to_input([frames[i] for i in idx]))
                 xs = [x[:, j] for j in range(self.n_seq)]
                 kernel = self.net.kernel_net(jt.concat(xs, 1))
-                if self.reuse:
-                    feats = []
-                    for j, i in enumerate(idx):
-                        if i not in cache:
-                            cache[i] = self.net.frame_features(xs[j])
-                        feats.append(cache[i])
-                    recons = self.net.recons_forward(xs, feats, keys=idx)
-                    later = set(i for w in windows[k + 1:k + self.n_seq] for i in w)
-                    for i in [i for i in cache if i not in later]:
-                        del cache[i]
+                if len(tiles) == 1:
+                    recons_np = self._recons(xs, idx, cache, 0, None).numpy()
                 else:
-                    recons = self.net.recons_forward(xs)
-                recons_np = recons.numpy()
+                    recons_np = self._recons_tiled(xs, idx, cache, tiles, h, w)
+                if self.reuse:
+                    later = set(i for wi in windows[k + 1:k + self.n_seq] for i in wi)
+                    for key in [key for key in cache if key[0] not in later]:
+                        del cache[key]
                 kernel_np = kernel.numpy()[0, 0]
                 jt.sync_all(True)
             yield k, recons_np, kernel_np, time.perf_counter() - t0
+
+    def _recons(self, xs, idx, cache, t, flows):
+        """The reconstruction of one window (or of tile ``t`` of it)."""
+        if not self.reuse:
+            return self.net.recons_forward(xs, flows=flows)
+        feats = []
+        for j, i in enumerate(idx):
+            if (i, t) not in cache:
+                cache[(i, t)] = self.net.frame_features(xs[j])
+            feats.append(cache[(i, t)])
+        return self.net.recons_forward(xs, feats, keys=idx, flows=flows)
+
+    def _recons_tiled(self, xs, idx, cache, tiles, h, w):
+        s = self.net.scale
+        keys = idx if self.reuse else None
+        flows = self.net.neighbour_flows(xs, keys=keys)
+        out = np.zeros((1, 3, h * s, w * s), np.float64)
+        wsum = np.zeros((h * s, w * s), np.float64)
+        for t, ((y0, y1), (x0, x1)) in enumerate(tiles):
+            xt = [v[:, :, y0:y1, x0:x1] for v in xs]
+            ft = {key: f[:, :, y0:y1, x0:x1] for key, f in flows.items()}
+            r = self._recons(xt, idx, cache, t, ft).numpy()
+            wt = np.outer(_ramp((y0, y1), h, self.overlap, s), _ramp((x0, x1), w, self.overlap, s))
+            out[:, :, y0 * s:y1 * s, x0 * s:x1 * s] += r * wt
+            wsum[y0 * s:y1 * s, x0 * s:x1 * s] += wt
+        return (out / wsum).astype(np.float32)
 
 
 def kernel_image(kernel, zoom=16):
@@ -176,21 +244,23 @@ def run(args, root):
     pairs = _pair_videos(inputs, args.gt_path)
     for name, paths, _ in pairs:  # fail before any work on too-short videos
         window_indices(len(paths), args.n_seq, border=args.border, name=name)
+    engine = VideoSR(None, args.n_seq, reuse=not args.no_reuse, tile=getattr(args, 'tile', 0),
+                     overlap=getattr(args, 'tile_overlap', 16))  # checks the tile flags
     device = runtime.select_device(args.device)
     net = load_model(args.model_path, args.n_seq, args.scale)  # before anything is written
+    engine.net = net
     flag = args.infer_flag if args.infer_flag != '.' else time.strftime('%Y%m%d-%H%M%S')
     out_dir = os.path.join(args.result_path, f'infer_{flag}')
     ensure_dir(out_dir)
     log = Logger(os.path.join(out_dir, f"inference_log_{time.strftime('%Y%m%d-%H%M%S')}.txt"))
     for key in ('input_path', 'gt_path', 'model_path', 'border', 'save_image', 'n_seq', 'scale',
-                'size_must_mode'):
-        log(f'{key}: {getattr(args, key)}')
+                'size_must_mode', 'no_reuse', 'tile', 'tile_overlap'):
+        log(f'{key}: {getattr(args, key, None)}')
     log(f'result_path: {out_dir}')
     log(f'runtime: {runtime.describe()}')
     log(f'Loaded model from {args.model_path} ({device})')
     if note:
         log(note)
-    engine = VideoSR(net, args.n_seq, reuse=not args.no_reuse)
     scores = {}
     for name, paths, gt_paths in pairs:
         frames = _read_video(paths, args.size_must_mode, f'video {name}')

@@ -27,6 +27,11 @@ def build_parser():
                    help='super-resolve a synthetic clip made from scikit-image photos into demo_results/')
     p.add_argument('--no_reuse', action='store_true',
                    help='recompute every frame feature per window (slower; for benchmarks)')
+    p.add_argument('--tile', type=int, default=0,
+                   help='reconstruct in tiles of N x N LR pixels to bound memory (0: whole frames); '
+                        'the kernel and flows are still estimated on whole frames')
+    p.add_argument('--tile_overlap', type=int, default=16,
+                   help='overlap of neighbouring tiles in LR pixels (blended linearly)')
     return p
 
 

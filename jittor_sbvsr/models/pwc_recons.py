@@ -72,12 +72,24 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
     def blur_down(self, x, kernel, scale=None):
         return blur_down(x, kernel, self.scale if scale is None else scale)
 
-    def recons_forward(self, frames, feats=None, keys=None):
+    def neighbour_flows(self, frames, keys=None):
+        """{key: flow from the centre frame to frame i} for each neighbour, each key once."""
+        c = self.n_sequence // 2
+        keys = list(range(self.n_sequence)) if keys is None else list(keys)
+        flows = {}
+        for i in range(self.n_sequence):
+            if i != c and keys[i] not in flows:
+                flows[keys[i]] = self.flow_net(frames[c], frames[i])
+        return flows
+
+    def recons_forward(self, frames, feats=None, keys=None, flows=None):
         """Reconstruct the centre frame of ``frames`` (a list of [B,C,H,W]).
 
         ``feats`` may hold each frame's precomputed ``frame_features``, and
         ``keys`` name the frames so that a frame present twice in the window
-        is aligned once: the result is the same, the work is not.
+        is aligned once: the result is the same, the work is not. ``flows``
+        ({key: flow}, as ``neighbour_flows`` returns) may give the flows,
+        e.g. estimated on whole frames when ``frames`` are tiles of them.
         """
         c = self.n_sequence // 2
         if feats is None:
@@ -94,7 +106,7 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
                 aligned.append(feats[i])
                 continue
             if keys[i] not in warped:
-                flow = self.flow_net(frames[c], frames[i])
+                flow = self.flow_net(frames[c], frames[i]) if flows is None else flows[keys[i]]
                 warped[keys[i]] = self.flow_net.warp(feats[i], flow)[0]
             aligned.append(warped[keys[i]])
         feat = self.recons_net(self.fusion_conv(jt.concat(aligned, 1)))
