@@ -85,7 +85,7 @@ def test_casts_and_checks():
 def cuda_unit():
     """Kernels and launchers in one translation unit, the host stubs declaring
     what Jittor's code op declares around cuda_src."""
-    m, sh = corr_mod, ', '.join(f'long in0_shape{i}' for i in range(4))
+    m, sh = corr_mod, ', '.join(f'long long in0_shape{i}' for i in range(4))
     return (m.CU_HEAD
             + f'extern "C" void fwd(float* in0_p, float* in1_p, float* out0_p, {sh}) {{' + m.CU_FWD + '}\n'
             + f'extern "C" void bwd(float* in0_p, float* in1_p, float* in2_p, float* out0_p, float* out1_p, {sh}) {{'
@@ -136,7 +136,7 @@ def test_cuda_kernels_emulated(tmp_path):
     f, s, g = rand(np.random.default_rng(4), shape)
     o, gf, gs = np.zeros_like(g), np.zeros_like(f), np.zeros_like(f)
     ptr = lambda a: a.ctypes.data_as(fp)  # noqa: E731
-    dims = [ctypes.c_long(v) for v in shape]
+    dims = [ctypes.c_longlong(v) for v in shape]
     so.fwd(ptr(f), ptr(s), ptr(o), *dims)
     so.bwd(ptr(f), ptr(s), ptr(g), ptr(gf), ptr(gs), *dims)
     for name, a, b in zip(('output', 'grad_first', 'grad_second'), (o, gf, gs), naive(f, s, g)):

@@ -25,17 +25,17 @@ CPU_HEAD = '#include <vector>\n#include <algorithm>\n'
 CPU_FWD = '''
 const float* f = in0_p; const float* s = in1_p; float* o = out0_p;
 const int N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
-const long HW = (long)H * W;
+const long long HW = (long long)H * W;
 #pragma omp parallel for schedule(static)
 for (int t = 0; t < N * H; t++) {
     const int n = t / H, y = t % H;
     std::vector<float> acc(81 * (size_t)W, 0.f);
     for (int c = 0; c < C; c++) {
-        const float* fr = f + (n * (long)C + c) * HW + (long)y * W;
+        const float* fr = f + (n * (long long)C + c) * HW + (long long)y * W;
         for (int i = 0; i < 9; i++) {
             const int yy = y + i - 4;
             if (yy < 0 || yy >= H) continue;
-            const float* sr = s + (n * (long)C + c) * HW + (long)yy * W;
+            const float* sr = s + (n * (long long)C + c) * HW + (long long)yy * W;
             for (int j = 0; j < 9; j++) {
                 const int dx = j - 4, xa = std::max(0, -dx), xb = std::min(W, W - dx);
                 float* a = &acc[(i * 9 + j) * (size_t)W];
@@ -45,7 +45,7 @@ for (int t = 0; t < N * H; t++) {
     }
     for (int d = 0; d < 81; d++)
         for (int x = 0; x < W; x++)
-            o[(n * 81L + d) * HW + (long)y * W + x] = acc[d * (size_t)W + x] / (float)C;
+            o[(n * 81LL + d) * HW + (long long)y * W + x] = acc[d * (size_t)W + x] / (float)C;
 }
 '''
 
@@ -53,14 +53,14 @@ CPU_BWD = '''
 const float* f = in0_p; const float* s = in1_p; const float* g = in2_p;
 float* gf = out0_p; float* gs = out1_p;
 const int N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
-const long HW = (long)H * W;
+const long long HW = (long long)H * W;
 #pragma omp parallel for schedule(static)
 for (int t = 0; t < N * H; t++) {
     const int n = t / H, y = t % H;
     std::vector<float> a1(W), a2(W);
-    const float* gn = g + n * 81L * HW;
+    const float* gn = g + n * 81LL * HW;
     for (int c = 0; c < C; c++) {
-        const long nc = (n * (long)C + c) * HW;
+        const long long nc = (n * (long long)C + c) * HW;
         std::fill(a1.begin(), a1.end(), 0.f);
         std::fill(a2.begin(), a2.end(), 0.f);
         for (int i = 0; i < 9; i++) {
@@ -69,20 +69,20 @@ for (int t = 0; t < N * H; t++) {
             for (int j = 0; j < 9; j++) {
                 const int dx = j - 4, xa = std::max(0, -dx), xb = std::min(W, W - dx);
                 if (in1) {  // grad_first[y,x] += g[d,y,x] * s[y+dy,x+dx]
-                    const float* gr = gn + (i * 9 + j) * HW + (long)y * W;
-                    const float* sr = s + nc + (long)(y + dy) * W + dx;
+                    const float* gr = gn + (i * 9 + j) * HW + (long long)y * W;
+                    const float* sr = s + nc + (long long)(y + dy) * W + dx;
                     for (int x = xa; x < xb; x++) a1[x] += gr[x] * sr[x];
                 }
                 if (in2) {  // grad_second[y,x] += g[d,y-dy,x-dx] * f[y-dy,x-dx]
-                    const float* gr = gn + (i * 9 + j) * HW + (long)(y - dy) * W - dx;
-                    const float* fr = f + nc + (long)(y - dy) * W - dx;
+                    const float* gr = gn + (i * 9 + j) * HW + (long long)(y - dy) * W - dx;
+                    const float* fr = f + nc + (long long)(y - dy) * W - dx;
                     for (int x = dx + xa; x < dx + xb; x++) a2[x] += gr[x] * fr[x];
                 }
             }
         }
         for (int x = 0; x < W; x++) {
-            gf[nc + (long)y * W + x] = a1[x] / (float)C;
-            gs[nc + (long)y * W + x] = a2[x] / (float)C;
+            gf[nc + (long long)y * W + x] = a1[x] / (float)C;
+            gs[nc + (long long)y * W + x] = a2[x] / (float)C;
         }
     }
 }
@@ -114,7 +114,7 @@ __device__ __forceinline__ void corr_halo(float* sh, const float* src, int c0, i
         const int c = k / (CORR_HY * CORR_HX), r = k % (CORR_HY * CORR_HX);
         const int yy = y0 - 4 + r / CORR_HX, xx = x0 - 4 + r % CORR_HX;
         sh[k] = (c0 + c < C && yy >= 0 && yy < H && xx >= 0 && xx < W)
-              ? src[(long)(c0 + c) * H * W + (long)yy * W + xx] : 0.f;
+              ? src[(long long)(c0 + c) * H * W + (long long)yy * W + xx] : 0.f;
     }
 }
 
@@ -123,8 +123,8 @@ __global__ void corr_fwd(const float* __restrict__ f, const float* __restrict__ 
     __shared__ float ss[CORR_CF][CORR_HY][CORR_HX];
     const int tx = threadIdx.x, ty = threadIdx.y, n = blockIdx.z;
     const int x0 = blockIdx.x * CORR_TX, y0 = blockIdx.y * CORR_TY, x = x0 + tx, y = y0 + ty;
-    const long HW = (long)H * W;
-    f += n * C * HW; s += n * C * HW; o += n * 81L * HW;
+    const long long HW = (long long)H * W;
+    f += n * C * HW; s += n * C * HW; o += n * 81LL * HW;
     float acc[81];
     #pragma unroll
     for (int d = 0; d < 81; d++) acc[d] = 0.f;
@@ -132,7 +132,7 @@ __global__ void corr_fwd(const float* __restrict__ f, const float* __restrict__ 
         float a[CORR_CF];  // this pixel's own channels: no sharing, registers
         #pragma unroll
         for (int c = 0; c < CORR_CF; c++)
-            a[c] = (c0 + c < C && y < H && x < W) ? f[(c0 + c) * HW + (long)y * W + x] : 0.f;
+            a[c] = (c0 + c < C && y < H && x < W) ? f[(c0 + c) * HW + (long long)y * W + x] : 0.f;
         corr_halo(&ss[0][0][0], s, c0, CORR_CF, C, H, W, x0, y0);
         __syncthreads();
         #pragma unroll
@@ -147,7 +147,7 @@ __global__ void corr_fwd(const float* __restrict__ f, const float* __restrict__ 
     }
     if (y < H && x < W) {
         #pragma unroll
-        for (int d = 0; d < 81; d++) o[d * HW + (long)y * W + x] = acc[d] / (float)C;
+        for (int d = 0; d < 81; d++) o[d * HW + (long long)y * W + x] = acc[d] / (float)C;
     }
 }
 
@@ -157,9 +157,9 @@ __global__ void corr_bwd_first(const float* __restrict__ g, const float* __restr
     __shared__ float ss[CORR_CB][CORR_HY][CORR_HX];
     const int tx = threadIdx.x, ty = threadIdx.y, n = blockIdx.z;
     const int x0 = blockIdx.x * CORR_TX, y0 = blockIdx.y * CORR_TY, x = x0 + tx, y = y0 + ty;
-    const long HW = (long)H * W;
+    const long long HW = (long long)H * W;
     const bool in = y < H && x < W;
-    g += n * 81L * HW + (long)y * W + x; s += n * C * HW; gf += n * C * HW;
+    g += n * 81LL * HW + (long long)y * W + x; s += n * C * HW; gf += n * C * HW;
     for (int c0 = 0; c0 < C; c0 += CORR_CB) {
         corr_halo(&ss[0][0][0], s, c0, CORR_CB, C, H, W, x0, y0);
         __syncthreads();
@@ -176,7 +176,7 @@ __global__ void corr_bwd_first(const float* __restrict__ g, const float* __restr
                 }
             #pragma unroll
             for (int c = 0; c < CORR_CB; c++)
-                if (c0 + c < C) gf[(c0 + c) * HW + (long)y * W + x] = acc[c] / (float)C;
+                if (c0 + c < C) gf[(c0 + c) * HW + (long long)y * W + x] = acc[c] / (float)C;
         }
         __syncthreads();
     }
@@ -188,9 +188,9 @@ __global__ void corr_bwd_second(const float* __restrict__ g, const float* __rest
     __shared__ float sf[CORR_CB][CORR_HY][CORR_HX];
     const int tx = threadIdx.x, ty = threadIdx.y, n = blockIdx.z;
     const int x0 = blockIdx.x * CORR_TX, y0 = blockIdx.y * CORR_TY, x = x0 + tx, y = y0 + ty;
-    const long HW = (long)H * W;
+    const long long HW = (long long)H * W;
     const bool in = y < H && x < W;
-    g += n * 81L * HW; f += n * C * HW; gs += n * C * HW;
+    g += n * 81LL * HW; f += n * C * HW; gs += n * C * HW;
     for (int c0 = 0; c0 < C; c0 += CORR_CB) {
         corr_halo(&sf[0][0][0], f, c0, CORR_CB, C, H, W, x0, y0);
         __syncthreads();
@@ -204,14 +204,14 @@ __global__ void corr_bwd_second(const float* __restrict__ g, const float* __rest
                 for (int j = 0; j < 9; j++) {
                     const int xx = x + 4 - j;
                     if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
-                    const float gv = g[(i * 9 + j) * HW + (long)yy * W + xx];
+                    const float gv = g[(i * 9 + j) * HW + (long long)yy * W + xx];
                     #pragma unroll
                     for (int c = 0; c < CORR_CB; c++) acc[c] += gv * sf[c][ty + 8 - i][tx + 8 - j];
                 }
             }
             #pragma unroll
             for (int c = 0; c < CORR_CB; c++)
-                if (c0 + c < C) gs[(c0 + c) * HW + (long)y * W + x] = acc[c] / (float)C;
+                if (c0 + c < C) gs[(c0 + c) * HW + (long long)y * W + x] = acc[c] / (float)C;
         }
         __syncthreads();
     }
