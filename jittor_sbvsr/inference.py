@@ -121,9 +121,10 @@ def _ramp(span, n, overlap, scale):
 class VideoSR:
     """Runs the model window by window over one video, reusing work.
 
-    With ``reuse`` each frame's ``frame_features`` is computed once and kept
-    while windows still need it, and a window that holds the same frame twice
-    (border windows) estimates its flow once.
+    With ``reuse`` each frame's ``frame_features`` and PWC-Net feature
+    pyramid are computed once and kept while windows still need them, and a
+    window that holds the same frame twice (border windows) estimates its
+    flow once.
 
     With ``tile`` > 0 (LR pixels) the reconstruction runs on overlapping
     ``tile`` x ``tile`` crops whose HR outputs are blended with linear ramps
@@ -152,7 +153,7 @@ class VideoSR:
     def windows(self, frames, windows):
         """Yield (window index, recons [1,3,H,W] float32, kernel [k,k], seconds)."""
         import jittor as jt
-        cache = {}
+        feats, pyramids = {}, {}  # {(frame, tile): features}, {frame: PWC-Net pyramid}
         h, w = frames[0].shape[:2]
         tiles = self.tiles(h, w)
         for k, idx in enumerate(windows):
@@ -162,14 +163,20 @@ class VideoSR:
                 x = jt.array(frames_to_input([frames[i] for i in idx]))
                 xs = [x[:, j] for j in range(self.n_seq)]
                 kernel = self.net.kernel_net(jt.concat(xs, 1))
-                if len(tiles) == 1:
-                    recons_np = self._recons(xs, idx, cache, 0, None).numpy()
+                if self.reuse:
+                    flows = self.net.neighbour_flows(xs, keys=idx, pyramids=pyramids)
                 else:
-                    recons_np = self._recons_tiled(xs, idx, cache, tiles, h, w)
+                    flows = self.net.neighbour_flows(xs)
+                if len(tiles) == 1:
+                    recons_np = self._recons(xs, idx, feats, 0, flows).numpy()
+                else:
+                    recons_np = self._recons_tiled(xs, idx, feats, tiles, flows, h, w)
                 if self.reuse:
                     later = set(i for wi in windows[k + 1:k + self.n_seq] for i in wi)
-                    for key in [key for key in cache if key[0] not in later]:
-                        del cache[key]
+                    for key in [key for key in feats if key[0] not in later]:
+                        del feats[key]
+                    for key in [key for key in pyramids if key not in later]:
+                        del pyramids[key]
                 kernel_np = kernel.numpy()[0, 0]
                 jt.sync_all(True)
             yield k, recons_np, kernel_np, time.perf_counter() - t0
@@ -185,10 +192,8 @@ class VideoSR:
             feats.append(cache[(i, t)])
         return self.net.recons_forward(xs, feats, keys=idx, flows=flows)
 
-    def _recons_tiled(self, xs, idx, cache, tiles, h, w):
+    def _recons_tiled(self, xs, idx, cache, tiles, flows, h, w):
         s = self.net.scale
-        keys = idx if self.reuse else None
-        flows = self.net.neighbour_flows(xs, keys=keys)
         out = np.zeros((1, 3, h * s, w * s), np.float64)
         wsum = np.zeros((h * s, w * s), np.float64)
         for t, ((y0, y1), (x0, x1)) in enumerate(tiles):

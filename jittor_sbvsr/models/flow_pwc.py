@@ -133,13 +133,19 @@ class Network(nn.Module):
         self.moduleRefiner = Refiner()
 
     def execute(self, first, second):
-        f1 = self.moduleExtractor(first)
-        f2 = self.moduleExtractor(second)
+        return self.decode(self.moduleExtractor(first), self.moduleExtractor(second))
+
+    def decode(self, f1, f2):
+        """Flow from the two frames' extractor pyramids (``moduleExtractor`` outputs)."""
         est = None
         for i, dec in zip(range(5, 0, -1), (self.moduleSix, self.moduleFiv, self.moduleFou, self.moduleThr,
                                            self.moduleTwo)):
             est = dec(f1[i], f2[i], est)
         return est['flow'] + self.moduleRefiner(est['feat'])
+
+
+def _size64(h, w):
+    return int(math.floor(math.ceil(h / 64.0) * 64.0)), int(math.floor(math.ceil(w / 64.0) * 64.0))
 
 
 class Flow_PWC(nn.Module):  # noqa: N801 (the reference's name)
@@ -156,11 +162,23 @@ class Flow_PWC(nn.Module):  # noqa: N801 (the reference's name)
             from ..io.checkpoint import load_state, load_into_module
             load_into_module(self.moduleNetwork, load_state(pretrain_fn), pretrain_fn)
 
-    def estimate_flow(self, first, second):
+    def pyramid(self, frame):
+        """PWC-Net's feature pyramid of one frame (at the 64-multiple size).
+
+        A frame's pyramid does not depend on the frame it is paired with, so
+        a video can compute it once per frame (``estimate_flow(...,
+        pyramids=)``) instead of twice per flow: same values, less work.
+        """
+        return self.moduleNetwork.moduleExtractor(resize_bilinear(frame, _size64(frame.shape[2], frame.shape[3])))
+
+    def estimate_flow(self, first, second, pyramids=None):
+        """``pyramids``: optional (pyramid(first), pyramid(second))."""
         h, w = first.shape[2], first.shape[3]
-        h64 = int(math.floor(math.ceil(h / 64.0) * 64.0))
-        w64 = int(math.floor(math.ceil(w / 64.0) * 64.0))
-        flow = self.moduleNetwork(resize_bilinear(first, (h64, w64)), resize_bilinear(second, (h64, w64)))
+        h64, w64 = _size64(h, w)
+        if pyramids is None:
+            flow = self.moduleNetwork(resize_bilinear(first, (h64, w64)), resize_bilinear(second, (h64, w64)))
+        else:
+            flow = self.moduleNetwork.decode(*pyramids)
         flow = 20.0 * resize_bilinear(flow, (h, w))
         return jt.concat([flow[:, :1] * (float(w) / float(w64)), flow[:, 1:] * (float(h) / float(h64))], 1)
 
@@ -178,12 +196,14 @@ class Flow_PWC(nn.Module):  # noqa: N801 (the reference's name)
         grid = jt.stack([vx, vy], dim=3)
         out = grid_sample(x, grid, 'border')
         # detach(), not stop_grad(): stop_grad() works in place and would cut
-        # the flow's gradient through ``out`` as well
-        mask = grid_sample(jt.ones(x.shape, x.dtype), grid.detach(), 'zeros')
-        mask = (mask >= 0.999).float32().stop_grad()
+        # the flow's gradient through ``out`` as well. The reference samples
+        # a ones tensor of x's shape; every channel of it gives the same
+        # value, so one channel is sampled and broadcast (same mask).
+        mask = grid_sample(jt.ones((b, 1, h, w), x.dtype), grid.detach(), 'zeros')
+        mask = (mask >= 0.999).float32().stop_grad().broadcast(x.shape)
         return out * mask, mask
 
-    def execute(self, first, second):
-        return self.estimate_flow(first, second)
+    def execute(self, first, second, pyramids=None):
+        return self.estimate_flow(first, second, pyramids)
 
     forward = execute

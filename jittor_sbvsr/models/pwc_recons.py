@@ -72,14 +72,25 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
     def blur_down(self, x, kernel, scale=None):
         return blur_down(x, kernel, self.scale if scale is None else scale)
 
-    def neighbour_flows(self, frames, keys=None):
-        """{key: flow from the centre frame to frame i} for each neighbour, each key once."""
+    def neighbour_flows(self, frames, keys=None, pyramids=None):
+        """{key: flow from the centre frame to frame i} for each neighbour, each key once.
+
+        ``pyramids`` ({key: flow_net.pyramid(frame)}, e.g. kept per video)
+        supplies PWC-Net's feature pyramids; missing keys are added to it.
+        """
         c = self.n_sequence // 2
         keys = list(range(self.n_sequence)) if keys is None else list(keys)
         flows = {}
         for i in range(self.n_sequence):
             if i != c and keys[i] not in flows:
-                flows[keys[i]] = self.flow_net(frames[c], frames[i])
+                if pyramids is None:
+                    flows[keys[i]] = self.flow_net(frames[c], frames[i])
+                else:
+                    for j in (c, i):
+                        if keys[j] not in pyramids:
+                            pyramids[keys[j]] = self.flow_net.pyramid(frames[j])
+                    flows[keys[i]] = self.flow_net(frames[c], frames[i],
+                                                   pyramids=(pyramids[keys[c]], pyramids[keys[i]]))
         return flows
 
     def recons_forward(self, frames, feats=None, keys=None, flows=None):
