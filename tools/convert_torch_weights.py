@@ -76,17 +76,8 @@ def main(argv=None):
     ap.add_argument('input', help='PyTorch checkpoint (.pt / .pth / .pytorch)')
     ap.add_argument('output', help='output .pkl (written atomically)')
     args = ap.parse_args(argv)
-    from jittor_sbvsr.errors import UserError
-    from jittor_sbvsr.runtime import RuntimeSetupError
-    try:
-        print(convert(args.input, args.output))
-    except (UserError, RuntimeSetupError) as e:
-        print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print('error: interrupted', file=sys.stderr)
-        return 2
-    return 0
+    from jittor_sbvsr.cli import guarded
+    return guarded(lambda: print(convert(args.input, args.output)))
 
 
 if __name__ == '__main__':

@@ -165,16 +165,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.seed < 0:
         ap.error(f'--seed must be >= 0, got {args.seed}')
-    from jittor_sbvsr.errors import UserError
-    try:
-        build(args.hr_root, args.save_root, args.kind, args.seed)
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print('error: interrupted', file=sys.stderr)
-        return 130
-    return 0
+    from jittor_sbvsr.cli import guarded
+    return guarded(lambda: build(args.hr_root, args.save_root, args.kind, args.seed))
 
 
 if __name__ == '__main__':

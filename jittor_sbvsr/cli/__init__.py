@@ -9,11 +9,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def guarded(main):
-    """Run ``main()``; user and set-up errors become one line and exit 2."""
+    """Run ``main()`` (returning an exit code or None); user and set-up
+    errors become one line on stderr and exit 2, without a traceback."""
     try:
-        return main() or 0
+        rc = main()
+        return rc if isinstance(rc, int) else 0
     except (UserError, RuntimeSetupError) as e:
-        print(f'error: {e}', file=sys.stderr)
+        print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
