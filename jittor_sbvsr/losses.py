@@ -31,6 +31,8 @@ LOSS_WEIGHTS = {
     'kernel_center': 1.0,
 }
 LOSS_NAMES = tuple(LOSS_WEIGHTS) + ('total',)
+_TWO64 = float(2 ** 64)
+_TWO_M32 = float(2 ** -32)
 
 
 def _gaussian_1d(size, sigma):
@@ -74,9 +76,12 @@ def boundaries_loss(kernel, mask):
 def sparsity_loss(kernel):
     k = kernel.abs()
     pos = k > 0
-    # sqrt only where k > 0, so that no inf/nan gradient appears elsewhere
-    safe = jt.where(pos, k, jt.ones_like(k))
-    return _mean(jt.where(pos, jt.sqrt(safe), jt.zeros_like(k)))
+    # sqrt only where k > 0, so that no inf/nan gradient appears elsewhere.
+    # Jittor compiles with -Ofast, where the sqrt of a denormal can come out
+    # NaN: sqrt(k) = sqrt(k * 2^64) * 2^-32 is the same value (exact power-of-
+    # two scalings; a kernel entry is at most 1) computed on a normal number.
+    safe = jt.where(pos, k, jt.ones_like(k)) * _TWO64
+    return _mean(jt.where(pos, jt.sqrt(safe) * _TWO_M32, jt.zeros_like(k)))
 
 
 def centralized_loss(kernel, indices, centre):

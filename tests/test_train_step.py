@@ -258,3 +258,20 @@ def test_step_lr_schedule_matches_reference_loop():
             assert opt.param_groups[1]['lr'] == pytest.approx(1e-6 * f, rel=1e-12)
     assert step_lr_factor(99, 100, 0.5) == 1 and step_lr_factor(100, 100, 0.5) == 0.5
     assert step_lr_factor(299, 100, 0.5) == 0.25
+
+
+def test_adam_tiny_gradients_stay_finite():
+    """Gradients ~1e-18 make v denormal; Jittor's -Ofast sqrt would turn it into NaN."""
+    torch = pytest.importorskip('torch')
+    g = np.array([3.1035287e-18, 1e-20, -2e-19, 0.0, 1e-3, -5e-9] * 11, np.float32)
+    init = np.linspace(-1, 1, g.size).astype(np.float32)
+    p = jt.array(init.copy())
+    opt = TorchAdam([p], lr=1e-6)
+    tp = torch.tensor(init.copy(), requires_grad=True)
+    topt = torch.optim.Adam([tp], lr=1e-6)
+    for _ in range(3):
+        opt.step((p * jt.array(g)).sum())
+        tp.grad = torch.tensor(g)
+        topt.step()
+    assert np.isfinite(p.numpy()).all()
+    np.testing.assert_array_equal(p.numpy(), tp.detach().numpy())

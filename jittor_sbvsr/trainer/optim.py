@@ -28,6 +28,7 @@ __all__ = ['TorchAdam', 'step_lr_factor', 'GROUP_MODULES', 'reference_param_grou
 GROUP_MODULES = ('in_conv', 'extra_feat', 'fusion_conv', 'recons_net', 'upsample_layers', 'out_conv',
                  'kernel_net', 'flow_net')
 FLOW_LR = 1e-6
+_FLT_MIN = 1.1754943508222875e-38  # float32 tiny (np.finfo warns once Jittor set FTZ)
 
 
 class TorchAdam(jt.optim.Optimizer):
@@ -68,7 +69,12 @@ class TorchAdam(jt.optim.Optimizer):
                     g = g + p * self.weight_decay
                 m.update(m + (g - m) * (1 - b1))          # torch: exp_avg.lerp_(grad, 1-b1)
                 v.update(v * b2 + g * g * (1 - b2))       # exp_avg_sq.mul_(b2).addcmul_(g, g, 1-b2)
-                denom = jt.sqrt(v) / bc2_sqrt + self.eps
+                # Jittor compiles with -Ofast: sqrt of a denormal v (tiny
+                # gradients, e.g. 3e-18, give v ~ 1e-38) comes out NaN in a
+                # fused kernel. Below FLT_MIN, sqrt(v)/sqrt(bc2) < 4e-18 is far
+                # under half an ulp of eps, so the clamp gives PyTorch's denom
+                # bit for bit.
+                denom = jt.sqrt(jt.maximum(v, _FLT_MIN)) / bc2_sqrt + self.eps
                 p.update(p - (m / denom) * step_size)
                 updated += [p, m, v]
         self.post_step()

@@ -71,14 +71,15 @@ def line_plot(series, title='', xlabel='epoch', ylabel='', size=(640, 400), x=No
     def px(xv, yv):
         return (left + (xv - x_lo) / (x_hi - x_lo) * pw, top + (hi - yv) / (hi - lo) * ph)
 
-    # axes, grid and ticks
+    # axes, grid and ticks (whole numbers only on an integer x axis)
+    int_x = bool(xs.size) and bool(np.all(xs == np.round(xs)))
     d.rectangle([left, top, left + pw, top + ph], outline=(0, 0, 0))
     for t in _nice_ticks(lo, hi):
         _, yy = px(x_lo, t)
         d.line([left, yy, left + pw, yy], fill=(225, 225, 225))
         d.text((4, yy - 6), _fmt(t), fill=(0, 0, 0), font=font)
     for t in _nice_ticks(x_lo, x_hi, 6):
-        if abs(t - round(t)) > 1e-9 and x is None:
+        if int_x and abs(t - round(t)) > 1e-9:
             continue
         xx, _ = px(t, lo)
         d.line([xx, top, xx, top + ph], fill=(235, 235, 235))

@@ -19,7 +19,9 @@ import datetime
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -169,7 +171,8 @@ class Trainer:
                                                        augment=not a.no_augment, with_hr=False)
         try:
             ds = make(1)
-            repeat = datasets.reference_repeat(ds.n_windows, a.batch_size, a.test_every)
+            # the reference's epoch length, counted in updates (effective batches)
+            repeat = datasets.reference_repeat(ds.n_windows, a.batch_size * a.accumulate, a.test_every)
             if repeat != 1:
                 ds = make(repeat)
         except ValueError as e:
@@ -237,8 +240,13 @@ class Trainer:
         ensure_dir(os.path.join(self.dir, 'model'))
         self.logger = Logger(os.path.join(self.dir, 'log.txt'), stream=self.stream)
         if not a.test_only:
-            config = ''.join(f'{k}: {v}\n' for k, v in sorted(vars(a).items()))
-            atomic_write_bytes(os.path.join(self.dir, 'config.txt'), config.encode('utf-8'))
+            # appended per run, as the reference does (a resumed run adds its options)
+            try:
+                with open(os.path.join(self.dir, 'config.txt'), 'a', encoding='utf-8') as f:
+                    f.write(f'From epoch {self.start_epoch - 1}...\n\n'
+                            + ''.join(f'{k}: {v}\n' for k, v in sorted(vars(a).items())) + '\n')
+            except OSError as e:
+                raise UserError(f'{self.dir}/config.txt: cannot write ({e.strerror or e})') from None
         for m in self.messages:
             self.log(m)
         self.messages = []
@@ -277,7 +285,7 @@ class Trainer:
         lr = self.optimizer.param_groups[0]['lr']
         self.log(f'[Epoch {epoch}] lr {lr:.2e} (flow net {self.optimizer.param_groups[-1]["lr"]:.2e})')
         jt.set_global_seed(epoch_seed(a.seed, epoch))
-        self.model.train()
+        self._settle()
         self.loader.set_epoch(epoch)
         weights, last = self._batch_weights()
         sums = {k: 0.0 for k in LOSS_NAMES}
@@ -288,12 +296,14 @@ class Trainer:
                 x = jt.array(batch['lr'])
                 out, _ = self.model({'x': x, 'mode': 'train'})
                 total, terms = self.loss_fn(out)
+                # read the losses before the update: a lazy Var evaluated after
+                # p.update() would see the new weights
+                jt.sync(list(terms.values()))
+                values = {k: float(v.item()) for k, v in terms.items()}
                 w = weights[j]
                 self.optimizer.backward(total if w == 1 else total * w)
                 if last[j]:
                     self.optimizer.step()
-                jt.sync(list(terms.values()))
-                values = {k: float(v.item()) for k, v in terms.items()}
                 if not all(math.isfinite(v) for v in values.values()):
                     raise UserError(f'epoch {epoch}, batch {j + 1}: the loss is not finite '
                                     f'({", ".join(f"{k} {v:.4g}" for k, v in values.items())}); '
@@ -308,6 +318,22 @@ class Trainer:
             progress.close()
         return {k: v / n_batches for k, v in sums.items()}, lr
 
+    def _settle(self):
+        """Start the epoch from weights and Adam moments re-read from plain arrays.
+
+        A resumed run starts from arrays read from disk; Jittor fuses (and so
+        rounds) the first step differently when a Var is the output of an
+        earlier computation. Re-reading them here makes a continued run and a
+        resumed run compute the same epoch bit for bit.
+        """
+        jt = self.jt
+        vs = list(self.model.parameters())
+        for pg in self.optimizer.param_groups:
+            vs += pg['m'] + pg['v']
+        for v in vs:
+            v.update(jt.array(v.numpy()))
+        jt.sync(vs)
+
     @staticmethod
     def _fmt_losses(d):
         return ''.join(f'[{k}: {d[k]:.4f}]' if k != 'kernel_center' else f'[{k}: {d[k]:.3e}]'
@@ -317,7 +343,11 @@ class Trainer:
         """PSNR (recons vs HR), cycle-PSNR (input_cycle vs input), down-PSNR (recons_down vs input)."""
         jt = self.jt
         a = self.args
-        self.model.eval()
+        # No model.eval()/train() here: PWC_Recons behaves the same in both (the
+        # mode is part of its input), and Jittor's train() re-enables gradients
+        # by turning every parameter into a lazy copy, which changes how the
+        # next step's kernels are fused and so its rounding: a resumed run
+        # would no longer repeat the uninterrupted one bit for bit.
         c = a.n_sequence // 2
         sums = {k: 0.0 for k in PSNR_NAMES}
         n = len(self.test_set)
@@ -338,7 +368,6 @@ class Trainer:
                     progress.update(1, psnr=sums['psnr'] / (i + 1))
         finally:
             progress.close()
-        self.model.train()
         return {k: v / n for k, v in sums.items()}
 
     def _save_images(self, item, gt, res):
@@ -430,8 +459,21 @@ class Trainer:
         return self.history
 
 
+def _python_sigint():
+    """Let Ctrl-C raise KeyboardInterrupt again.
+
+    Jittor installs a SIGINT handler that exits the process on the spot,
+    possibly between writing a temporary file and moving it into place; with
+    Python's handler the current step finishes, temporary files are removed
+    and the last completed epoch stays the resumable state.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run(args, device='cpu', stream=None):
     """Train (or evaluate with --test_only) as ``args`` say; returns the history."""
+    _python_sigint()
     trainer = Trainer(args, device=device, stream=stream)
     try:
         return trainer.train()

@@ -1,0 +1,346 @@
+"""Training: short demo runs on synthetic clips (CPU), resume, fine-tuning, accumulation, bad input.
+
+CLI runs are subprocesses of main.py with a tiny configuration (the demo
+template: n_feat 16, 1 + 2 residual blocks, 24x24 LR patches, batch 2).
+"""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import jittor_sbvsr  # noqa: F401  (configures Jittor)
+from jittor_sbvsr.errors import UserError
+from jittor_sbvsr.io.checkpoint import load_state, save_state_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = str(ROOT / 'main.py')
+
+
+def run_main(*args, timeout=900):
+    r = subprocess.run([sys.executable, MAIN, *map(str, args)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=timeout)
+    return r
+
+
+def assert_one_line_error(r, *needles):
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert 'Traceback' not in r.stderr, r.stderr
+    err = [line for line in r.stderr.splitlines() if line.startswith('error: ')]
+    assert len(err) == 1, r.stderr
+    for n in needles:
+        assert n in err[0], err[0]
+    return err[0]
+
+
+def snapshot(folder):
+    """{relative path: sha256} of every file under ``folder``."""
+    out = {}
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, folder)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    """Two 5-frame synthetic clips (128x192 HR, 32x48 LR): a train, test and LR-only folder."""
+    from jittor_sbvsr.data.synthetic import make_demo_videos
+    root = tmp_path_factory.mktemp('demo')
+    make_demo_videos(root / 'clips', n_videos=2, n_frames=5)
+    return root
+
+
+def demo_args(demo, exp, save, *extra):
+    clips = demo / 'clips'
+    return ['--template', 'Self_Blind_VSR_Demo', '--cpu', '--dir_data', clips, '--dir_data_test', clips,
+            '--experiment_dir', exp, '--save', save, '--test_every', 2, '--n_threads', 0, *extra]
+
+
+@pytest.fixture(scope='module')
+def runs(demo):
+    """An uninterrupted 2-epoch run, and a 1-epoch run resumed to 2 epochs."""
+    exp = demo / 'exp'
+    full = run_main(*demo_args(demo, exp, 'full', '--epochs', 2))
+    part = run_main(*demo_args(demo, exp, 'part', '--epochs', 1))
+    part_state = (exp / 'part' / 'training_state.npz').read_bytes()
+    resumed = run_main(*demo_args(demo, exp, 'part', '--epochs', 2, '--resume'))
+    return SimpleNamespace(exp=exp, full=full, part=part, resumed=resumed, part_state=part_state)
+
+
+def test_demo_run_writes_checkpoints_and_learns(runs):
+    assert runs.full.returncode == 0, runs.full.stderr[-3000:]
+    d = runs.exp / 'full'
+    for name in ('model/model_latest.pkl', 'model/model_best.pkl', 'training_state.npz', 'log.txt',
+                 'config.txt', 'history.json', 'loss_total.png', 'loss_kernel_center.png', 'psnr.png',
+                 'cycle_psnr.png', 'down_psnr.png'):
+        assert (d / name).is_file(), name
+    assert not [p for p in d.rglob('*') if '.tmp' in p.name]
+    h = json.loads((d / 'history.json').read_text())
+    assert h['epoch'] == [1, 2]
+    assert h['total'][1] < h['total'][0]
+    assert h['recons_down_l1'][1] < h['recons_down_l1'][0]
+    assert all(np.isfinite(h[k]).all() for k in ('psnr', 'cycle_psnr', 'down_psnr'))
+    assert h['lr'] == [1e-4, 1e-4]
+    log = (d / 'log.txt').read_text()
+    assert 'Epoch 2 loss' in log and 'PSNR' in log
+    # kernel images exist and are finite images
+    from PIL import Image
+    kern = sorted((d / 'result').rglob('*_est_kernel.png'))
+    assert kern and np.asarray(Image.open(kern[0])).shape == (13, 13, 3)
+    # the weights load back strictly into the demo architecture
+    from jittor_sbvsr.models import PWC_Recons
+    from jittor_sbvsr.io.checkpoint import load_into_module
+    load_into_module(PWC_Recons(n_feat=16, extra_RBS=1, recons_RBS=2),
+                     load_state(d / 'model' / 'model_latest.pkl'), 'model_latest.pkl')
+
+
+def test_resume_is_bit_exact(runs):
+    assert runs.part.returncode == 0, runs.part.stderr[-3000:]
+    assert runs.resumed.returncode == 0, runs.resumed.stderr[-3000:]
+    assert 'Resuming from' in runs.resumed.stdout
+    a = load_state(runs.exp / 'full' / 'model' / 'model_latest.pkl')
+    b = load_state(runs.exp / 'part' / 'model' / 'model_latest.pkl')
+    assert list(a) == list(b)
+    diff = [k for k in a if not np.array_equal(a[k], b[k])]
+    assert not diff, diff[:5]
+    ha = json.loads((runs.exp / 'full' / 'history.json').read_text())
+    hb = json.loads((runs.exp / 'part' / 'history.json').read_text())
+    assert ha == hb
+    from jittor_sbvsr.trainer.state import load_training_state
+    ma, _, oa = load_training_state(runs.exp / 'full' / 'training_state.npz')
+    mb, _, ob = load_training_state(runs.exp / 'part' / 'training_state.npz')
+    assert ma['epoch'] == mb['epoch'] == 2 and oa['steps'] == ob['steps']
+    for ga, gb in zip(oa['groups'], ob['groups']):
+        assert all(np.array_equal(x, y) for x, y in zip(ga['m'] + ga['v'], gb['m'] + gb['v']))
+
+
+def test_corrupt_state_on_resume_changes_nothing(runs, tmp_path):
+    exp = tmp_path / 'exp'
+    shutil.copytree(runs.exp / 'full', exp / 'broken')
+    state = exp / 'broken' / 'training_state.npz'
+    state.write_bytes(state.read_bytes()[:5000])
+    before = snapshot(exp)
+    r = run_main(*demo_args(runs.exp.parent, exp, 'broken', '--epochs', 3, '--resume'))
+    assert_one_line_error(r, 'training_state.npz', 'corrupt')
+    assert snapshot(exp) == before
+    # nothing to resume from
+    r = run_main(*demo_args(runs.exp.parent, exp, 'nothing_here', '--epochs', 3, '--resume'))
+    assert_one_line_error(r, 'no training state')
+    assert snapshot(exp) == before
+
+
+def test_finetune_on_lr_only_folder(demo, tmp_path):
+    from jittor_sbvsr.models import PWC_Recons
+    import jittor as jt
+    jt.set_global_seed(5)
+    start = {k: v.numpy() for k, v in PWC_Recons(n_feat=16, extra_RBS=1, recons_RBS=2).state_dict().items()}
+    pre = tmp_path / 'start.pkl'
+    save_state_atomic(start, pre)
+    r = run_main('--template', 'Self_Blind_VSR_Finetune', '--cpu', '--dir_data', demo / 'clips' / 'LR_blurdown_x4',
+                 '--pre_train', pre, '--experiment_dir', tmp_path / 'exp', '--save', 'ft', '--n_feat', 16,
+                 '--extra_RBS', 1, '--recons_RBS', 2, '--patch_size', 24, '--batch_size', 2, '--epochs', 1,
+                 '--test_every', 1, '--n_threads', 0, '--lr', 1e-4)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = load_state(tmp_path / 'exp' / 'ft' / 'model' / 'model_latest.pkl')
+    assert set(out) == set(start)
+    moved = [k for k in start if not np.array_equal(out[k], start[k])]
+    assert len(moved) == len(start)  # every tensor was trained (flow net included, at lr 1e-6)
+    assert not (tmp_path / 'exp' / 'ft' / 'model' / 'model_best.pkl').exists()  # no test set, no "best"
+    assert 'no test set' in r.stdout
+
+
+def test_ctrl_c_stops_cleanly(demo, tmp_path):
+    """SIGINT during epoch 2: exit 130, no temporary file left, epoch 1 stays resumable."""
+    exp = tmp_path / 'exp'
+    out = open(tmp_path / 'stdout', 'w')
+    err = open(tmp_path / 'stderr', 'w')
+    p = subprocess.Popen([sys.executable, MAIN, *map(str, demo_args(demo, exp, 'sig', '--epochs', 3))],
+                         stdout=out, stderr=err, cwd=ROOT)
+    log = exp / 'sig' / 'log.txt'
+    t0 = time.time()
+    try:
+        while not (log.exists() and '[Epoch 2]' in log.read_text()):
+            assert p.poll() is None, (tmp_path / 'stderr').read_text()[-3000:]
+            assert time.time() - t0 < 600
+            time.sleep(0.2)
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        rc = p.wait(timeout=600)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        out.close()
+        err.close()
+    stderr = (tmp_path / 'stderr').read_text()
+    assert rc == 130, stderr[-3000:]
+    assert 'Traceback' not in stderr and 'interrupted' in stderr
+    assert not [q for q in exp.rglob('*') if '.tmp' in q.name]
+    from jittor_sbvsr.trainer.state import load_training_state
+    meta, _, _ = load_training_state(exp / 'sig' / 'training_state.npz')
+    assert meta['epoch'] in (1, 2)  # 2 only if the signal came while epoch 2 was being saved
+    assert 'continue with --resume' in log.read_text()
+
+
+# ---------------------------------------------------------------- bad input
+
+def _video(folder, n, size=(128, 192)):
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(n)
+    for t in range(n):
+        Image.fromarray(rng.randint(0, 255, size + (3,), dtype=np.uint8)).save(folder / f'{t:08d}.png')
+
+
+@pytest.fixture(scope='module')
+def protected(runs, tmp_path_factory):
+    """An experiment whose files no failed run may touch."""
+    exp = tmp_path_factory.mktemp('protected')
+    shutil.copytree(runs.exp / 'part', exp / 'run')
+    return exp
+
+
+@pytest.mark.parametrize('case', ['missing', 'empty', 'short', 'patch', 'unreadable', 'unreadable_late',
+                                  'template', 'bad_flag'])
+def test_bad_input_one_line_error(case, demo, protected, tmp_path):
+    bad = tmp_path / 'data'
+    extra = []
+    needles = []
+    if case == 'missing':
+        bad = tmp_path / 'does_not_exist'
+        needles = ['does_not_exist', 'does not exist']
+    elif case == 'empty':
+        (bad / 'HR').mkdir(parents=True)
+        needles = ['HR']
+    elif case == 'short':
+        _video(bad / 'HR' / 'v0', 3)
+        needles = ['3 frame', '5']
+    elif case == 'patch':
+        _video(bad / 'HR' / 'v0', 5, size=(64, 64))
+        needles = ['patch_size']
+    elif case == 'unreadable':
+        _video(bad / 'HR' / 'v0', 5)
+        (bad / 'HR' / 'v0' / '00000000.png').write_bytes(b'not a png at all')
+        needles = ['00000000.png']
+    elif case == 'unreadable_late':
+        _video(bad / 'HR' / 'v0', 5)
+        (bad / 'HR' / 'v0' / '00000003.png').write_bytes(b'\x89PNG\r\n\x1a\n broken')
+        needles = ['00000003.png']
+    before = snapshot(protected)
+    if case == 'template':
+        r = run_main('--template', 'No_Such_Template', '--experiment_dir', protected, '--save', 'run')
+        line = assert_one_line_error(r, 'No_Such_Template', 'Self_Blind_VSR_Gaussian', 'Self_Blind_VSR_Demo')
+        assert r.returncode == 2
+    elif case == 'bad_flag':
+        r = run_main('--template', 'Self_Blind_VSR_Demo', '--batch_size', 'zero', '--experiment_dir', protected)
+        assert_one_line_error(r, 'batch_size')
+    else:
+        # resume the protected run with broken training data: nothing may change
+        args = demo_args(demo, protected, 'run', '--epochs', 3, '--resume', *extra)
+        args[args.index('--dir_data') + 1] = bad
+        r = run_main(*args)
+        line = assert_one_line_error(r, *needles)
+        assert r.returncode == 2, line
+    assert snapshot(protected) == before
+
+
+# ---------------------------------------------------------------- in-process
+
+def _tiny_args(demo, **over):
+    from jittor_sbvsr.options import parse_args
+    a = parse_args(['--template', 'Self_Blind_VSR_Demo', '--cpu', '--dir_data', str(demo / 'clips'),
+                    '--dir_data_test', '', '--n_threads', '0', '--test_every', '2'])
+    a.n_feat, a.recons_RBS = 8, 1
+    for k, v in over.items():
+        setattr(a, k, v)
+    return a
+
+
+def test_accumulated_update_equals_big_batch(demo):
+    """batch 1 x accumulate 4 == batch 4: same samples, same Adam update (float rounding aside)."""
+    import jittor as jt
+    from jittor_sbvsr.trainer.trainer import Trainer
+    lr = 1e-4
+    results = []
+    for bs, acc in ((4, 1), (1, 4)):
+        t = Trainer(_tiny_args(demo, batch_size=bs, accumulate=acc, test_every=2))
+        assert len(t.train_set) == 4
+        grads = []
+        orig = t.optimizer.step
+
+        def step(loss=None, retain_graph=False, _t=t, _orig=orig):
+            grads.append([g.numpy().copy() for pg in _t.optimizer.param_groups for g in pg['grads']])
+            return _orig(loss, retain_graph)
+        t.optimizer.step = step
+        t.train_epoch(1)
+        assert t.optimizer.steps == 1 and len(grads) == 1
+        results.append((grads[0], [p.numpy().copy() for p in t.model.parameters()]))
+        t.close()
+    (g_big, p_big), (g_acc, p_acc) = results
+    num = np.sqrt(sum(float(np.sum((a.astype(np.float64) - b) ** 2)) for a, b in zip(g_big, g_acc)))
+    den = np.sqrt(sum(float(np.sum(a.astype(np.float64) ** 2)) for a in g_big))
+    assert num <= 1e-5 * den
+    for a, b in zip(p_big, p_acc):
+        assert np.abs(a - b).max() <= 1e-3 * lr + 4 * np.spacing(np.abs(a).max())
+
+
+def test_accumulation_weights_uneven_groups():
+    from jittor_sbvsr.trainer.trainer import Trainer
+    fake = SimpleNamespace(train_set=[0] * 5, args=SimpleNamespace(batch_size=2, accumulate=3),
+                           loader=[0] * 3)
+    w, last = Trainer._batch_weights(fake)
+    assert w == [0.4, 0.4, 0.2] and last == [False, False, True]
+    fake = SimpleNamespace(train_set=[0] * 7, args=SimpleNamespace(batch_size=2, accumulate=2),
+                           loader=[0] * 4)
+    w, last = Trainer._batch_weights(fake)
+    assert w == [0.5, 0.5, 2 / 3, 1 / 3] and last == [False, True, False, True]
+
+
+def test_out_of_memory_is_one_hint(demo, monkeypatch, tmp_path):
+    from jittor_sbvsr.trainer.trainer import Trainer
+    t = Trainer(_tiny_args(demo, experiment_dir=str(tmp_path), save='oom'))
+
+    def boom(epoch):
+        raise RuntimeError('[f 1125] cudaErrorMemoryAllocation: out of memory')
+    monkeypatch.setattr(t, 'train_epoch', boom)
+    with pytest.raises(UserError) as e:
+        t.train()
+    t.close()
+    msg = str(e.value)
+    assert '\n' not in msg and '--batch_size' in msg and '--accumulate' in msg and '--patch_size' in msg
+    assert not (tmp_path / 'oom' / 'training_state.npz').exists()
+
+
+def test_kernel_image_and_psnr():
+    from jittor_sbvsr.trainer.trainer import calc_psnr, kernel_image
+    flat = kernel_image(np.full((13, 13), 1 / 169, np.float32))
+    assert flat.dtype == np.uint8 and flat.shape == (13, 13, 3) and flat.max() == 0
+    k = np.zeros((13, 13), np.float32)
+    k[6, 6] = 1
+    k[0, 0] = np.nan
+    img = kernel_image(k)
+    assert img[6, 6, 0] == 255 and img[0, 0, 0] == 0
+    a = np.zeros((1, 3, 16, 16), np.float32)
+    assert calc_psnr(a, a) == 100
+    b = a.copy()
+    b[:, :, 4:12, 4:12] = 0.1
+    assert calc_psnr(a, b) == pytest.approx(20.0, abs=1e-5)
+
+
+def test_line_plot_png(tmp_path):
+    from PIL import Image
+    from jittor_sbvsr.trainer.plots import save_line_plot
+    p = tmp_path / 'curve.png'
+    save_line_plot(p, {'a': [3.0, 2.0, float('nan'), 1.0], 'b': [1.0]}, x=[1, 2, 3, 4], title='t')
+    img = np.asarray(Image.open(p))
+    assert img.shape == (400, 640, 3) and img.min() < 100  # something was drawn
+    save_line_plot(p, {'const': [5.0, 5.0]})  # a flat curve must not divide by zero
