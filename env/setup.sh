@@ -13,5 +13,13 @@ if [ "${1:-}" = "--test" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r env/test-requirements.txt
 fi
 .venv/bin/python tools/install_onednn.py
-echo "Compiling Jittor on first use (a few minutes, once per machine)..."
-.venv/bin/python -c "import jittor_sbvsr, jittor_sbvsr.runtime as r; r.select_device('auto'); print('ready:', r.describe())"
+echo "Compiling Jittor once for this environment (a few minutes)..."
+# Jittor exits early ("please rerun") after rebuilding its helpers: try again.
+log=$(mktemp)
+for try in 1 2 3; do
+  .venv/bin/python -c "import jittor_sbvsr, jittor_sbvsr.runtime as r; r.select_device('auto'); print('ready:', r.describe())" 2>&1 | tee "$log" || true
+  if grep -q '^ready:' "$log"; then rm -f "$log"; exit 0; fi
+done
+rm -f "$log"
+echo "error: Jittor did not start (see above)" >&2
+exit 1

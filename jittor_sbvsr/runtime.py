@@ -11,9 +11,16 @@ What it fixes, on machines like ours:
   ``env/setup.sh`` installs oneDNN 2.2 from PyPI wheels where Jittor looks
   for it; without it we turn Jittor's oneDNN path off (``use_mkl=0``) and
   warn once that CPU convolutions will be very slow;
-- numpy 2 makes ``Var.numpy()`` return garbage: refuse to start.
+- numpy 2 makes ``Var.numpy()`` return garbage: refuse to start;
+- Jittor names its compile cache after the git branch of the folder it is
+  installed in (our repo's branch, for a venv inside a checkout), so two
+  checkouts share one cache and each import from the other one recompiles
+  ``jit_utils`` and exits with "please rerun": we key the cache on the
+  Jittor installation instead.
 """
 import ctypes
+import hashlib
+import importlib.util
 import json
 import os
 import sys
@@ -77,6 +84,10 @@ def prepare():
         # Too late to steer it; report what it chose.
         _state['onednn'] = sys.modules['jittor'].compile_extern.mkl_ops is not None
         return
+    if 'cache_name' not in os.environ:
+        spec = importlib.util.find_spec('jittor')
+        where = os.path.dirname(os.path.abspath(spec.origin)) if spec and spec.origin else ''
+        os.environ['cache_name'] = 'sbvsr_' + hashlib.sha1(where.encode('utf-8')).hexdigest()[:10]
     if os.environ.get('nvcc_path') is None and not cuda_driver_present():
         os.environ['nvcc_path'] = ''
     _state['cuda_visible'] = os.environ.get('nvcc_path', None) != ''
