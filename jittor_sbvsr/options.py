@@ -12,9 +12,11 @@ import os
 
 from .errors import UserError
 
-__all__ = ['ROOT', 'TEMPLATES', 'build_parser', 'parse_args', 'template_names']
+__all__ = ['ROOT', 'DEMO_DATA', 'TEMPLATES', 'build_parser', 'parse_args', 'template_names']
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The demo template's clips: written there on first use (and only there).
+DEMO_DATA = os.path.join(ROOT, 'dataset', 'demo')
 
 # The paper configuration shared by the reference's two templates.
 _PAPER = dict(
@@ -34,7 +36,7 @@ TEMPLATES = {
     # Self-supervised fine-tuning of a trained model on LR footage alone
     # (no HR, no evaluation unless --dir_data_test names a paired test set).
     'Self_Blind_VSR_Finetune': dict(
-        _PAPER, save='Self_Blind_VSR_Finetune', data_train='LR_ONLY', data_test='none',
+        _PAPER, save='Self_Blind_VSR_Finetune', data_train='LR_ONLY', data_test='TEST',
         dir_data='dataset/LR_videos', dir_data_test='',
         pre_train='pretrain_models/self_blind_vsr_realistic.pt', lr=1e-5, epochs=20,
         save_middle_models=False, n_frames_per_video=0),
@@ -42,7 +44,7 @@ TEMPLATES = {
     # from scikit-image photos (written to dir_data when it does not exist).
     'Self_Blind_VSR_Demo': dict(
         _PAPER, save='Self_Blind_VSR_Demo', data_train='DEMO', data_test='DEMO',
-        dir_data='dataset/demo', dir_data_test='dataset/demo', n_feat=16, extra_RBS=1, recons_RBS=2,
+        dir_data=DEMO_DATA, dir_data_test=DEMO_DATA, n_feat=16, extra_RBS=1, recons_RBS=2,
         patch_size=24, batch_size=2, epochs=3, test_every=4, n_frames_per_video=7, n_threads=0,
         save_middle_models=False, save_images=True, print_every=2),
 }
@@ -154,7 +156,7 @@ def build_parser():
     g = p.add_argument_group('optimisation')
     g.add_argument('--loss', default='1*L1', help='reconstruction loss (only 1*L1)')
     g.add_argument('--lr', type=_positive_float, default=1e-4, help='learning rate (the flow net uses 1e-6)')
-    g.add_argument('--lr_decay', type=_positive_int, default=200, help='halve... the lr every N epochs')
+    g.add_argument('--lr_decay', type=_positive_int, default=200, help='multiply the lr by --gamma every N epochs')
     g.add_argument('--gamma', type=_positive_float, default=0.5, help='lr decay factor')
     g.add_argument('--beta1', type=float, default=0.9, help='Adam beta1')
     g.add_argument('--beta2', type=float, default=0.999, help='Adam beta2')
@@ -171,7 +173,8 @@ def build_parser():
     g.add_argument('--load', default='.', help="continue experiment NAME (same as --save NAME --resume)")
     g.add_argument('--resume', action='store_true', help='continue from the last completed epoch')
     g.add_argument('--print_every', type=_positive_int, default=100, help='log the running losses every N batches')
-    g.add_argument('--save_images', action='store_true', help='save test images and kernels every epoch')
+    g.add_argument('--save_images', action='store_true', default=True,
+                   help='save test images and kernels every epoch (the templates turn it off)')
     g.add_argument('--no_save_images', dest='save_images', action='store_false',
                    help='do not save test images')
     return p

@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import UserError
 from ..io.checkpoint import FLOW_PREFIX, load_into_module, load_state, save_state_atomic
 from ..losses import LOSS_NAMES, SelfBlindLoss
+from ..options import DEMO_DATA
 from ..utils import Logger, Progress, atomic_write_bytes, ensure_dir, save_png_atomic
 from .optim import make_optimizer, step_lr_factor
 from .plots import save_line_plot
@@ -75,6 +76,10 @@ def _to_uint8(chw):
 def epoch_seed(seed, epoch):
     """The 31-bit seed of Jittor/numpy/python generators in ``epoch``: from (seed, epoch) only."""
     return int(np.random.SeedSequence([int(seed), int(epoch), 0x7EED]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _same_path(a, b):
+    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
 
 
 def _is_oom(e):
@@ -153,7 +158,7 @@ class Trainer:
         a = self.args
         kind = {'REDS_BLURDOWN_GAUSSIAN': 'gaussian', 'REDS_BLURDOWN_REALISTIC': 'realistic',
                 'DEMO': 'gaussian', 'LR_ONLY': 'lr_only'}[a.data_train]
-        if a.data_train == 'DEMO' and not os.path.exists(a.dir_data):
+        if a.data_train == 'DEMO' and not os.path.exists(a.dir_data) and _same_path(a.dir_data, DEMO_DATA):
             from ..data.synthetic import make_demo_videos
             self.messages.append(f'Writing the demo clips to {a.dir_data}')
             make_demo_videos(a.dir_data)
@@ -184,11 +189,11 @@ class Trainer:
     def _make_test_set(self):
         from ..data import datasets
         a = self.args
-        if a.dir_data_test in ('', '.', None) or str(a.data_test).lower() == 'none':
+        if a.dir_data_test in ('', '.', None):
             if a.test_only:
                 raise UserError('--test_only needs a test set (--dir_data_test)')
             return None
-        if a.data_test == 'DEMO' and not os.path.exists(a.dir_data_test):
+        if a.data_test == 'DEMO' and not os.path.exists(a.dir_data_test) and _same_path(a.dir_data_test, DEMO_DATA):
             from ..data.synthetic import make_demo_videos
             self.messages.append(f'Writing the demo clips to {a.dir_data_test}')
             make_demo_videos(a.dir_data_test)
