@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up jittor-sbvsr: a virtual environment in .venv with the pinned runtime,
 # oneDNN for fast CPU convolutions, and Jittor's one-time compile done now
-# (so the first real run does not look like a hang).
+# (so the first real run does not look like a hang). As root on Debian/Ubuntu
+# it also installs Open MPI for multi-process training (mpirun; Jittor builds
+# its MPI ops with mpicc); SBVSR_SKIP_MPI=1 skips that.
 # Usage: env/setup.sh [--test]   (--test also installs the test-only tools)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,6 +15,18 @@ if [ "${1:-}" = "--test" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r env/test-requirements.txt
 fi
 .venv/bin/python tools/install_onednn.py
+if ! command -v mpicc >/dev/null || ! command -v mpirun >/dev/null; then
+  if [ "${SBVSR_SKIP_MPI:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "Installing Open MPI (openmpi-bin, libopenmpi-dev) for multi-process training..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends openmpi-bin libopenmpi-dev >/dev/null \
+      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends openmpi-bin libopenmpi-dev >/dev/null; } \
+      || echo "warning: could not install Open MPI; single-process training still works" >&2
+  else
+    echo "note: Open MPI not found; training runs in one process. For mpirun training install" \
+         "openmpi-bin and libopenmpi-dev (e.g. sudo apt-get install openmpi-bin libopenmpi-dev)."
+  fi
+fi
 echo "Compiling Jittor once for this environment (a few minutes)..."
 # Jittor exits early ("please rerun") after rebuilding its helpers: try again.
 log=$(mktemp)

@@ -114,6 +114,9 @@ def build_parser():
     g.add_argument('--cpu', action='store_true', help='use the CPU even when CUDA is available')
     g.add_argument('--n_GPUs', type=_positive_int, default=1, help='accepted for compatibility; one device is used')
     g.add_argument('--seed', type=_nonneg_int, default=1, help='random seed (data sampling, initial weights)')
+    g.add_argument('--dist_timeout', type=float, default=1800.0,
+                   help='under mpirun: stop when a rank makes no progress for this many seconds '
+                        '(a peer died or hangs); 0: wait forever')
 
     g = p.add_argument_group('data')
     g.add_argument('--dir_data', default='dataset/REDS/train',

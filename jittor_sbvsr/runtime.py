@@ -16,13 +16,20 @@ What it fixes, on machines like ours:
   installed in (our repo's branch, for a venv inside a checkout), so two
   checkouts share one cache and each import from the other one recompiles
   ``jit_utils`` and exits with "please rerun": we key the cache on the
-  Jittor installation instead.
+  Jittor installation instead;
+- under ``mpirun`` Jittor needs Open MPI's ``mpicc`` (it compiles its MPI
+  ops with it) and crashes on import without it: we say so in one line; the
+  ranks other than 0 keep Jittor's info lines to themselves. With CUDA it
+  would download and build NCCL: we point it at a system NCCL
+  (libnccl-dev) or, without one, turn NCCL off (gradients are then averaged
+  through host memory).
 """
 import ctypes
 import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -34,6 +41,13 @@ _state = {'prepared': False, 'onednn': False, 'cuda_visible': False}
 
 class RuntimeSetupError(RuntimeError):
     """A problem of the installation, reported as one line by the CLIs."""
+
+
+def error_line(err):
+    """``error: <message>`` on one line; under mpirun ``error (rank r/N): ...``."""
+    size = os.environ.get('OMPI_COMM_WORLD_SIZE')
+    tag = f" (rank {os.environ.get('OMPI_COMM_WORLD_RANK', '?')}/{size})" if size else ''
+    return f'error{tag}: {" ".join(str(err).split())}'
 
 
 def jittor_home():
@@ -88,6 +102,15 @@ def prepare():
         spec = importlib.util.find_spec('jittor')
         where = os.path.dirname(os.path.abspath(spec.origin)) if spec and spec.origin else ''
         os.environ['cache_name'] = 'sbvsr_' + hashlib.sha1(where.encode('utf-8')).hexdigest()[:10]
+    if 'OMPI_COMM_WORLD_SIZE' in os.environ:
+        mpicc = os.environ.get('mpicc_path') or shutil.which('mpicc')
+        if not mpicc or not os.path.isfile(mpicc):
+            raise RuntimeSetupError(
+                'started by mpirun, but Open MPI\'s mpicc was not found (Jittor builds its MPI ops '
+                'with it): install libopenmpi-dev (env/setup.sh does, as root) or set mpicc_path')
+        if os.environ.get('OMPI_COMM_WORLD_RANK', '0') != '0':
+            os.environ.setdefault('log_silent', '1')
+        _use_system_nccl()
     if os.environ.get('nvcc_path') is None and not cuda_driver_present():
         os.environ['nvcc_path'] = ''
     _state['cuda_visible'] = os.environ.get('nvcc_path', None) != ''
@@ -102,22 +125,87 @@ def prepare():
               '(run env/setup.sh to install it)', file=sys.stderr)
 
 
+def find_system_nccl():
+    """(include dir, lib dir) of an installed NCCL (nccl.h and libnccl.so), or None."""
+    incs = ['/usr/include', '/usr/local/include', '/usr/local/cuda/include']
+    libs = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/local/lib',
+            '/usr/local/cuda/lib64']
+    inc = next((d for d in incs if os.path.isfile(os.path.join(d, 'nccl.h'))), None)
+    lib = next((d for d in libs if os.path.isfile(os.path.join(d, 'libnccl.so'))), None)
+    return (inc, lib) if inc and lib else None
+
+
+def _use_system_nccl():
+    """Never let Jittor download NCCL (it does under mpirun with CUDA)."""
+    if os.environ.get('use_nccl') == '0' or (os.environ.get('nccl_include_path')
+                                              and os.environ.get('nccl_lib_path')):
+        return
+    found = find_system_nccl()
+    if found:
+        os.environ['nccl_include_path'], os.environ['nccl_lib_path'] = found
+    else:
+        os.environ['use_nccl'] = '0'
+
+
 def onednn_enabled():
     return _state['onednn']
 
 
+def python_sigint():
+    """Let Ctrl-C raise KeyboardInterrupt again.
+
+    Jittor's import installs a SIGINT handler that ends the process on the
+    spot, possibly between writing a temporary file and moving it into place;
+    with Python's handler the current step finishes, temporary files are
+    removed and what was completed stays intact.
+    """
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_FTZ_SRC = """
+#pragma omp parallel
+{ _mm_setcsr(_mm_getcsr() | 0x8040); }
+_mm_setcsr(_mm_getcsr() | 0x8040);
+@out(0) = omp_get_max_threads();
+"""
+
+
+def flush_denormals():
+    """Make every CPU thread of Jittor and oneDNN flush denormals (FTZ + DAZ).
+
+    Jittor compiles its kernels with -Ofast, and loading such a kernel turns
+    flushing on for the loading thread only: OpenMP threads started before
+    compute with denormals, threads started after without. Results then
+    depend on the order things happened in (a resumed training run differed
+    from an uninterrupted one in the last bits of tiny Adam moments). One
+    mode on every thread makes them depend on the inputs alone.
+    """
+    import platform
+    if platform.machine().lower() not in ('x86_64', 'amd64'):
+        return
+    import jittor as jt
+    with jt.flag_scope(use_cuda=0):
+        jt.code([1], 'int32', [], cpu_header='#include <xmmintrin.h>\n#include <omp.h>',
+                cpu_src=_FTZ_SRC).sync()
+
+
 def select_device(device='auto'):
-    """Pick cpu or cuda for Jittor; returns the name used.
+    """Pick cpu or cuda for Jittor (and restore Python's Ctrl-C); returns the name used.
 
     TF32 stays off on GPUs: it alone moves outputs past the parity tolerances.
     """
     prepare()
     import jittor as jt
+    python_sigint()
     if device not in ('auto', 'cpu', 'cuda'):
         raise RuntimeSetupError(f"unknown device '{device}' (use cpu, cuda or auto)")
     if device == 'cuda' and not jt.has_cuda:
         raise RuntimeSetupError('--device cuda was asked for, but Jittor found no usable CUDA '
                                 '(no NVIDIA driver or nvcc on this machine)')
+    flush_denormals()
     use = jt.has_cuda and device != 'cpu'
     jt.flags.use_cuda = 1 if use else 0
     if use and hasattr(jt.flags, 'use_tensorcore'):

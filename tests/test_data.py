@@ -489,6 +489,30 @@ def test_loader_is_deterministic_across_workers(demo):
     assert all(first[i] != second[i] for i in first)
 
 
+def test_loader_shards_each_global_batch_over_mpi_ranks(demo):
+    """Ranks together see the batches of one loader with batch_size x world, same samples."""
+    ds = OnlineBlurDownTrainSet(demo, kind='realistic', n_seq=3, patch_size=8, repeat=1)
+    assert len(ds) == 10
+    whole = Loader(ds, batch_size=4, shuffle=True, seed=7)
+    ranks = [Loader(ds, batch_size=2, shuffle=True, seed=7, rank=r, world=2) for r in (0, 1)]
+    for loader in [whole] + ranks:
+        loader.set_epoch(3)
+    assert len(whole) == len(ranks[0]) == len(ranks[1]) == 3
+    big = _batches(whole, 3)
+    parts = [_batches(r, 3) for r in ranks]
+    # global batches of 4, 4, 2: the last one is rank 0's alone
+    assert ranks[0].shard_sizes() == [(4, 2), (4, 2), (2, 2)]
+    assert ranks[1].shard_sizes() == [(4, 2), (4, 2), (2, 0)]
+    for j in range(2):
+        for key in ('index', 'lr', 'hr', 'kernel'):
+            np.testing.assert_array_equal(big[j][key], np.concatenate([parts[0][j][key], parts[1][j][key]]))
+    _assert_same([big[2]], [parts[0][2]])
+    # a rank without samples gets the batch's first one (weight 0 in the trainer)
+    assert parts[1][2]['index'].tolist() == big[2]['index'].tolist()[:1]
+    with pytest.raises(ValueError, match='rank 2 of world 2'):
+        Loader(ds, rank=2, world=2)
+
+
 def test_loader_drop_last_and_order(demo):
     ts = PairedTestSet(demo, n_seq=5)
     loader = Loader(ts, batch_size=4, shuffle=False, drop_last=True)

@@ -331,15 +331,19 @@ def test_accumulated_update_equals_big_batch(demo):
 
 
 def test_accumulation_weights_uneven_groups():
+    from jittor_sbvsr.data.loader import Loader
     from jittor_sbvsr.trainer.trainer import Trainer
-    fake = SimpleNamespace(train_set=[0] * 5, args=SimpleNamespace(batch_size=2, accumulate=3),
-                           loader=[0] * 3)
-    w, last = Trainer._batch_weights(fake)
-    assert w == [0.4, 0.4, 0.2] and last == [False, False, True]
-    fake = SimpleNamespace(train_set=[0] * 7, args=SimpleNamespace(batch_size=2, accumulate=2),
-                           loader=[0] * 4)
-    w, last = Trainer._batch_weights(fake)
-    assert w == [0.5, 0.5, 2 / 3, 1 / 3] and last == [False, True, False, True]
+
+    def weights(n, bs, acc, rank=0, world=1):
+        fake = SimpleNamespace(args=SimpleNamespace(batch_size=bs, accumulate=acc), world=world,
+                               loader=Loader([0] * n, batch_size=bs, rank=rank, world=world))
+        w, last, _ = Trainer._batch_weights(fake)
+        return w, last
+    assert weights(5, 2, 3) == ([0.4, 0.4, 0.2], [False, False, True])
+    assert weights(7, 2, 2) == ([0.5, 0.5, 2 / 3, 1 / 3], [False, True, False, True])
+    # two ranks, 7 samples, batch 1 per rank, accumulate 2: global batches 2, 2 | 2, 1
+    assert weights(7, 1, 2, rank=0, world=2) == ([0.5, 0.5, 2 / 3, 2 / 3], [False, True, False, True])
+    assert weights(7, 1, 2, rank=1, world=2) == ([0.5, 0.5, 2 / 3, 0.0], [False, True, False, True])
 
 
 def test_out_of_memory_is_one_hint(demo, monkeypatch, tmp_path):

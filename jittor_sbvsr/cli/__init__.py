@@ -3,7 +3,7 @@ import os
 import sys
 
 from ..errors import UserError
-from ..runtime import RuntimeSetupError
+from ..runtime import RuntimeSetupError, error_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -15,7 +15,7 @@ def guarded(main):
         rc = main()
         return rc if isinstance(rc, int) else 0
     except (UserError, RuntimeSetupError) as e:
-        print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)

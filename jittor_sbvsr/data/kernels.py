@@ -25,6 +25,9 @@ import math
 import numpy as np
 from scipy import ndimage
 
+# float64 machine epsilon (MATLAB's eps): np.finfo warns about subnormals once Jittor set FTZ
+_EPS64 = 2.220446049250313e-16
+
 __all__ = ['GAUSSIAN_SIGMAS', 'TEST_GAUSSIAN_SIGMA', 'gaussian_kernel_size', 'gaussian_kernel',
            'random_gaussian_kernel', 'realistic_kernel_from_params', 'random_realistic_kernel',
            'bicubic_resize', 'pad_kernel', 'kernel_to_png']
@@ -60,7 +63,7 @@ def gaussian_kernel(size, sigma):
     y = np.arange(-m, m + 1)[:, None]
     x = np.arange(-n, n + 1)[None, :]
     h = np.exp(-(x * x + y * y) / (2.0 * sigma * sigma))
-    h[h < np.finfo(h.dtype).eps * h.max()] = 0
+    h[h < _EPS64 * h.max()] = 0
     total = h.sum()
     if total != 0:
         h /= total

@@ -8,6 +8,14 @@ workers there are. The sample order of an epoch is a permutation drawn from
 resumed at epoch e (and batch b, see :meth:`Loader.set_epoch`) sees exactly
 the batches the uninterrupted run saw.
 
+Under MPI (``rank``, ``world`` > 1) the epoch order is the same on every
+rank and each global batch of ``batch_size * world`` samples is split in
+rank order: the ranks together see exactly the batches one process with
+``batch_size * world`` would see, each sample made with the same random
+numbers. A rank whose share of the last, partial batch is empty gets that
+batch's first sample (its gradient weight is 0, see :meth:`Loader.shard_sizes`)
+so that every rank takes part in every collective.
+
 Workers are processes (default; started with 'spawn', which is safe next to
 Jittor and CUDA and works on Windows) or threads; they live as long as the
 loader and are reused across epochs. At most ``prefetch`` batches are in
@@ -112,7 +120,8 @@ class Loader:
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, num_workers=0, seed=0,
-                 drop_last=False, worker_type='process', prefetch=2, start_method='spawn'):
+                 drop_last=False, worker_type='process', prefetch=2, start_method='spawn',
+                 rank=0, world=1):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
@@ -129,6 +138,10 @@ class Loader:
         self.worker_type = worker_type
         self.prefetch = max(int(prefetch), 1)
         self.start_method = start_method
+        self.world = int(world)
+        self.rank = int(rank)
+        if self.world < 1 or not 0 <= self.rank < self.world:
+            raise ValueError(f'rank {rank} of world {world} is not valid')
         self.epoch = 0
         self.start_batch = 0
         self._pool = None
@@ -142,15 +155,29 @@ class Loader:
             raise ValueError(f'start_batch must be >= 0, got {start_batch}')
 
     def __len__(self):
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, gb = len(self.dataset), self.batch_size * self.world
+        return n // gb if self.drop_last else -(-n // gb)
+
+    def _global_batches(self, epoch):
+        order = epoch_order(len(self.dataset), self.seed, epoch, self.shuffle)
+        gb = self.batch_size * self.world
+        return [order[b * gb:(b + 1) * gb] for b in range(len(self))]
+
+    def shard_sizes(self):
+        """Per batch: (samples in the global batch, real samples of this rank's share)."""
+        out = []
+        for g in self._global_batches(self.epoch):
+            out.append((len(g), len(g[self.rank * self.batch_size:(self.rank + 1) * self.batch_size])))
+        return out
 
     def batch_indices(self, epoch=None):
-        """Index lists of all batches of an epoch (before ``start_batch`` is applied)."""
+        """This rank's index lists of all batches of an epoch (before ``start_batch`` is applied)."""
         epoch = self.epoch if epoch is None else int(epoch)
-        order = epoch_order(len(self.dataset), self.seed, epoch, self.shuffle)
-        return [order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
-                for b in range(len(self))]
+        out = []
+        for g in self._global_batches(epoch):
+            share = g[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            out.append((share if len(share) else g[:1]).tolist())
+        return out
 
     # -- workers
     def _get_pool(self):

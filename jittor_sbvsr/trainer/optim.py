@@ -31,6 +31,11 @@ FLOW_LR = 1e-6
 _FLT_MIN = 1.1754943508222875e-38  # float32 tiny (np.finfo warns once Jittor set FTZ)
 
 
+def _flush(x):
+    """x with every |value| < FLT_MIN (denormals) set to 0."""
+    return jt.where(x.abs() < _FLT_MIN, jt.zeros_like(x), x)
+
+
 class TorchAdam(jt.optim.Optimizer):
     """``TorchAdam(param_groups, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)``.
 
@@ -67,8 +72,14 @@ class TorchAdam(jt.optim.Optimizer):
                     continue
                 if self.weight_decay:
                     g = g + p * self.weight_decay
-                m.update(m + (g - m) * (1 - b1))          # torch: exp_avg.lerp_(grad, 1-b1)
-                v.update(v * b2 + g * g * (1 - b2))       # exp_avg_sq.mul_(b2).addcmul_(g, g, 1-b2)
+                # torch: exp_avg.lerp_(grad, 1-b1); exp_avg_sq.mul_(b2).addcmul_(g, g, 1-b2).
+                # Moments below FLT_MIN are stored as 0: whether a kernel flushes
+                # denormals depends on the thread's FPU mode (Jittor's -Ofast),
+                # so keeping them would make saved states differ run to run; no
+                # update changes (a sub-FLT_MIN m moves a weight by < 1e-33, and
+                # v enters only through the clamp below).
+                m.update(_flush(m + (g - m) * (1 - b1)))
+                v.update(_flush(v * b2 + g * g * (1 - b2)))
                 # Jittor compiles with -Ofast: sqrt of a denormal v (tiny
                 # gradients, e.g. 3e-18, give v ~ 1e-38) comes out NaN in a
                 # fused kernel. Below FLT_MIN, sqrt(v)/sqrt(bc2) < 4e-18 is far

@@ -8,6 +8,12 @@ epoch is saved. Differences from the reference are listed in README.md;
 the one that shows: the reference's loop trains ``epochs - 1`` epochs
 (it stops when ``last_epoch + 1 >= epochs``), this one trains ``epochs``.
 
+Under ``mpirun -np N`` (see :mod:`.dist`) every rank runs this loop on its
+share of each global batch of ``batch_size x N`` samples; Jittor averages the
+gradients, so the update is the one a single process with batch
+``batch_size x N`` would make. Evaluation is sharded the same way; only rank
+0 logs and writes the log, plots and checkpoints.
+
 Reproducibility: every sample is a function of (seed, epoch, index) (see
 :mod:`jittor_sbvsr.data.loader`), Jittor/numpy/python generators are
 re-seeded from (seed, epoch) at the start of each epoch, and the saved state
@@ -19,9 +25,7 @@ import datetime
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 
 import numpy as np
@@ -31,6 +35,7 @@ from ..io.checkpoint import FLOW_PREFIX, load_into_module, load_state, save_stat
 from ..losses import LOSS_NAMES, SelfBlindLoss
 from ..options import DEMO_DATA
 from ..utils import Logger, Progress, atomic_write_bytes, ensure_dir, save_png_atomic
+from . import dist
 from .optim import make_optimizer, step_lr_factor
 from .plots import save_line_plot
 from .state import STATE_NAME, load_training_state, save_training_state
@@ -107,19 +112,28 @@ class Trainer:
         self.stream = sys.stdout if stream is None else stream
         self.dir = os.path.join(args.experiment_dir, args.save)
         self.messages = []  # lines to log once the log file is open
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.main = self.rank == 0
+        self.watchdog = dist.Watchdog(args.dist_timeout, self.rank, self.world)
 
         # 1. everything that can fail on bad input, before any file is written
         resume = None
         if args.resume:
             resume = load_training_state(os.path.join(self.dir, STATE_NAME))
             self._check_resume_config(resume[0]['config'])
+        self._write_demo_data()
         self.train_set = None if args.test_only else self._make_train_set()
         self.test_set = self._make_test_set()
 
-        jt.set_global_seed(int(args.seed))
+        jt.set_global_seed(int(args.seed), different_seed_for_mpi=False)
         self.model = PWC_Recons(n_colors=args.n_colors, n_sequence=args.n_sequence, extra_RBS=args.extra_RBS,
                                 recons_RBS=args.recons_RBS, n_feat=args.n_feat, scale=args.scale,
                                 ksize=args.ksize)
+        # Jittor draws the random initial weights when they are first
+        # computed, from the generator's state at that moment: compute them
+        # now, so that they depend on --seed alone (not on what ran before
+        # the first step, which differs e.g. between one process and MPI ranks).
+        jt.sync(list(self.model.parameters()))
         self._load_initial_weights(resume)
         self.loss_fn = SelfBlindLoss(ksize=args.ksize)
         self.optimizer = make_optimizer(self.model, args.lr, betas=(args.beta1, args.beta2),
@@ -141,7 +155,8 @@ class Trainer:
         if self.train_set is not None:
             from ..data.loader import Loader
             self.loader = Loader(self.train_set, batch_size=args.batch_size, shuffle=True,
-                                 num_workers=args.n_threads, seed=int(args.seed), drop_last=False)
+                                 num_workers=args.n_threads, seed=int(args.seed), drop_last=False,
+                                 rank=self.rank, world=self.world)
         self.logger = None
 
     # ------------------------------------------------------------ building
@@ -153,15 +168,24 @@ class Trainer:
                                  + ', '.join(changed) + '): the continued run will not repeat an '
                                  'uninterrupted one')
 
+    def _write_demo_data(self):
+        """The demo clips, written once (by rank 0) when the demo folder is missing."""
+        a = self.args
+        wanted = [(a.data_train, a.dir_data)] if not a.test_only else []
+        wanted.append((a.data_test, a.dir_data_test))
+        for name, folder in wanted:
+            if name == 'DEMO' and folder and _same_path(folder, DEMO_DATA) and not os.path.exists(folder) \
+                    and self.main:
+                from ..data.synthetic import make_demo_videos
+                self.messages.append(f'Writing the demo clips to {folder}')
+                make_demo_videos(folder)
+        dist.barrier()
+
     def _make_train_set(self):
         from ..data import datasets
         a = self.args
         kind = {'REDS_BLURDOWN_GAUSSIAN': 'gaussian', 'REDS_BLURDOWN_REALISTIC': 'realistic',
                 'DEMO': 'gaussian', 'LR_ONLY': 'lr_only'}[a.data_train]
-        if a.data_train == 'DEMO' and not os.path.exists(a.dir_data) and _same_path(a.dir_data, DEMO_DATA):
-            from ..data.synthetic import make_demo_videos
-            self.messages.append(f'Writing the demo clips to {a.dir_data}')
-            make_demo_videos(a.dir_data)
         if kind == 'lr_only':
             def make(repeat):
                 return datasets.LROnlyTrainSet(a.dir_data, n_seq=a.n_sequence, patch_size=a.patch_size,
@@ -177,7 +201,7 @@ class Trainer:
         try:
             ds = make(1)
             # the reference's epoch length, counted in updates (effective batches)
-            repeat = datasets.reference_repeat(ds.n_windows, a.batch_size * a.accumulate, a.test_every)
+            repeat = datasets.reference_repeat(ds.n_windows, self.effective_batch(), a.test_every)
             if repeat != 1:
                 ds = make(repeat)
         except ValueError as e:
@@ -193,10 +217,6 @@ class Trainer:
             if a.test_only:
                 raise UserError('--test_only needs a test set (--dir_data_test)')
             return None
-        if a.data_test == 'DEMO' and not os.path.exists(a.dir_data_test) and _same_path(a.dir_data_test, DEMO_DATA):
-            from ..data.synthetic import make_demo_videos
-            self.messages.append(f'Writing the demo clips to {a.dir_data_test}')
-            make_demo_videos(a.dir_data_test)
         ts = datasets.PairedTestSet(a.dir_data_test, n_seq=a.n_sequence, scale=a.scale)
         if len(ts) == 0:
             raise UserError(f'{a.dir_data_test}: no test windows found')
@@ -230,9 +250,20 @@ class Trainer:
         self.messages.append(f'warning: no PWC-Net weights ({" or ".join(_PWC_NAMES)}) in '
                              f'{a.pretrain_models_dir}: the flow net starts from random weights')
 
+    def effective_batch(self):
+        """Samples per update: batch per rank x ranks x accumulated batches."""
+        return self.args.batch_size * self.world * self.args.accumulate
+
     # ------------------------------------------------------------ files
     def _open_experiment(self):
-        """Create (or archive and recreate) the experiment folder and open the log."""
+        """Create (or archive and recreate) the experiment folder and open the log (rank 0);
+        the other ranks wait for it."""
+        if self.main:
+            self._open_experiment_main()
+        self.messages = []
+        dist.barrier()
+
+    def _open_experiment_main(self):
         a = self.args
         if not a.resume and not a.test_only and os.path.isdir(self.dir) and os.listdir(self.dir):
             stamp = datetime.datetime.now().strftime('%Y%m%d_%H%M%S')
@@ -257,12 +288,15 @@ class Trainer:
         self.messages = []
 
     def log(self, msg):
+        if not self.main:
+            return
         if self.logger is None:
             self.messages.append(msg)
         else:
             self.logger.log(msg)
 
     def close(self):
+        self.watchdog.close()
         if self.loader is not None:
             self.loader.close()
         if self.logger is not None:
@@ -270,17 +304,30 @@ class Trainer:
 
     # ------------------------------------------------------------ training
     def _batch_weights(self):
-        """Loss weight of each batch so that an accumulated update equals the big-batch one."""
-        n = len(self.train_set)
-        bs, acc = self.args.batch_size, self.args.accumulate
-        sizes = [min(bs, n - j * bs) for j in range(len(self.loader))]
+        """Loss weight of each batch of this rank, so that the update (accumulated,
+        and averaged over the ranks by Jittor) equals the one of a single big batch.
+
+        Batch j of an accumulation group of ``S`` samples (all ranks) with
+        ``s`` of them on this rank gets ``s * world / S``: the ranks' mean of
+        the weighted batch means is then the mean over all ``S`` samples. A
+        rank with no sample in the batch (the last one) gets weight 0.
+        """
+        sizes = self.loader.shard_sizes()
+        acc = self.args.accumulate
         weights, last = [], []
-        for j, s in enumerate(sizes):
+        for j, (_, s) in enumerate(sizes):
             g0 = (j // acc) * acc
             group = sizes[g0:g0 + acc]
-            weights.append(s / sum(group))
+            weights.append(s * self.world / sum(g for g, _ in group))
             last.append(j == g0 + len(group) - 1)
-        return weights, last
+        return weights, last, sizes
+
+    def _global_losses(self, values, mine, total):
+        """The batch's losses over all ranks: sum of (rank's mean x its samples) / samples."""
+        if self.world == 1:
+            return values
+        summed = dist.all_sum([values[k] * mine for k in LOSS_NAMES]) / total
+        return {k: float(v) for k, v in zip(LOSS_NAMES, summed)}
 
     def train_epoch(self, epoch):
         jt = self.jt
@@ -289,13 +336,15 @@ class Trainer:
         self.optimizer.set_lr_factor(factor)
         lr = self.optimizer.param_groups[0]['lr']
         self.log(f'[Epoch {epoch}] lr {lr:.2e} (flow net {self.optimizer.param_groups[-1]["lr"]:.2e})')
-        jt.set_global_seed(epoch_seed(a.seed, epoch))
+        jt.set_global_seed(epoch_seed(a.seed, epoch), different_seed_for_mpi=False)
+        self.watchdog.phase(f'the start of epoch {epoch}')
         self._settle()
         self.loader.set_epoch(epoch)
-        weights, last = self._batch_weights()
+        weights, last, sizes = self._batch_weights()
         sums = {k: 0.0 for k in LOSS_NAMES}
         n_batches = len(self.loader)
-        progress = Progress(n_batches, desc=f'epoch {epoch}', stream=sys.stderr)
+        progress = Progress(n_batches, desc=f'epoch {epoch}', stream=sys.stderr, enabled=self.main)
+        self.watchdog.phase(f'training epoch {epoch}')
         try:
             for j, batch in enumerate(self.loader):
                 x = jt.array(batch['lr'])
@@ -304,11 +353,13 @@ class Trainer:
                 # read the losses before the update: a lazy Var evaluated after
                 # p.update() would see the new weights
                 jt.sync(list(terms.values()))
-                values = {k: float(v.item()) for k, v in terms.items()}
+                values = self._global_losses({k: float(v.item()) for k, v in terms.items()},
+                                             sizes[j][1], sizes[j][0])
                 w = weights[j]
                 self.optimizer.backward(total if w == 1 else total * w)
                 if last[j]:
                     self.optimizer.step()
+                self.watchdog.beat()
                 if not all(math.isfinite(v) for v in values.values()):
                     raise UserError(f'epoch {epoch}, batch {j + 1}: the loss is not finite '
                                     f'({", ".join(f"{k} {v:.4g}" for k, v in values.items())}); '
@@ -317,7 +368,8 @@ class Trainer:
                     sums[k] += values[k]
                 progress.update(1, loss=sums['total'] / (j + 1))
                 if (j + 1) % a.print_every == 0:
-                    self.log(f'[{(j + 1) * a.batch_size}/{len(self.train_set)}] ' + self._fmt_losses(
+                    self.log(f'[{min((j + 1) * a.batch_size * self.world, len(self.train_set))}/'
+                             f'{len(self.train_set)}] ' + self._fmt_losses(
                         {k: v / (j + 1) for k, v in sums.items()}))
         finally:
             progress.close()
@@ -329,12 +381,14 @@ class Trainer:
         A resumed run starts from arrays read from disk; Jittor fuses (and so
         rounds) the first step differently when a Var is the output of an
         earlier computation. Re-reading them here makes a continued run and a
-        resumed run compute the same epoch bit for bit.
+        resumed run compute the same epoch bit for bit. Under MPI every rank
+        first takes rank 0's values, so the ranks cannot drift apart.
         """
         jt = self.jt
         vs = list(self.model.parameters())
         for pg in self.optimizer.param_groups:
             vs += pg['m'] + pg['v']
+        dist.broadcast_vars(vs)
         for v in vs:
             v.update(jt.array(v.numpy()))
         jt.sync(vs)
@@ -356,10 +410,12 @@ class Trainer:
         c = a.n_sequence // 2
         sums = {k: 0.0 for k in PSNR_NAMES}
         n = len(self.test_set)
-        progress = Progress(n, desc='evaluation', stream=sys.stderr)
+        mine = range(self.rank, n, self.world)  # this rank's share of the windows
+        progress = Progress(len(mine), desc='evaluation', stream=sys.stderr, enabled=self.main)
+        self.watchdog.phase('evaluation')
         try:
             with jt.no_grad():
-                for i in range(n):
+                for done, i in enumerate(mine):
                     item = self.test_set.get(i)
                     out, _ = self.model({'x': jt.array(item['lr'][None]), 'mode': 'val'})
                     res = {k: out[k].numpy() for k in ('input', 'input_down', 'input_cycle', 'recons',
@@ -370,10 +426,12 @@ class Trainer:
                     sums['down_psnr'] += calc_psnr(res['input'], res['recons_down'])
                     if a.save_images and epoch is not None:
                         self._save_images(item, gt, res)
-                    progress.update(1, psnr=sums['psnr'] / (i + 1))
+                    progress.update(1, psnr=sums['psnr'] / (done + 1))
+                    self.watchdog.beat()
         finally:
             progress.close()
-        return {k: v / n for k, v in sums.items()}
+        total = dist.all_sum([sums[k] for k in PSNR_NAMES]) if self.world > 1 else [sums[k] for k in PSNR_NAMES]
+        return {k: float(v) / n for k, v in zip(PSNR_NAMES, total)}
 
     def _save_images(self, item, gt, res):
         video, frame = item['name'].split('/', 1)
@@ -388,7 +446,10 @@ class Trainer:
 
     # ------------------------------------------------------------ saving
     def save(self, epoch, is_best):
-        """Model files first, the training state (the commit point) last."""
+        """Model files first, the training state (the commit point) last; rank 0 only."""
+        if not self.main:
+            return
+        self.watchdog.phase(f'saving epoch {epoch}')
         mdir = os.path.join(self.dir, 'model')
         weights = {k: v.numpy() for k, v in self.model.state_dict().items()}
         if self.args.save_middle_models:
@@ -431,9 +492,11 @@ class Trainer:
         if self.start_epoch > last:
             self.log(f'Nothing to do: {self.start_epoch - 1} epochs are done and --epochs is {a.epochs}')
             return None
-        self.log(f'Training epochs {self.start_epoch}..{a.epochs if a.epochs else "inf"} on {self.device}: '
-                 f'{len(self.train_set)} samples per epoch, {len(self.loader)} batches of {a.batch_size}'
-                 + (f', one update per {a.accumulate} batches' if a.accumulate > 1 else '')
+        self.log(f'Training epochs {self.start_epoch}..{a.epochs if a.epochs else "inf"} on {self.device}'
+                 + (f' x {self.world} MPI ranks' if self.world > 1 else '')
+                 + f': {len(self.train_set)} samples per epoch, {len(self.loader)} batches; effective batch '
+                 f'{self.effective_batch()} = {a.batch_size} per rank x {self.world} rank(s) x '
+                 f'{a.accumulate} accumulated'
                  + (f'; {len(self.test_set)} test windows' if self.test_set is not None else '; no test set'))
         for epoch in range(self.start_epoch, last + 1):
             t0 = time.time()
@@ -455,6 +518,7 @@ class Trainer:
             if psnr is not None and (self.best is None or psnr['psnr'] > self.best[0]):
                 self.best = (psnr['psnr'], epoch)
                 is_best = True
+            self.jt.sync_all(True)  # the epoch's time includes every queued kernel
             self.log(f'Epoch {epoch} loss ' + self._fmt_losses(losses) + f' ({time.time() - t0:.1f}s)')
             if psnr is not None:
                 self.log(f'[{a.data_test}] average Cycle-PSNR: {psnr["cycle_psnr"]:.3f} Down-PSNR: '
@@ -464,21 +528,10 @@ class Trainer:
         return self.history
 
 
-def _python_sigint():
-    """Let Ctrl-C raise KeyboardInterrupt again.
-
-    Jittor installs a SIGINT handler that exits the process on the spot,
-    possibly between writing a temporary file and moving it into place; with
-    Python's handler the current step finishes, temporary files are removed
-    and the last completed epoch stays the resumable state.
-    """
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 def run(args, device='cpu', stream=None):
     """Train (or evaluate with --test_only) as ``args`` say; returns the history."""
-    _python_sigint()
+    from ..runtime import python_sigint
+    python_sigint()
     trainer = Trainer(args, device=device, stream=stream)
     try:
         return trainer.train()

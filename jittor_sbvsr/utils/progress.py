@@ -51,10 +51,10 @@ class Progress:
     """Progress over ``total`` items: count/total, elapsed, ETA and a postfix.
 
     ``min_interval`` limits terminal redraws (seconds); the last item always
-    redraws.
+    redraws. ``enabled=False`` draws and prints nothing (ranks other than 0).
     """
 
-    def __init__(self, total, desc='', stream=None, min_interval=0.1):
+    def __init__(self, total, desc='', stream=None, min_interval=0.1, enabled=True):
         self.total = total
         self.desc = desc
         self.stream = sys.stderr if stream is None else stream
@@ -62,7 +62,8 @@ class Progress:
         self.n = 0
         self.postfix = {}
         self.start = time.monotonic()
-        self.tty = _isatty(self.stream)
+        self.enabled = bool(enabled)
+        self.tty = self.enabled and _isatty(self.stream)
         self.closed = False
         self._width = 0
         self._last_draw = -math.inf
@@ -146,7 +147,9 @@ class Progress:
         """Finish: leave the final bar on the terminal, or print the one summary line."""
         if self.closed:
             return
-        if self.tty:
+        if not self.enabled:
+            pass
+        elif self.tty:
             self._draw(final=True)
             self._write('\n')
             if self in _live:

@@ -1,0 +1,148 @@
+"""Data-parallel training over MPI: Jittor's distributed engine, made safe to use.
+
+``mpirun -np N python main.py ...`` starts N identical processes. Jittor
+(built with Open MPI's ``mpicc``) sees ``OMPI_COMM_WORLD_SIZE`` at import,
+calls ``MPI_Init``, and its optimizers average every gradient over the ranks
+(``mpi_all_reduce('mean')`` in ``Optimizer.backward``) and broadcast the
+weights from rank 0 at the first step. The rest is ours:
+
+- who does what: only rank 0 logs, draws progress and writes files
+  (:func:`is_main`); data and evaluation are sharded by rank;
+- small collectives on numpy values (:func:`all_sum`), a :func:`barrier`, and
+  :func:`broadcast_vars` so that every rank starts each epoch from rank 0's
+  weights and Adam moments, bit for bit;
+- a :class:`Watchdog`: a rank whose peer died or hangs would wait forever in
+  a collective; with no progress for ``timeout`` seconds it prints one line
+  and ends the rank, and mpirun then stops the whole job.
+
+Without mpirun everything here is a no-op (world size 1).
+"""
+import os
+import sys
+
+import numpy as np
+
+__all__ = ['launched', 'env_rank', 'rank', 'world_size', 'is_main', 'all_sum', 'barrier',
+           'broadcast_vars', 'Watchdog']
+
+
+def launched():
+    """True inside ``mpirun`` (Open MPI sets this for every rank)."""
+    return 'OMPI_COMM_WORLD_SIZE' in os.environ
+
+
+def env_rank():
+    """This process's rank from mpirun's environment (usable before Jittor is imported)."""
+    try:
+        return int(os.environ.get('OMPI_COMM_WORLD_RANK', '0'))
+    except ValueError:
+        return 0
+
+
+def _jt():
+    import jittor as jt
+    return jt
+
+
+def rank():
+    return int(_jt().rank) if launched() else 0
+
+
+def world_size():
+    return int(_jt().world_size) if launched() else 1
+
+
+def is_main():
+    return rank() == 0
+
+
+def all_sum(values):
+    """Element-wise sum over the ranks of a float64 array (a copy of it with one rank)."""
+    a = np.array(values, dtype=np.float64, copy=True)
+    if world_size() == 1:
+        return a
+    jt = _jt()
+    return jt.array(a).mpi_all_reduce('add').numpy().astype(np.float64)
+
+
+def barrier():
+    """Wait until every rank got here."""
+    all_sum([0.0])
+
+
+def broadcast_vars(vs, root=0):
+    """Overwrite the Jittor Vars ``vs`` on every rank with rank ``root``'s values."""
+    if world_size() == 1 or not vs:
+        return
+    jt = _jt()
+    for v in vs:
+        v.update(v.mpi_broadcast(root))
+    jt.sync(vs)
+
+
+# The watcher runs in its own process: a rank blocked in a collective is
+# inside Jittor's C++ code holding the GIL, so no Python thread of it could
+# run. It reads heartbeat lines (a non-empty line names the next phase) from
+# stdin; EOF means the rank ended normally.
+_WATCHER = r"""
+import os, select, signal, sys
+pid, timeout, tag = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+phase, buf = 'start-up', b''
+while True:
+    if not select.select([0], [], [], timeout)[0]:
+        sys.stderr.write(f'error ({tag}): no progress for {timeout:.0f} s during {phase}; another '
+                         f'rank has probably died or hangs. Stopping (raise --dist_timeout if a step '
+                         f'can really take this long)\n')
+        sys.stderr.flush()
+        os.kill(pid, signal.SIGKILL)
+        sys.exit(3)
+    data = os.read(0, 65536)
+    if not data:
+        sys.exit(0)
+    *lines, buf = (buf + data).split(b'\n')
+    for line in lines:
+        if line:
+            phase = line.decode('utf-8', 'replace')
+"""
+
+
+class Watchdog:
+    """Ends this rank when it makes no progress for ``timeout`` seconds.
+
+    Call :meth:`beat` after every unit of work (a training batch, an
+    evaluation window) and :meth:`phase` to name what comes next. A
+    collective never returns if another rank died or hangs, so a long silence
+    means the group is broken: a watcher process prints one line naming the
+    rank and the phase and kills this rank; mpirun then stops the others.
+    ``timeout <= 0`` or a single process: inactive.
+    """
+
+    def __init__(self, timeout, rank=0, world=1):
+        self.proc = None
+        if float(timeout) > 0 and int(world) > 1:
+            import subprocess
+            self.proc = subprocess.Popen(
+                [sys.executable, '-c', _WATCHER, str(os.getpid()), str(float(timeout)),
+                 f'rank {int(rank)}/{int(world)}'], stdin=subprocess.PIPE, close_fds=True)
+
+    def _send(self, text):
+        if self.proc is not None:
+            try:
+                os.write(self.proc.stdin.fileno(), text.encode('utf-8', 'replace') + b'\n')
+            except (OSError, ValueError):
+                pass
+
+    def beat(self):
+        self._send('')
+
+    def phase(self, name):
+        self._send(' '.join(str(name).split()) or 'work')
+
+    def close(self):
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            try:
+                proc.stdin.close()
+                proc.wait(timeout=5)
+            except Exception:
+                proc.kill()
