@@ -65,34 +65,23 @@ def template_names():
     return list(TEMPLATES)
 
 
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f'must be >= 1, got {v}')
-    return v
+def _checked(convert, ok, bound):
+    """An argparse type: ``convert(text)``, which must satisfy ``ok`` (``bound`` says how)."""
+    def parse(text):
+        try:
+            v = convert(text)
+        except ValueError:
+            kind = 'an integer' if convert is int else 'a number'
+            raise argparse.ArgumentTypeError(f'expected {kind}, got {text!r}') from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f'must be {bound}, got {v}')
+        return v
+    return parse
 
 
-def _nonneg_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f'must be >= 0, got {v}')
-    return v
-
-
-def _positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f'must be > 0, got {v}')
-    return v
+_positive_int = _checked(int, lambda v: v >= 1, '>= 1')
+_nonneg_int = _checked(int, lambda v: v >= 0, '>= 0')
+_positive_float = _checked(float, lambda v: v > 0, '> 0')
 
 
 class _Parser(argparse.ArgumentParser):

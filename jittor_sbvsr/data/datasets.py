@@ -109,6 +109,16 @@ def _crop(stack, size, rng, threshold, centre):
             return patch
 
 
+def _patches(paths, size, rng, smooth_threshold, centre, augment, what):
+    """The window's frames read, cropped to ``size`` x ``size`` (and augmented)."""
+    x = _read_stack(paths)
+    if x.shape[1] < size or x.shape[2] < size:
+        raise UserError(f'{paths[0]}: frame is {x.shape[1]}x{x.shape[2]}, smaller than the '
+                        f'{size}x{size} {what}')
+    x = _crop(x, size, rng, smooth_threshold, centre)
+    return degrade.augment(x, rng) if augment else x
+
+
 class _WindowSet:
     """Videos of frame paths and the list of their ``n_seq``-frame windows."""
 
@@ -221,14 +231,8 @@ class OnlineBlurDownTrainSet(_WindowSet):
     def get(self, index, rng):
         self._check_index(index)
         _, paths = self.window_paths(index)
-        hr = _read_stack(paths)
-        hp = self.patch_size * self.scale
-        if hr.shape[1] < hp or hr.shape[2] < hp:
-            raise UserError(f'{paths[0]}: frame is {hr.shape[1]}x{hr.shape[2]}, smaller than the '
-                            f'{hp}x{hp} HR crop')
-        hr = _crop(hr, hp, rng, self.smooth_threshold, self.n_seq // 2)
-        if self.augment:
-            hr = degrade.augment(hr, rng)
+        hr = _patches(paths, self.patch_size * self.scale, rng, self.smooth_threshold, self.n_seq // 2,
+                      self.augment, 'HR crop')
         kernel, sigma = self.draw_kernel(rng)
         lr = degrade.blur_down_np(hr, kernel, self.scale)
         return {'lr': _to_chw(lr * _INV255), 'hr': _u8_to_float(hr) if self.with_hr else None,
@@ -367,13 +371,7 @@ class LROnlyTrainSet(_WindowSet):
     def get(self, index, rng):
         self._check_index(index)
         _, paths = self.window_paths(index)
-        lr = _read_stack(paths)
-        p = self.patch_size
-        if lr.shape[1] < p or lr.shape[2] < p:
-            raise UserError(f'{paths[0]}: frame is {lr.shape[1]}x{lr.shape[2]}, smaller than the '
-                            f'{p}x{p} patch')
-        lr = _crop(lr, p, rng, self.smooth_threshold, self.n_seq // 2)
-        if self.augment:
-            lr = degrade.augment(lr, rng)
+        lr = _patches(paths, self.patch_size, rng, self.smooth_threshold, self.n_seq // 2, self.augment,
+                      'patch')
         return {'lr': _u8_to_float(lr), 'hr': None, 'kernel': None,
                 'name': self.window_name(index)}

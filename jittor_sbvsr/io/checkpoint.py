@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, read_error
 from . import torch_pickle
 
 # PWC-Net weights (network-default.pytorch) are keyed relative to this module.
@@ -44,12 +44,8 @@ def _read_pkl(path):
     except torch_pickle._Forbidden as e:
         raise UserError(f"{path}: refusing to load: the pickle asks for '{e}', which a "
                         'weights file never needs') from None
-    except FileNotFoundError:
-        raise UserError(f'{path}: no such file') from None
-    except IsADirectoryError:
-        raise UserError(f'{path}: is a directory, expected a weights file') from None
     except OSError as e:
-        raise UserError(f'{path}: cannot read: {e.strerror or e}') from None
+        raise read_error(path, e, 'a weights file') from None
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else ''
         raise UserError(f'{path}: not a readable weights file (truncated or corrupt: '

@@ -23,7 +23,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, read_error
 
 LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
 LEGACY_PROTOCOL = 1001
@@ -486,12 +486,8 @@ def load_torch_file(path):
         raise UserError(f'{path}: file is truncated or corrupt: {e}') from None
     except _Corrupt as e:
         raise UserError(f'{path}: cannot read this PyTorch checkpoint: {e}') from None
-    except FileNotFoundError:
-        raise UserError(f'{path}: no such file') from None
-    except IsADirectoryError:
-        raise UserError(f'{path}: is a directory, expected a checkpoint file') from None
     except OSError as e:
-        raise UserError(f'{path}: cannot read: {e.strerror or e}') from None
+        raise read_error(path, e, 'a checkpoint file') from None
     except MemoryError:
         raise UserError(f'{path}: out of memory while reading the checkpoint') from None
     except Exception as e:  # any parse failure of a damaged file
