@@ -1,0 +1,151 @@
+"""Inference-only oneDNN ResBlock chains on the CPU.
+
+Why: on the CPU nearly all of PWC_Recons' time is Jittor's ``mkl_conv``,
+which per convolution re-creates its oneDNN primitive, reorders the input
+from NCHW to oneDNN's blocked layout and the output back, and leaves bias,
+ReLU and the residual add to separate passes over memory. A chain of
+ResBlocks (conv-ReLU-conv + x) here runs in the blocked layout from one
+reorder in to one reorder out: the first conv of a block carries bias and
+ReLU as post-ops, the second bias and a ``sum`` post-op that accumulates
+onto the block input in place. Primitives are cached per shape.
+
+No gradients: training keeps Jittor's own ops. Use :func:`available` to ask
+whether this path can run (CPU, Jittor's oneDNN loaded).
+"""
+import os
+
+import jittor as jt  # jittor_sbvsr/__init__ has configured it
+
+from .. import runtime
+
+CPU_HEAD = r'''
+#include <dnnl.hpp>
+#include <map>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+// Primitives for one (N, C, H, W, K) ResBlock: conv1 with bias + ReLU,
+// conv2 with bias + sum onto its destination; both read and write one
+// blocked activation layout ``act``. The blocked buffers are kept too:
+// freshly mapped pages cost as much as a reorder. At most 4 shapes stay.
+struct SbvsrResChain {
+    dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+    dnnl::stream strm{eng};
+    dnnl::memory::desc user, act, wuser, wmd, bmd;
+    dnnl::convolution_forward c1, c2;
+    dnnl::reorder rin, rout, rw;
+    dnnl::memory X, T;                // block input / residual, conv1 output
+    std::vector<dnnl::memory> w;      // blocked weights, one per conv
+};
+
+static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K) {
+    using namespace dnnl;
+    using tag = memory::format_tag;
+    static std::map<std::tuple<int, int, int, int, int>, std::unique_ptr<SbvsrResChain>> cache;
+    const auto key = std::make_tuple(N, C, H, W, K);
+    auto it = cache.find(key);
+    if (it != cache.end()) return *it->second;
+    if (cache.size() >= 4) cache.clear();
+    auto& slot = cache[key];
+    slot.reset(new SbvsrResChain());
+    SbvsrResChain& r = *slot;
+    const auto f32 = memory::data_type::f32;
+    const memory::dims pad = {K / 2, K / 2}, one = {1, 1};
+    r.user = memory::desc({N, C, H, W}, f32, tag::nchw);
+    r.wuser = memory::desc({C, C, K, K}, f32, tag::oihw);
+    r.bmd = memory::desc({C}, f32, tag::x);
+    post_ops p1, p2;
+    p1.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+    p2.append_sum(1.f);
+    primitive_attr a1, a2;
+    a1.set_post_ops(p1);
+    a2.set_post_ops(p2);
+    auto pd = [&](const memory::desc& io, const primitive_attr& a) {
+        convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, io,
+                                    memory::desc({C, C, K, K}, f32, tag::any), r.bmd, io, one, pad, pad);
+        return convolution_forward::primitive_desc(d, a, r.eng);
+    };
+    // let oneDNN pick the layout once, then pin both convs to it
+    r.act = pd(memory::desc({N, C, H, W}, f32, tag::any), a1).dst_desc();
+    auto pd1 = pd(r.act, a1), pd2 = pd(r.act, a2);
+    r.wmd = pd1.weights_desc();
+    r.c1 = convolution_forward(pd1);
+    r.c2 = convolution_forward(pd2);
+    r.rin = reorder(memory(r.user, r.eng, DNNL_MEMORY_NONE), memory(r.act, r.eng, DNNL_MEMORY_NONE));
+    r.rout = reorder(memory(r.act, r.eng, DNNL_MEMORY_NONE), memory(r.user, r.eng, DNNL_MEMORY_NONE));
+    r.rw = reorder(memory(r.wuser, r.eng, DNNL_MEMORY_NONE), memory(r.wmd, r.eng, DNNL_MEMORY_NONE));
+    r.X = memory(r.act, r.eng);
+    r.T = memory(r.act, r.eng);
+    return r;
+}
+'''
+
+# in0 x [N,C,H,W], in1 weights [2B,C,C,K,K] (conv1, conv2 of each block),
+# in2 biases [2B,C]; out0 = the chain's output [N,C,H,W].
+CPU_SRC = r'''
+using namespace dnnl;
+const int N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
+const int B2 = in1_shape0, K = in1_shape3;
+SbvsrResChain& r = sbvsr_res_chain(N, C, H, W, K);
+memory &X = r.X, &T = r.T;
+while ((int)r.w.size() < B2) r.w.emplace_back(r.wmd, r.eng);
+r.rin.execute(r.strm, {{DNNL_ARG_FROM, memory(r.user, r.eng, (void*)in0_p)}, {DNNL_ARG_TO, X}});
+for (int i = 0; i < B2; i++) {
+    memory &w = r.w[i], b(r.bmd, r.eng, (void*)(in2_p + (long long)i * C));
+    r.rw.execute(r.strm, {{DNNL_ARG_FROM, memory(r.wuser, r.eng, (void*)(in1_p + (long long)i * C * C * K * K))},
+                          {DNNL_ARG_TO, w}});
+    if (i % 2 == 0)  // T = relu(conv1(X) + b1)
+        r.c1.execute(r.strm, {{DNNL_ARG_SRC, X}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_BIAS, b}, {DNNL_ARG_DST, T}});
+    else             // X = X + conv2(T) + b2
+        r.c2.execute(r.strm, {{DNNL_ARG_SRC, T}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_BIAS, b}, {DNNL_ARG_DST, X}});
+}
+r.rout.execute(r.strm, {{DNNL_ARG_FROM, X}, {DNNL_ARG_TO, memory(r.user, r.eng, (void*)out0_p)}});
+r.strm.wait();
+'''
+
+
+def _flags():
+    d = runtime.onednn_dir()
+    return (f' -I"{os.path.join(d, "include")}" -L"{os.path.join(d, "lib")}" '
+            f'-Wl,-rpath,"{os.path.join(d, "lib")}" -lmkldnn ')
+
+
+def available():
+    """True where the fused path can run: CPU with Jittor's oneDNN loaded."""
+    return (runtime.onednn_enabled() and not jt.flags.use_cuda
+            and jt.compile_extern.mkl_ops is not None)
+
+
+def _plain_resblock(b):
+    c1, c2 = b.conv1, b.conv2
+    return (b.res_translate is None and c1.bias is not None and c2.bias is not None
+            and tuple(c1.stride) == (1, 1) and tuple(c2.stride) == (1, 1)
+            and tuple(c1.dilation) == (1, 1) and tuple(c2.dilation) == (1, 1)
+            and c1.groups == 1 and c2.groups == 1
+            and c1.weight.shape[2] == c1.weight.shape[3] == c2.weight.shape[2] == c2.weight.shape[3]
+            and tuple(c1.padding) == tuple(c2.padding) == (c1.weight.shape[2] // 2,) * 2
+            and c1.weight.shape[0] == c1.weight.shape[1] == c2.weight.shape[0] == c2.weight.shape[1])
+
+
+def resblock_chain(x, blocks):
+    """``blocks`` (ResBlocks, same-width, stride 1, no dilation) applied to x [N,C,H,W].
+
+    Same result as ``nn.Sequential(*blocks)(x)`` to float rounding; no gradient.
+    """
+    blocks = list(blocks)
+    if not blocks:
+        return x
+    if not available():
+        raise RuntimeError('fused oneDNN convolutions need the CPU with Jittor\'s oneDNN enabled')
+    if not all(_plain_resblock(b) for b in blocks):
+        raise ValueError('resblock_chain takes ResBlocks of one width, stride 1, dilation 1, with biases')
+    convs = [c for b in blocks for c in (b.conv1, b.conv2)]
+    if x.ndim != 4 or x.shape[1] != convs[0].weight.shape[1]:
+        raise ValueError(f'resblock_chain: input {tuple(x.shape)} does not fit {convs[0].weight.shape[1]} channels')
+    with jt.no_grad():
+        w = jt.stack([c.weight.float32() for c in convs])
+        b = jt.stack([c.bias.float32() for c in convs])
+        y = jt.code(x.shape, 'float32', [x.float32(), w, b], cpu_header=CPU_HEAD, cpu_src=CPU_SRC)
+    y.compile_options = {'FLAGS:' + _flags(): 1}
+    return y
