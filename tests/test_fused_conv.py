@@ -86,3 +86,52 @@ def test_model_uses_fused_only_without_gradients():
     net.fused_cpu = False
     assert all(np.abs(g.numpy()).sum() > 0 for g in grads)
     assert np.array_equal(out.numpy(), net.recons_net(x).numpy())
+
+
+def _tail_layers(c, s, seed=0):
+    jt.set_global_seed(seed)
+    up = []
+    for _ in range(s):
+        up += [nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2)]
+    out = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, 3, 3, padding=1))
+    for m in up + list(out):
+        if isinstance(m, nn.Conv2d):
+            m.bias.assign(jt.randn(m.bias.shape) * 0.1)
+    return nn.Sequential(*up), out
+
+
+@pytest.mark.parametrize('n, c, h, w, s', [(1, 16, 7, 9, 2), (2, 32, 5, 4, 1), (1, 128, 6, 10, 2)])
+def test_tail_matches_plain(n, c, h, w, s):
+    up, out = _tail_layers(c, s)
+    convs = [m for m in up if isinstance(m, nn.Conv2d)]
+    x = jt.randn(n, c, h, w)
+    assert fused_conv.tail_fits(x, convs, out)
+    with jt.no_grad():
+        ref = out(up(x)).numpy()
+        if not FUSED:
+            with pytest.raises(RuntimeError, match='oneDNN'):
+                fused_conv.upsample_tail(x, convs, out)
+            return
+        got = fused_conv.upsample_tail(x, convs, out).numpy()
+    assert got.shape == ref.shape == (n, 3, h << s, w << s)
+    assert _close(ref, got), np.abs(ref - got).max()
+
+
+def test_tail_fits_only_its_layers():
+    up, out = _tail_layers(12, 1)  # 12 channels: not whole oneDNN channel blocks
+    assert not fused_conv.tail_fits(jt.randn(1, 12, 4, 4), [up[0]], out)
+    up, out = _tail_layers(16, 1)
+    assert not fused_conv.tail_fits(jt.randn(1, 16, 4, 4), [], out)
+    assert not fused_conv.tail_fits(jt.randn(1, 16, 4, 4), [up[0]], [out[0]])
+
+
+def test_model_forward_fused_matches_plain():
+    jt.set_global_seed(1)
+    net = PWC_Recons(n_feat=16, extra_RBS=1, recons_RBS=2)
+    frames = [jt.rand(1, 3, 16, 24) for _ in range(5)]
+    with jt.no_grad():
+        ref = net.recons_forward(frames).numpy()
+        net.fused_cpu = True
+        got = net.recons_forward(frames).numpy()
+        net.fused_cpu = False
+    assert _close(ref, got), np.abs(ref - got).max()
