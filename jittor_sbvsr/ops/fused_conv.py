@@ -1,4 +1,4 @@
-"""Inference-only oneDNN ResBlock chains on the CPU.
+"""Inference-only fused oneDNN convolutions on the CPU: ResBlock chains, upsampling tail.
 
 Why: on the CPU nearly all of PWC_Recons' time is Jittor's ``mkl_conv``,
 which per convolution re-creates its oneDNN primitive, reorders the input
@@ -8,6 +8,8 @@ ResBlocks (conv-ReLU-conv + x) here runs in the blocked layout from one
 reorder in to one reorder out: the first conv of a block carries bias and
 ReLU as post-ops, the second bias and a ``sum`` post-op that accumulates
 onto the block input in place. Primitives are cached per shape.
+:func:`upsample_tail` does the same for PWC_Recons' upsampling and output
+convs, with PixelShuffle done in the blocked layout.
 
 No gradients: training keeps Jittor's own ops. Use :func:`available` to ask
 whether this path can run (CPU, Jittor's oneDNN loaded).
@@ -18,7 +20,7 @@ import jittor as jt  # jittor_sbvsr/__init__ has configured it
 
 from .. import runtime
 
-CPU_HEAD = r'''
+CHAIN_HEAD = r'''
 #include <dnnl.hpp>
 #include <map>
 #include <memory>
@@ -83,7 +85,7 @@ static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K) {
 
 # in0 x [N,C,H,W], in1 weights [2B,C,C,K,K] (conv1, conv2 of each block),
 # in2 biases [2B,C]; out0 = the chain's output [N,C,H,W].
-CPU_SRC = r'''
+CHAIN_SRC = r'''
 using namespace dnnl;
 const int N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
 const int B2 = in1_shape0, K = in1_shape3;
@@ -112,7 +114,8 @@ r.strm.wait();
 # to block cb at (2y + i, 2x + j). The tensors are large here, so they are
 # allocated per call; oneDNN's own primitive cache keeps the primitives.
 
-TAIL_HEAD = CPU_HEAD + r"""
+TAIL_HEAD = r"""
+#include <dnnl.hpp>
 #include <cstring>
 #include <stdexcept>
 
@@ -183,8 +186,8 @@ for (int k = 0; k < S; k++) {
     sbvsr_shuffle((const float*)u.get_data_handle(), (float*)x.get_data_handle(), N, C, H, W, bs);
     H *= 2; W *= 2;
 }
-// out conv 1 writes into the last upsampling buffer (same size), out conv 2 where oneDNN likes
-memory o1 = S ? memory(sbvsr_md(N, C, H, W, bt), eng, u.get_data_handle()) : memory(sbvsr_md(N, C, H, W, bt), eng), o2;
+// out conv 1 writes into the last upsampling buffer (same size; S >= 1), out conv 2 where oneDNN likes
+memory o1(sbvsr_md(N, C, H, W, bt), eng, u.get_data_handle()), o2;
 sbvsr_conv(s, eng, x, o1.get_desc(), o1, K, in3_p, in4_p);
 sbvsr_conv(s, eng, o1, sbvsr_md(N, Co, H, W, tag::any), o2, K, in5_p, in6_p);
 memory y(sbvsr_md(N, Co, H, W, tag::nchw), eng, (void*)out0_p);
@@ -234,7 +237,7 @@ def resblock_chain(x, blocks):
     with jt.no_grad():
         w = jt.stack([c.weight.float32() for c in convs])
         b = jt.stack([c.bias.float32() for c in convs])
-        y = jt.code(x.shape, 'float32', [x.float32(), w, b], cpu_header=CPU_HEAD, cpu_src=CPU_SRC)
+        y = jt.code(x.shape, 'float32', [x.float32(), w, b], cpu_header=CHAIN_HEAD, cpu_src=CHAIN_SRC)
     y.compile_options = {'FLAGS:' + _flags(): 1}
     return y
 
@@ -251,7 +254,7 @@ def tail_fits(x, up_convs, out_convs):
         return False
     c, k = x.shape[1], out_convs[0].weight.shape[2]
     return (c % 16 == 0 and k % 2 == 1
-            and all(_same_conv(v, k) for v in list(up_convs) + list(out_convs))
+            and all(_same_conv(v, k) for v in up_convs + out_convs)
             and all(tuple(v.weight.shape[:2]) == (4 * c, c) for v in up_convs)
             and tuple(out_convs[0].weight.shape[:2]) == (c, c) and out_convs[1].weight.shape[1] == c)
 
