@@ -12,9 +12,11 @@ downloads. Configurations:
 - ``reuse``     : the default engine (frame features and PWC-Net pyramids
                   computed once per frame);
 - ``baseline``  : ``--no_reuse`` (everything recomputed for every window);
-- ``tiled``     : reuse, ``--tile`` x ``--tile``-pixel tiles (memory, PSNR vs ``reuse``).
+- ``tiled``     : reuse, ``--tile`` x ``--tile``-pixel tiles (memory, PSNR vs ``reuse``);
+- ``unfused``   : reuse without the fused oneDNN convolutions (ops/fused_conv.py)
+                  that the CPU engines use by default.
 
-``reuse`` and ``baseline`` share one process and alternate pass by pass (a
+``reuse``, ``baseline`` and ``unfused`` share one process and alternate pass by pass (a
 change in the machine's load hits both); ``tiled`` runs in its own process,
 so that each peak RSS (``resource.getrusage``) is its own. Each engine first
 runs one untimed pass over the clip (Jittor compiles a kernel for each new
@@ -56,7 +58,7 @@ def parse_args(argv=None):
     p.add_argument('--warmup', default='pass', choices=['pass', 'window'],
                    help='untimed warm-up: a whole pass over the clip (default) or its first window')
     p.add_argument('--configs', default='reuse,baseline,tiled',
-                   help='comma list of reuse, baseline, tiled')
+                   help='comma list of reuse, baseline, tiled, unfused')
     p.add_argument('--profile', action='store_true',
                    help='also time the model parts on one window and the share of oneDNN convolutions')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
@@ -224,7 +226,8 @@ def run_configs(cfg):
     net.eval()
     jt.sync_all(True)
     rss_model = peak_rss_mib()
-    engines = {e['name']: VideoSR(net, reuse=e['reuse'], tile=e['tile'], overlap=cfg['overlap'])
+    engines = {e['name']: VideoSR(net, reuse=e['reuse'], tile=e['tile'], overlap=cfg['overlap'],
+                                  fused=e['name'] != 'unfused')
                for e in cfg['engines']}
     res = {}
     for name, engine in engines.items():
@@ -254,7 +257,7 @@ def run_configs(cfg):
         tiles = e.tiles(h, w)
         res[name].update({
             'device': device, 'use_cuda': int(jt.flags.use_cuda), 'onednn': runtime.onednn_enabled(),
-            'reuse': e.reuse, 'tile': e.tile, 'tile_overlap': e.overlap if e.tile else None,
+            'reuse': e.reuse, 'fused': e.fused, 'tile': e.tile, 'tile_overlap': e.overlap if e.tile else None,
             'n_tiles': len(tiles),
             # reconstruction work of the tiles relative to the whole frame (overlaps are recomputed)
             'tile_area_factor': round(sum((y1 - y0) * (x1 - x0) for (y0, y1), (x0, x1) in tiles) / (h * w), 3),
@@ -438,9 +441,10 @@ def inference_main(args):
     with tempfile.TemporaryDirectory() as d:
         clip = os.path.join(d, 'clip.npy')
         make_clip(clip, h, w, args.frames)
-        save = {name: os.path.join(d, f'{name}.npy') for name in ('reuse', 'tiled')}
-        # reuse and baseline alternate in one process (same load); tiled alone (its own peak RSS)
-        groups = [[n for n in ('reuse', 'baseline') if n in configs], [n for n in ('tiled',) if n in configs]]
+        save = {name: os.path.join(d, f'{name}.npy') for name in ('reuse', 'tiled', 'unfused')}
+        # reuse, baseline and unfused alternate in one process (same load); tiled alone (its own peak RSS)
+        groups = [[n for n in ('reuse', 'baseline', 'unfused') if n in configs],
+                  [n for n in ('tiled',) if n in configs]]
         for group in [g for g in groups if g]:
             cfg = {'clip': clip, 'device': args.device, 'runs': args.runs, 'warmup': args.warmup,
                    'overlap': args.tile_overlap, 'profile': args.profile and 'reuse' in group,
@@ -469,6 +473,10 @@ def inference_main(args):
             out['speedup_vs_no_reuse'] = round(c['baseline']['s_per_frame'] / c['reuse']['s_per_frame'], 3)
             out['speedup_vs_no_reuse_mean'] = round(
                 c['baseline']['mean_s_per_frame'] / c['reuse']['mean_s_per_frame'], 3)
+        if 'reuse' in c and 'unfused' in c:
+            a, b = np.load(os.path.join(d, 'reuse.npy')), np.load(os.path.join(d, 'unfused.npy'))
+            out['fused_vs_unfused'] = {'speedup': round(c['unfused']['s_per_frame'] / c['reuse']['s_per_frame'], 3),
+                                       'max_abs_diff': float(np.abs(a - b).max())}
         if 'reuse' in c and 'tiled' in c:
             a, b = np.load(os.path.join(d, 'reuse.npy')), np.load(os.path.join(d, 'tiled.npy'))
             ps = [psnr(x, y) for x, y in zip(a, b)]

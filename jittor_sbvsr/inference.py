@@ -132,12 +132,16 @@ class VideoSR:
     kernel and the flows are still estimated on whole frames (the kernel is
     then identical, and PWC-Net sees the whole motion); feature reuse works
     per tile. A tile as large as the frame gives exactly the untiled output.
+
+    With ``fused`` the ResBlock chains run as fused oneDNN convolutions on
+    the CPU (ops/fused_conv.py; same output to float rounding).
     """
 
-    def __init__(self, net, n_seq=5, reuse=True, tile=0, overlap=16):
+    def __init__(self, net, n_seq=5, reuse=True, tile=0, overlap=16, fused=True):
         self.net = net
         self.n_seq = n_seq
         self.reuse = reuse
+        self.fused = fused
         self.tile = int(tile or 0)
         self.overlap = int(overlap)
         if self.tile < 0 or self.overlap < 0:
@@ -159,6 +163,7 @@ class VideoSR:
         for k, idx in enumerate(windows):
             jt.sync_all(True)
             t0 = time.perf_counter()
+            self.net.fused_cpu = self.fused
             with jt.no_grad():
                 x = jt.array(frames_to_input([frames[i] for i in idx]))
                 xs = [x[:, j] for j in range(self.n_seq)]

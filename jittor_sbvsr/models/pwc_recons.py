@@ -9,6 +9,7 @@ import math
 import jittor as jt
 from jittor import nn
 
+from ..ops import fused_conv
 from ..ops.sampling import replicate_pad, resize_bilinear
 from .flow_pwc import Flow_PWC
 from .kernel_net import KernelNet
@@ -64,10 +65,30 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
         self.upsample_layers = nn.Sequential(*up)
         self.flow_net = Flow_PWC(pretrain_fn=flow_pretrain_fn)
         self.kernel_net = KernelNet(in_c=n_colors * n_sequence, ksize=ksize)
+        # Set by inference engines (VideoSR): run the ResBlock chains and the
+        # upsampling + output convs as fused oneDNN convolutions where that
+        # can run (CPU, oneDNN, no_grad).
+        self.fused_cpu = False
 
     # -- pieces -----------------------------------------------------------
+    def _fused(self):
+        return self.fused_cpu and jt.flags.no_grad and fused_conv.available()
+
+    def resblocks(self, blocks, x):
+        """``blocks(x)``; fused when ``fused_cpu`` is set, no gradient is recorded and oneDNN runs."""
+        return fused_conv.resblock_chain(x, blocks) if self._fused() else blocks(x)
+
+    def tail(self, feat):
+        """``out_conv(upsample_layers(feat))`` (no upsampling with ``HR_in``); fused like ``resblocks``."""
+        if not self.HR_in:
+            up = [m for m in self.upsample_layers if isinstance(m, nn.Conv2d)]
+            if self._fused() and fused_conv.tail_fits(feat, up, self.out_conv):
+                return fused_conv.upsample_tail(feat, up, self.out_conv)
+            feat = self.upsample_layers(feat)
+        return self.out_conv(feat)
+
     def frame_features(self, frame):
-        return self.extra_feat(self.in_conv(frame))
+        return self.resblocks(self.extra_feat, self.in_conv(frame))
 
     def blur_down(self, x, kernel, scale=None):
         return blur_down(x, kernel, self.scale if scale is None else scale)
@@ -120,10 +141,8 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
                 flow = self.flow_net(frames[c], frames[i]) if flows is None else flows[keys[i]]
                 warped[keys[i]] = self.flow_net.warp(feats[i], flow)[0]
             aligned.append(warped[keys[i]])
-        feat = self.recons_net(self.fusion_conv(jt.concat(aligned, 1)))
-        if not self.HR_in:
-            feat = self.upsample_layers(feat)
-        return self.out_conv(feat) + base
+        feat = self.resblocks(self.recons_net, self.fusion_conv(jt.concat(aligned, 1)))
+        return self.tail(feat) + base
 
     # -- the reference's entry point ----------------------------------------
     def execute(self, input_dict):
