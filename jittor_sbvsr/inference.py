@@ -255,7 +255,8 @@ def run(args, root):
     for name, paths, _ in pairs:  # fail before any work on too-short videos
         window_indices(len(paths), args.n_seq, border=args.border, name=name)
     engine = VideoSR(None, args.n_seq, reuse=not args.no_reuse, tile=getattr(args, 'tile', 0),
-                     overlap=getattr(args, 'tile_overlap', 16))  # checks the tile flags
+                     overlap=getattr(args, 'tile_overlap', 16),
+                     fused=not getattr(args, 'no_fused', False))  # checks the tile flags
     device = runtime.select_device(args.device)
     net = load_model(args.model_path, args.n_seq, args.scale)  # before anything is written
     engine.net = net
@@ -264,7 +265,7 @@ def run(args, root):
     ensure_dir(out_dir)
     log = Logger(os.path.join(out_dir, f"inference_log_{time.strftime('%Y%m%d-%H%M%S')}.txt"))
     for key in ('input_path', 'gt_path', 'model_path', 'border', 'save_image', 'n_seq', 'scale',
-                'size_must_mode', 'no_reuse', 'tile', 'tile_overlap'):
+                'size_must_mode', 'no_reuse', 'no_fused', 'tile', 'tile_overlap'):
         log(f'{key}: {getattr(args, key, None)}')
     log(f'result_path: {out_dir}')
     log(f'runtime: {runtime.describe()}')

@@ -65,10 +65,11 @@ def _clip(root, video, n, size=(32, 48), mode='RGB', seed=0):
     return d
 
 
-def test_public_case_through_cli(public_case, recipe_pkl, tmp_path):
+@pytest.mark.parametrize('extra', [[], ['--no_fused']], ids=['fused', 'jittor_convs'])
+def test_public_case_through_cli(public_case, recipe_pkl, tmp_path, extra):
     out = tmp_path / 'résultats ü'
     r = run_cli('--input_path', public_case / 'LR', '--gt_path', public_case / 'HR', '--model_path', recipe_pkl,
-                '--result_path', out, '--border', '--save_kernel', '--infer_flag', 'case')
+                '--result_path', out, '--border', '--save_kernel', '--infer_flag', 'case', *extra)
     assert r.returncode == 0, r.stderr[-3000:]
     assert '# Total AVG-PSNR=20.765' in r.stdout and 'AVG-SSIM=0.4513' in r.stdout
     res = out / 'infer_case'
