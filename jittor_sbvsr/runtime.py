@@ -88,12 +88,25 @@ def check_numpy():
             "pip install -r env/jittor-1.3.8.5.txt")
 
 
+def _cache_float_info():
+    """Let numpy measure its float types now, while denormals still work.
+
+    numpy computes ``np.finfo`` on first use and caches it; computed after
+    denormal flushing is on (Jittor, :func:`flush_denormals`) it warns that
+    "the smallest subnormal is zero" wherever a library asks for it.
+    """
+    import numpy
+    for t in (numpy.float16, numpy.float32, numpy.float64, numpy.longdouble):
+        numpy.finfo(t)
+
+
 def prepare():
     """Set Jittor's environment before it is imported. Idempotent."""
     if _state['prepared']:
         return
     _state['prepared'] = True
     check_numpy()
+    _cache_float_info()
     if 'jittor' in sys.modules:
         # Too late to steer it; report what it chose.
         _state['onednn'] = sys.modules['jittor'].compile_extern.mkl_ops is not None

@@ -153,7 +153,8 @@ def test_a_rank_without_samples_in_the_last_batch_changes_nothing(runs):
 def test_only_rank_0_logs_and_reports_the_effective_batch(runs):
     _ok(runs.mpi)
     out, err = runs.mpi.stdout, runs.mpi.stderr
-    assert out.count('Training epochs') == 1, out
+    assert out.count('Training epochs') == 1 and out.count('Self-Blind-VSR training') == 1, out
+    assert 'Warning' not in err, err
     assert 'x 2 MPI ranks' in out
     assert 'effective batch 2 = 1 per rank x 2 rank(s) x 1 accumulated' in out
     assert out.count('Epoch 2 loss') == 1
