@@ -163,6 +163,8 @@ class Trainer:
     def _check_resume_config(self, saved):
         changed = [f'{k} {saved.get(k)!r} -> {getattr(self.args, k)!r}' for k in _SAME_ON_RESUME
                    if k in saved and saved.get(k) != getattr(self.args, k)]
+        if saved.get('mpi_ranks', 1) != self.world:
+            changed.append(f"MPI ranks {saved.get('mpi_ranks', 1)} -> {self.world}")
         if changed:
             self.messages.append('warning: resuming with options that differ from the saved run ('
                                  + ', '.join(changed) + '): the continued run will not repeat an '
@@ -461,8 +463,8 @@ class Trainer:
                            json.dumps(self.history, indent=1).encode('utf-8'))
         self._plot()
         meta = {'epoch': int(epoch), 'history': self.history, 'best': list(self.best) if self.best else None,
-                'config': {k: v for k, v in vars(self.args).items()
-                           if isinstance(v, (str, int, float, bool, type(None)))},
+                'config': dict({k: v for k, v in vars(self.args).items()
+                                if isinstance(v, (str, int, float, bool, type(None)))}, mpi_ranks=self.world),
                 'rng': {'seed': int(self.args.seed), 'next_epoch_seed': epoch_seed(self.args.seed, epoch + 1)},
                 'saved_at': datetime.datetime.now().isoformat(timespec='seconds')}
         save_training_state(os.path.join(self.dir, STATE_NAME), meta, weights, self.optimizer.state())
