@@ -18,8 +18,8 @@ def main(argv=None):
         args = parse_args(argv)
         from jittor_sbvsr.runtime import describe, select_device
         device = select_device('cpu' if args.cpu else 'auto')
-        from jittor_sbvsr.trainer.dist import env_rank
-        if env_rank() == 0:
+        from jittor_sbvsr.trainer import dist
+        if dist.rank() == 0:
             print(f'Self-Blind-VSR training: template {args.template}, {describe()}', flush=True)
         from jittor_sbvsr.trainer.trainer import run
         run(args, device=device)

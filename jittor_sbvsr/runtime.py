@@ -43,10 +43,18 @@ class RuntimeSetupError(RuntimeError):
     """A problem of the installation, reported as one line by the CLIs."""
 
 
+def mpi_env():
+    """(rank, size) from Open MPI's environment under mpirun (before Jittor is imported), else None."""
+    size = os.environ.get('OMPI_COMM_WORLD_SIZE')
+    if size is None:
+        return None
+    return os.environ.get('OMPI_COMM_WORLD_RANK', '?'), size
+
+
 def error_line(err):
     """``error: <message>`` on one line; under mpirun ``error (rank r/N): ...``."""
-    size = os.environ.get('OMPI_COMM_WORLD_SIZE')
-    tag = f" (rank {os.environ.get('OMPI_COMM_WORLD_RANK', '?')}/{size})" if size else ''
+    mpi = mpi_env()
+    tag = f' (rank {mpi[0]}/{mpi[1]})' if mpi else ''
     return f'error{tag}: {" ".join(str(err).split())}'
 
 
@@ -115,13 +123,14 @@ def prepare():
         spec = importlib.util.find_spec('jittor')
         where = os.path.dirname(os.path.abspath(spec.origin)) if spec and spec.origin else ''
         os.environ['cache_name'] = 'sbvsr_' + hashlib.sha1(where.encode('utf-8')).hexdigest()[:10]
-    if 'OMPI_COMM_WORLD_SIZE' in os.environ:
+    mpi = mpi_env()
+    if mpi:
         mpicc = os.environ.get('mpicc_path') or shutil.which('mpicc')
         if not mpicc or not os.path.isfile(mpicc):
             raise RuntimeSetupError(
                 'started by mpirun, but Open MPI\'s mpicc was not found (Jittor builds its MPI ops '
                 'with it): install libopenmpi-dev (env/setup.sh does, as root) or set mpicc_path')
-        if os.environ.get('OMPI_COMM_WORLD_RANK', '0') != '0':
+        if mpi[0] != '0':
             os.environ.setdefault('log_silent', '1')
         _use_system_nccl()
     if os.environ.get('nvcc_path') is None and not cuda_driver_present():

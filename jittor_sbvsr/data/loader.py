@@ -163,19 +163,20 @@ class Loader:
         gb = self.batch_size * self.world
         return [order[b * gb:(b + 1) * gb] for b in range(len(self))]
 
+    def _share(self, g):
+        """This rank's part of the global batch ``g`` (empty for a short last batch)."""
+        return g[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+
     def shard_sizes(self):
         """Per batch: (samples in the global batch, real samples of this rank's share)."""
-        out = []
-        for g in self._global_batches(self.epoch):
-            out.append((len(g), len(g[self.rank * self.batch_size:(self.rank + 1) * self.batch_size])))
-        return out
+        return [(len(g), len(self._share(g))) for g in self._global_batches(self.epoch)]
 
     def batch_indices(self, epoch=None):
         """This rank's index lists of all batches of an epoch (before ``start_batch`` is applied)."""
         epoch = self.epoch if epoch is None else int(epoch)
         out = []
         for g in self._global_batches(epoch):
-            share = g[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            share = self._share(g)
             out.append((share if len(share) else g[:1]).tolist())
         return out
 

@@ -208,14 +208,15 @@ def available():
             and jt.compile_extern.mkl_ops is not None)
 
 
+def _same_conv(c, k):
+    return (c.bias is not None and c.groups == 1 and tuple(c.weight.shape[2:]) == (k, k)
+            and tuple(c.stride) == (1, 1) and tuple(c.dilation) == (1, 1) and tuple(c.padding) == (k // 2, k // 2))
+
+
 def _plain_resblock(b):
     c1, c2 = b.conv1, b.conv2
-    return (b.res_translate is None and c1.bias is not None and c2.bias is not None
-            and tuple(c1.stride) == (1, 1) and tuple(c2.stride) == (1, 1)
-            and tuple(c1.dilation) == (1, 1) and tuple(c2.dilation) == (1, 1)
-            and c1.groups == 1 and c2.groups == 1
-            and c1.weight.shape[2] == c1.weight.shape[3] == c2.weight.shape[2] == c2.weight.shape[3]
-            and tuple(c1.padding) == tuple(c2.padding) == (c1.weight.shape[2] // 2,) * 2
+    k = c1.weight.shape[2]
+    return (b.res_translate is None and _same_conv(c1, k) and _same_conv(c2, k)
             and c1.weight.shape[0] == c1.weight.shape[1] == c2.weight.shape[0] == c2.weight.shape[1])
 
 
@@ -240,11 +241,6 @@ def resblock_chain(x, blocks):
         y = jt.code(x.shape, 'float32', [x.float32(), w, b], cpu_header=CHAIN_HEAD, cpu_src=CHAIN_SRC)
     y.compile_options = {'FLAGS:' + _flags(): 1}
     return y
-
-
-def _same_conv(c, k):
-    return (c.bias is not None and c.groups == 1 and tuple(c.weight.shape[2:]) == (k, k)
-            and tuple(c.stride) == (1, 1) and tuple(c.dilation) == (1, 1) and tuple(c.padding) == (k // 2, k // 2))
 
 
 def tail_fits(x, up_convs, out_convs):

@@ -7,7 +7,7 @@ calls ``MPI_Init``, and its optimizers average every gradient over the ranks
 weights from rank 0 at the first step. The rest is ours:
 
 - who does what: only rank 0 logs, draws progress and writes files
-  (:func:`is_main`); data and evaluation are sharded by rank;
+  (:func:`rank`); data and evaluation are sharded by rank;
 - small collectives on numpy values (:func:`all_sum`), a :func:`barrier`, and
   :func:`broadcast_vars` so that every rank starts each epoch from rank 0's
   weights and Adam moments, bit for bit;
@@ -22,21 +22,7 @@ import sys
 
 import numpy as np
 
-__all__ = ['launched', 'env_rank', 'rank', 'world_size', 'is_main', 'all_sum', 'barrier',
-           'broadcast_vars', 'Watchdog']
-
-
-def launched():
-    """True inside ``mpirun`` (Open MPI sets this for every rank)."""
-    return 'OMPI_COMM_WORLD_SIZE' in os.environ
-
-
-def env_rank():
-    """This process's rank from mpirun's environment (usable before Jittor is imported)."""
-    try:
-        return int(os.environ.get('OMPI_COMM_WORLD_RANK', '0'))
-    except ValueError:
-        return 0
+__all__ = ['rank', 'world_size', 'all_sum', 'barrier', 'broadcast_vars', 'Watchdog']
 
 
 def _jt():
@@ -45,15 +31,13 @@ def _jt():
 
 
 def rank():
-    return int(_jt().rank) if launched() else 0
+    """This process's MPI rank (Jittor's; 0 without mpirun)."""
+    return int(_jt().rank)
 
 
 def world_size():
-    return int(_jt().world_size) if launched() else 1
-
-
-def is_main():
-    return rank() == 0
+    """The number of MPI ranks (Jittor's; 1 without mpirun)."""
+    return int(_jt().world_size)
 
 
 def all_sum(values):

@@ -432,7 +432,7 @@ class Trainer:
                     self.watchdog.beat()
         finally:
             progress.close()
-        total = dist.all_sum([sums[k] for k in PSNR_NAMES]) if self.world > 1 else [sums[k] for k in PSNR_NAMES]
+        total = dist.all_sum([sums[k] for k in PSNR_NAMES])
         return {k: float(v) / n for k, v in zip(PSNR_NAMES, total)}
 
     def _save_images(self, item, gt, res):
