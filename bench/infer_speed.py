@@ -14,9 +14,13 @@ downloads. Configurations:
 - ``baseline``  : ``--no_reuse`` (everything recomputed for every window);
 - ``tiled``     : reuse, ``--tile`` x ``--tile``-pixel tiles (memory, PSNR vs ``reuse``);
 - ``unfused``   : reuse without the fused oneDNN convolutions (ops/fused_conv.py)
-                  that the CPU engines use by default.
+                  that the CPU engines use by default;
+- ``layered``   : reuse with the upsampling and output convs run layer by layer
+                  (``--no_compose``), not composed into one LR conv
+                  (models/composed_tail.py).
 
-``reuse``, ``baseline`` and ``unfused`` share one process and alternate pass by pass (a
+Each ablation turns off one thing of the default engine. ``reuse``,
+``baseline``, ``unfused`` and ``layered`` share one process and alternate pass by pass (a
 change in the machine's load hits both); ``tiled`` runs in its own process,
 so that each peak RSS (``resource.getrusage``) is its own. Each engine first
 runs one untimed pass over the clip (Jittor compiles a kernel for each new
@@ -58,7 +62,7 @@ def parse_args(argv=None):
     p.add_argument('--warmup', default='pass', choices=['pass', 'window'],
                    help='untimed warm-up: a whole pass over the clip (default) or its first window')
     p.add_argument('--configs', default='reuse,baseline,tiled',
-                   help='comma list of reuse, baseline, tiled, unfused')
+                   help='comma list of reuse, baseline, tiled, unfused, layered')
     p.add_argument('--profile', action='store_true',
                    help='also time the model parts on one window and the share of oneDNN convolutions')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
@@ -105,18 +109,28 @@ def pwc_flops(h, w):
     return {'extractor': 2 * extractor, 'decoders': decoders, 'refiner': refiner, 'correlation': corr}
 
 
-def model_flops(h, w, n_seq=5, n_feat=128, extra_rbs=3, recons_rbs=20, scale=4, ksize=13, n_colors=3):
-    """FLOPs of the model's parts for one LR frame size (convolutions and linear layers)."""
+def model_flops(h, w, n_seq=5, n_feat=128, extra_rbs=3, recons_rbs=20, scale=4, ksize=13, n_colors=3,
+                compose=False):
+    """FLOPs of the model's parts for one LR frame size (convolutions and linear layers).
+
+    With ``compose`` the tail is ComposedTail's: one 5x5 LR conv plus the
+    layers on 3-pixel strips along the four edges ('upsample' and
+    'out_conv' then count those strips).
+    """
     p, f = h * w, n_feat
     kp = ksize * ksize
     rcab = 2 * _conv(64, 64, 3, 1)  # per pixel: two 3x3 convs
     attention = _conv(64, 4, 1, 1) + _conv(4, 64, 1, 1)  # per RCAB, on the pooled 1x1 map
     kernel = (_conv(n_colors * n_seq, 64, 3, p) + 2 * rcab * p + 2 * rcab * kp + 4 * attention
               + _conv(64, 32, 3, kp) + _conv(32, 1, 3, kp) + 2 * 2 * kp * 1000)
-    up, px = 0, p
-    for _ in range(int(math.log2(scale))):
-        up += _conv(f, 4 * f, 3, px)
-        px *= 4
+    def layered(p):
+        up, px = 0, p
+        for _ in range(int(math.log2(scale))):
+            up += _conv(f, 4 * f, 3, px)
+            px *= 4
+        return up, _conv(f, f, 3, px) + _conv(f, n_colors, 3, px)
+
+    up, out = layered(2 * 3 * (h + w) if compose else p)
     flow = pwc_flops(h, w)
     return {
         'kernel_net': kernel,
@@ -126,24 +140,25 @@ def model_flops(h, w, n_seq=5, n_feat=128, extra_rbs=3, recons_rbs=20, scale=4, 
         'fusion': _conv(f * n_seq, f, 3, p),
         'recons_trunk': recons_rbs * 2 * _conv(f, f, 3, p),
         'upsample': up,
-        'out_conv': _conv(f, f, 3, px) + _conv(f, n_colors, 3, px),
+        'out_conv': out,
+        'composed_tail': _conv(f, n_colors * scale * scale, 5, p) if compose else 0,
     }
 
 
-def clip_flops(h, w, windows, reuse, n_seq=5):
+def clip_flops(h, w, windows, reuse, compose, n_seq=5):
     """Total FLOPs of the engine over a clip's windows (what VideoSR computes).
 
     With reuse, frame features and PWC-Net pyramids count once per frame and
     a frame present twice in a window is aligned once; without it every
     window computes 5 features and 4 flows (2 pyramids each).
     """
-    m = model_flops(h, w, n_seq)
+    m = model_flops(h, w, n_seq, compose=compose)
     pyramid = m['flow_parts']['extractor'] / 2
     flow_no_extractor = m['flow'] - m['flow_parts']['extractor']
     c = n_seq // 2
     total = 0
     for idx in windows:
-        head = m['kernel_net'] + m['fusion'] + m['recons_trunk'] + m['upsample'] + m['out_conv']
+        head = m['kernel_net'] + m['fusion'] + m['recons_trunk'] + m['upsample'] + m['out_conv'] + m['composed_tail']
         if reuse:
             total += head + len({idx[i] for i in range(n_seq) if i != c}) * flow_no_extractor
         else:
@@ -227,7 +242,7 @@ def run_configs(cfg):
     jt.sync_all(True)
     rss_model = peak_rss_mib()
     engines = {e['name']: VideoSR(net, reuse=e['reuse'], tile=e['tile'], overlap=cfg['overlap'],
-                                  fused=e['name'] != 'unfused')
+                                  fused=e['name'] != 'unfused', compose=e['name'] != 'layered')
                for e in cfg['engines']}
     res = {}
     for name, engine in engines.items():
@@ -253,11 +268,11 @@ def run_configs(cfg):
     n_out = len(windows) * cfg['runs']
     for name, engine in engines.items():
         e, t = engine, secs[name]
-        flops = clip_flops(h, w, windows, e.reuse) * cfg['runs']
+        flops = clip_flops(h, w, windows, e.reuse, e.compose) * cfg['runs']
         tiles = e.tiles(h, w)
         res[name].update({
             'device': device, 'use_cuda': int(jt.flags.use_cuda), 'onednn': runtime.onednn_enabled(),
-            'reuse': e.reuse, 'fused': e.fused, 'tile': e.tile, 'tile_overlap': e.overlap if e.tile else None,
+            'reuse': e.reuse, 'fused': e.fused, 'compose': e.compose, 'tile': e.tile, 'tile_overlap': e.overlap if e.tile else None,
             'n_tiles': len(tiles),
             # reconstruction work of the tiles relative to the whole frame (overlaps are recomputed)
             'tile_area_factor': round(sum((y1 - y0) * (x1 - x0) for (y0, y1), (x0, x1) in tiles) / (h * w), 3),
@@ -324,6 +339,10 @@ def profile_window(net, frames, idx):
     trunk = rec('recons_trunk', lambda: net.recons_net(fused), fl['recons_trunk'])
     up = rec('upsample', lambda: net.upsample_layers(trunk), fl['upsample'])
     rec('out_conv', lambda: net.out_conv(up), fl['out_conv'])
+    from jittor_sbvsr.models.composed_tail import ComposedTail
+    composed, flc = ComposedTail.of(net), model_flops(h, w, compose=True)
+    rec('composed_tail', lambda: composed(trunk, net.layered_tail),
+        flc['composed_tail'] + flc['upsample'] + flc['out_conv'])
     rec('bilinear_base', lambda: resize_bilinear(xs[2], (h * 4, w * 4)), 0)
     del up, trunk, fused
     # oneDNN's share of one whole window (no reuse: every part runs)
@@ -437,13 +456,15 @@ def inference_main(args):
            'machine': machine(), 'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'),
            'command': 'python ' + ' '.join(sys.argv),
            'gflop_model_parts': {k: round(v / 1e9, 2) for k, v in model_flops(h, w).items() if k != 'flow_parts'},
+           'gflop_composed_tail_parts': {k: round(model_flops(h, w, compose=True)[k] / 1e9, 2)
+                                         for k in ('composed_tail', 'upsample', 'out_conv')},
            'configs': {}}
     with tempfile.TemporaryDirectory() as d:
         clip = os.path.join(d, 'clip.npy')
         make_clip(clip, h, w, args.frames)
-        save = {name: os.path.join(d, f'{name}.npy') for name in ('reuse', 'tiled', 'unfused')}
-        # reuse, baseline and unfused alternate in one process (same load); tiled alone (its own peak RSS)
-        groups = [[n for n in ('reuse', 'baseline', 'unfused') if n in configs],
+        save = {name: os.path.join(d, f'{name}.npy') for name in ('reuse', 'tiled', 'unfused', 'layered')}
+        # the ablations alternate in one process (same load); tiled alone (its own peak RSS)
+        groups = [[n for n in ('reuse', 'baseline', 'unfused', 'layered') if n in configs],
                   [n for n in ('tiled',) if n in configs]]
         for group in [g for g in groups if g]:
             cfg = {'clip': clip, 'device': args.device, 'runs': args.runs, 'warmup': args.warmup,
@@ -473,10 +494,13 @@ def inference_main(args):
             out['speedup_vs_no_reuse'] = round(c['baseline']['s_per_frame'] / c['reuse']['s_per_frame'], 3)
             out['speedup_vs_no_reuse_mean'] = round(
                 c['baseline']['mean_s_per_frame'] / c['reuse']['mean_s_per_frame'], 3)
-        if 'reuse' in c and 'unfused' in c:
-            a, b = np.load(os.path.join(d, 'reuse.npy')), np.load(os.path.join(d, 'unfused.npy'))
-            out['fused_vs_unfused'] = {'speedup': round(c['unfused']['s_per_frame'] / c['reuse']['s_per_frame'], 3),
-                                       'max_abs_diff': float(np.abs(a - b).max())}
+        for other in ('unfused', 'layered'):
+            if 'reuse' in c and other in c:
+                a, b = np.load(os.path.join(d, 'reuse.npy')), np.load(os.path.join(d, f'{other}.npy'))
+                out[f'default_vs_{other}'] = {
+                    'speedup': round(c[other]['s_per_frame'] / c['reuse']['s_per_frame'], 3),
+                    'max_abs_diff': float(np.abs(a - b).max()),
+                    'psnr_db_min': round(min(psnr(x, y) for x, y in zip(a, b)), 2)}
         if 'reuse' in c and 'tiled' in c:
             a, b = np.load(os.path.join(d, 'reuse.npy')), np.load(os.path.join(d, 'tiled.npy'))
             ps = [psnr(x, y) for x, y in zip(a, b)]

@@ -134,14 +134,18 @@ class VideoSR:
     per tile. A tile as large as the frame gives exactly the untiled output.
 
     With ``fused`` the ResBlock chains run as fused oneDNN convolutions on
-    the CPU (ops/fused_conv.py; same output to float rounding).
+    the CPU (ops/fused_conv.py); with ``compose`` the upsampling and output
+    convolutions run as one LR convolution (models/composed_tail.py). Both
+    give the same output to float rounding.
     """
 
-    def __init__(self, net, n_seq=5, reuse=True, tile=0, overlap=16, fused=True):
+    def __init__(self, net, n_seq=5, reuse=True, tile=0, overlap=16, fused=True, compose=True):
         self.net = net
         self.n_seq = n_seq
         self.reuse = reuse
         self.fused = fused
+        self.compose = compose
+        self._tail = (None, None)  # (net, its ComposedTail), made at the first window
         self.tile = int(tile or 0)
         self.overlap = int(overlap)
         if self.tile < 0 or self.overlap < 0:
@@ -164,6 +168,7 @@ class VideoSR:
             jt.sync_all(True)
             t0 = time.perf_counter()
             self.net.fused_cpu = self.fused
+            self.net.composed_tail = self._composed_tail()
             with jt.no_grad():
                 x = jt.array(frames_to_input([frames[i] for i in idx]))
                 xs = [x[:, j] for j in range(self.n_seq)]
@@ -184,7 +189,16 @@ class VideoSR:
                         del pyramids[key]
                 kernel_np = kernel.numpy()[0, 0]
                 jt.sync_all(True)
+            self.net.composed_tail = None  # its weights are this engine's snapshot
             yield k, recons_np, kernel_np, time.perf_counter() - t0
+
+    def _composed_tail(self):
+        if not self.compose:
+            return None
+        if self._tail[0] is not self.net:
+            from .models.composed_tail import ComposedTail
+            self._tail = (self.net, ComposedTail.of(self.net))
+        return self._tail[1]
 
     def _recons(self, xs, idx, cache, t, flows):
         """The reconstruction of one window (or of tile ``t`` of it)."""
@@ -256,7 +270,8 @@ def run(args, root):
         window_indices(len(paths), args.n_seq, border=args.border, name=name)
     engine = VideoSR(None, args.n_seq, reuse=not args.no_reuse, tile=getattr(args, 'tile', 0),
                      overlap=getattr(args, 'tile_overlap', 16),
-                     fused=not getattr(args, 'no_fused', False))  # checks the tile flags
+                     fused=not getattr(args, 'no_fused', False),
+                     compose=not getattr(args, 'no_compose', False))  # checks the tile flags
     device = runtime.select_device(args.device)
     net = load_model(args.model_path, args.n_seq, args.scale)  # before anything is written
     engine.net = net
@@ -265,7 +280,7 @@ def run(args, root):
     ensure_dir(out_dir)
     log = Logger(os.path.join(out_dir, f"inference_log_{time.strftime('%Y%m%d-%H%M%S')}.txt"))
     for key in ('input_path', 'gt_path', 'model_path', 'border', 'save_image', 'n_seq', 'scale',
-                'size_must_mode', 'no_reuse', 'no_fused', 'tile', 'tile_overlap'):
+                'size_must_mode', 'no_reuse', 'no_fused', 'no_compose', 'tile', 'tile_overlap'):
         log(f'{key}: {getattr(args, key, None)}')
     log(f'result_path: {out_dir}')
     log(f'runtime: {runtime.describe()}')

@@ -11,6 +11,7 @@ import pytest
 import jittor_sbvsr  # noqa: F401  (configures Jittor)
 import jittor as jt
 from jittor_sbvsr.data.frames import frames_to_input, list_videos, read_frame, to_uint8, window_indices
+from jittor_sbvsr.inference import VideoSR
 from jittor_sbvsr.io.recipe import recipe_state, state_sha256
 from jittor_sbvsr.metrics.psnr_ssim import psnr_ssim
 from jittor_sbvsr.models import PWC_Recons
@@ -38,13 +39,20 @@ def raw(public_case):
     return dict(np.load(public_case / 'upstream_raw.npz'))
 
 
-@pytest.fixture(scope='module')
-def case_run(model, public_case):
-    """Every window of both videos through the model, as the CLI would."""
+@pytest.fixture(scope='module', params=['model', 'engine'])
+def case_run(model, public_case, request):
+    """Every window of both videos: through the model's execute (as the
+    reference's inference), or through the default engine (VideoSR: reuse,
+    fused oneDNN chains on the CPU, composed tail) as the CLI runs it."""
     out = {}
     for name, paths in list_videos(public_case / 'LR'):
         frames = [read_frame(p) for p in paths]
-        for t, idx in enumerate(window_indices(len(frames), 5, border=True)):
+        windows = window_indices(len(frames), 5, border=True)
+        if request.param == 'engine':
+            for t, recons, kernel, _ in VideoSR(model).windows(frames, windows):
+                out[(name, t)] = (recons, kernel[None, None])
+            continue
+        for t, idx in enumerate(windows):
             with jt.no_grad():
                 res, _ = model({'x': jt.array(frames_to_input([frames[i] for i in idx])), 'mode': 'infer'})
                 out[(name, t)] = (res['recons'].numpy(), res['est_kernel'].numpy())
@@ -83,6 +91,17 @@ def test_first_window_flows_kernel_recons(model, raw, video):
     assert mid is None and set(res) == {'recons', 'est_kernel'}
     assert np.abs(res['est_kernel'].numpy() - raw[f'{video}__est_kernel']).max() <= 1e-8
     assert np.abs(res['recons'].numpy() - raw[f'{video}__recons']).max() <= 1e-5
+
+
+@pytest.mark.parametrize('video', ['000', '001'])
+def test_first_window_engine(model, raw, video):
+    """The default engine (reuse, fused, composed tail) on the reference's first window."""
+    x = raw[f'{video}__input']
+    frames = list(np.rint(x[0].transpose(0, 2, 3, 1) * 255).astype(np.uint8))
+    assert np.array_equal(frames_to_input(frames), x)
+    _, recons, kernel, _ = next(VideoSR(model).windows(frames, [list(range(5))]))
+    assert np.abs(kernel - raw[f'{video}__est_kernel'][0, 0]).max() <= 1e-8
+    assert np.abs(recons - raw[f'{video}__recons']).max() <= 1e-5
 
 
 def test_every_window_png_and_kernel(case_run, public_case):

@@ -29,6 +29,9 @@ def build_parser():
                    help='recompute every frame feature per window (slower; for benchmarks)')
     p.add_argument('--no_fused', action='store_true',
                    help="run every convolution through Jittor's own op (no fused oneDNN chains on the CPU)")
+    p.add_argument('--no_compose', action='store_true',
+                   help='run the upsampling and output convolutions layer by layer, not composed into '
+                        'one LR convolution (slower; float rounding differs)')
     p.add_argument('--tile', type=int, default=0,
                    help='reconstruct in tiles of N x N LR pixels to bound memory (0: whole frames); '
                         'the kernel and flows are still estimated on whole frames')

@@ -67,8 +67,9 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
         self.kernel_net = KernelNet(in_c=n_colors * n_sequence, ksize=ksize)
         # Set by inference engines (VideoSR): run the ResBlock chains and the
         # upsampling + output convs as fused oneDNN convolutions where that
-        # can run (CPU, oneDNN, no_grad).
+        # can run (CPU, oneDNN, no_grad); use this ComposedTail for ``tail``.
         self.fused_cpu = False
+        self.composed_tail = None
 
     # -- pieces -----------------------------------------------------------
     def _fused(self):
@@ -79,7 +80,17 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
         return fused_conv.resblock_chain(x, blocks) if self._fused() else blocks(x)
 
     def tail(self, feat):
-        """``out_conv(upsample_layers(feat))`` (no upsampling with ``HR_in``); fused like ``resblocks``."""
+        """``out_conv(upsample_layers(feat))`` (no upsampling with ``HR_in``).
+
+        Composed into one convolution when an inference engine has set
+        ``composed_tail`` (models/composed_tail.py) and no gradient is
+        recorded; else layer by layer, fused like ``resblocks``.
+        """
+        if self.composed_tail is not None and jt.flags.no_grad:
+            return self.composed_tail(feat, self.layered_tail)
+        return self.layered_tail(feat)
+
+    def layered_tail(self, feat):
         if not self.HR_in:
             up = [m for m in self.upsample_layers if isinstance(m, nn.Conv2d)]
             if self._fused() and fused_conv.tail_fits(feat, up, self.out_conv):

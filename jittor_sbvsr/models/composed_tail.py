@@ -1,0 +1,160 @@
+"""PWC_Recons' upsampling and output convolutions as one LR convolution (inference).
+
+Why: conv, PixelShuffle(2), ..., conv, conv has no nonlinearity, so the
+whole tail is one affine map. Away from the frame's edge it equals a
+(2m+1)^2 convolution from the n_feat LR channels onto 3 x s x s sub-pixel
+channels, then PixelShuffle(s): at the published configuration a 5x5
+128 -> 48 conv, 18 GFLOP per 180x320 frame instead of 618, and no
+128-channel HR tensor. The composed weights are computed in float64 from
+the layers' own, so the result differs from layer by layer only by float32
+rounding (of one long sum instead of four chained ones).
+
+The layers zero-pad every intermediate tensor at the frame's edge, which
+the composed map does not see; the outputs of the outermost LR pixels
+(e rows/columns along each edge, e = 1 at the published configuration) are
+therefore taken from the layers themselves, run on thin strips of the input.
+"""
+import functools
+
+import numpy as np
+import jittor as jt
+from jittor import nn
+
+
+def _conv64(x, w, b=None, mode='constant'):
+    """Stride-1 'same' cross-correlation in float64; ``mode`` pads ('constant' = zeros, 'wrap')."""
+    k = w.shape[-1]
+    n, c, h, wd = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)), mode=mode)
+    cols = np.stack([xp[:, :, i:i + h, j:j + wd] for i in range(k) for j in range(k)], 2)  # [N, C, k*k, h, w]
+    y = np.matmul(w.reshape(w.shape[0], c * k * k), cols.reshape(n, c * k * k, h * wd)).reshape(n, -1, h, wd)
+    return y if b is None else y + b[None, :, None, None]
+
+
+def _shuffle64(x, f=2):
+    n, c, h, w = x.shape
+    return x.reshape(n, c // (f * f), f, f, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, c // (f * f), h * f, w * f)
+
+
+class ComposedTail:
+    """``out_convs(upsample(x))`` for the layers given, with their weights as they are now.
+
+    ``up_convs``: the C -> 4C convs, each followed by PixelShuffle(2);
+    ``out_convs``: the convs after them. All stride 1, 'same' zero padding,
+    one odd kernel size. Call with the features and the layered tail (for
+    the edge strips).
+    """
+
+    def __init__(self, up_convs, out_convs):
+        up_convs = list(up_convs)
+        convs = up_convs + list(out_convs)
+        k = convs[0].weight.shape[2]
+        for c in convs:
+            if (c.bias is None or c.groups != 1 or tuple(c.weight.shape[2:]) != (k, k) or k % 2 == 0
+                    or tuple(c.stride) != (1, 1) or tuple(c.dilation) != (1, 1)
+                    or tuple(c.padding) != (k // 2, k // 2)):
+                raise ValueError('ComposedTail takes stride-1, same-padded convs with biases and one odd kernel size')
+        self.n_up, self.n_convs, self.r = len(up_convs), len(convs), k // 2
+        self.s = 2 ** self.n_up
+        ws = [c.weight.numpy().astype(np.float64) for c in convs]
+        bs = [c.bias.numpy().astype(np.float64) for c in convs]
+        self.m = max(max(-lo, hi) for a in range(self.s) for lo, hi, _ in [self._needs(a)[-1]])
+        w, b = self._compose(ws, bs)
+        self.weight, self.bias = jt.array(w.astype(np.float32)), jt.array(b.astype(np.float32))
+        self.e = [self._edge(side) for side in (0, 1)]            # LR rows taken from the layers
+        self.t = [self._strip(side, self.e[side]) for side in (0, 1)]  # LR rows of the strip that gives them
+
+    @classmethod
+    def of(cls, net):
+        """The composed tail of a PWC_Recons (no upsampling with ``HR_in``)."""
+        up = [] if net.HR_in else [m for m in net.upsample_layers if isinstance(m, nn.Conv2d)]
+        return cls(up, list(net.out_conv))
+
+    # -- composition --------------------------------------------------------
+    def _layers(self, x, ws, bs, mode):
+        for w, b in zip(ws[:self.n_up], bs[:self.n_up]):
+            x = _shuffle64(_conv64(x, w, b, mode))
+        for w, b in zip(ws[self.n_up:], bs[self.n_up:]):
+            x = _conv64(x, w, b, mode)
+        return x
+
+    def _compose(self, ws, bs):
+        c, r, s, m = ws[0].shape[1], self.r, self.s, self.m
+        # weights: the responses to one unit impulse per input channel on an
+        # unbounded zero plane (each layer's input padded by r so that no
+        # zero padding ever cuts a response); origin tracks position 0
+        x, origin = np.eye(c).reshape(c, c, 1, 1), 0
+        for i, w in enumerate(ws):
+            x = _conv64(np.pad(x, ((0, 0), (0, 0), (r, r), (r, r))), w)
+            origin += r
+            if i < self.n_up:
+                x, origin = _shuffle64(x), 2 * origin
+        co = x.shape[1]
+        wc = np.zeros((co, s, s, c, 2 * m + 1, 2 * m + 1))
+        for a in range(s):
+            for k in range(2 * m + 1):
+                p = s * (m - k) + a + origin  # output position s*(m-k)+a sees input position 0 at tap k
+                if 0 <= p < x.shape[2]:
+                    for b in range(s):
+                        for l in range(2 * m + 1):
+                            q = s * (m - l) + b + origin
+                            if 0 <= q < x.shape[3]:
+                                wc[:, a, b, :, k, l] = x[:, :, p, q].T
+        # biases: the response to zero input; periodic with period s, so a
+        # 1x1 input with wrap padding is the unbounded plane
+        bias = self._layers(np.zeros((1, c, 1, 1)), ws, bs, 'wrap')[0]  # [co, s, s]
+        return wc.reshape(co * s * s, c, 2 * m + 1, 2 * m + 1), bias.reshape(co * s * s)
+
+    # -- which outputs the composition gets right ----------------------------
+    def _needs(self, p):
+        """Input intervals of the convs, last conv's first, for output position p (the last is the input's)."""
+        r, lo, hi, out = self.r, p, p, []
+        for i in range(self.n_convs - 1, -1, -1):
+            lo, hi = lo - r, hi + r
+            out.append((lo, hi, self.s if i >= self.n_up else 2 ** i))  # (.., scale of that tensor)
+            if 0 < i <= self.n_up:  # conv i reads PixelShuffle's output
+                lo, hi = lo // 2, hi // 2
+        return out
+
+    def _exact(self, y, n, side=None):
+        """Whether LR row y of n rows comes out exact: from the composition (intermediates inside the
+        frame), or from the layers run on a strip of n rows at the frame's start (side 0) or end (side 1),
+        whose far edge is not the frame's."""
+        for a in range(self.s):
+            needs = self._needs(self.s * y + a)
+            for lo, hi, f in (needs[:-1] if side is None else needs):
+                if (side != 1 and hi >= n * f) or (side != 0 and lo < 0):
+                    return False
+        return True
+
+    def _edge(self, side):
+        n = 4 * self.m + 8
+        rows = list(range(n)) if side == 0 else list(range(n - 1, -1, -1))
+        return next(e for e, y in enumerate(rows) if self._exact(y, n))
+
+    def _strip(self, side, e):
+        """Fewest LR rows along an edge on which the layers give its e outermost rows exactly."""
+        return next(t for t in range(e, 4 * self.m + 8)
+                    if all(self._exact(y, t, side) for y in (range(e) if side == 0 else range(t - e, t))))
+
+    @functools.lru_cache(maxsize=None)
+    def _fits(self, n):
+        """Whether a side of n LR pixels splits into edge strips and a composed interior."""
+        e0, e1 = self.e
+        return n >= max(self.t) and n > e0 + e1 and all(self._exact(y, n) for y in range(e0, n - e1))
+
+    # -- running -------------------------------------------------------------
+    def __call__(self, x, layered):
+        """The tail on x [N,C,h,w]; ``layered(x)`` runs the layers (on the edge strips)."""
+        n, c, h, w = x.shape
+        if not (self._fits(h) and self._fits(w)):
+            return layered(x)
+        s, (e0, e1), (t0, t1) = self.s, self.e, self.t
+        y = nn.conv2d(x, self.weight, self.bias, 1, self.m)
+        if s > 1:
+            y = nn.PixelShuffle(s)(y)
+        rows = slice(s * e0, s * (h - e1))
+        mid = [layered(x[:, :, :, :t0])[:, :, rows, :s * e0], y[:, :, rows, s * e0:s * (w - e1)],
+               layered(x[:, :, :, w - t1:])[:, :, rows, s * (t1 - e1):]]
+        return jt.concat([layered(x[:, :, :t0])[:, :, :s * e0], jt.concat(mid, 3),
+                          layered(x[:, :, h - t1:])[:, :, s * (t1 - e1):]], 2)
