@@ -25,9 +25,10 @@ def _conv64(x, w, b=None, mode='constant'):
     """Stride-1 'same' cross-correlation in float64; ``mode`` pads ('constant' = zeros, 'wrap')."""
     k = w.shape[-1]
     n, c, h, wd = x.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)), mode=mode)
-    cols = np.stack([xp[:, :, i:i + h, j:j + wd] for i in range(k) for j in range(k)], 2)  # [N, C, k*k, h, w]
-    y = np.matmul(w.reshape(w.shape[0], c * k * k), cols.reshape(n, c * k * k, h * wd)).reshape(n, -1, h, wd)
+    xp = np.pad(x, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)), mode=mode).transpose(1, 0, 2, 3)
+    taps = np.ascontiguousarray(w.transpose(2, 3, 0, 1))  # BLAS wants contiguous [O, C] matrices
+    y = sum(taps[i, j] @ xp[:, :, i:i + h, j:j + wd].reshape(c, -1) for i in range(k) for j in range(k))
+    y = y.reshape(-1, n, h, wd).transpose(1, 0, 2, 3)
     return y if b is None else y + b[None, :, None, None]
 
 
