@@ -132,10 +132,18 @@ def prepare():
                 'with it): install libopenmpi-dev (env/setup.sh does, as root) or set mpicc_path')
         if mpi[0] != '0':
             os.environ.setdefault('log_silent', '1')
-        _use_system_nccl()
     if os.environ.get('nvcc_path') is None and not cuda_driver_present():
         os.environ['nvcc_path'] = ''
     _state['cuda_visible'] = os.environ.get('nvcc_path', None) != ''
+    if _state['cuda_visible']:
+        # cuDNN's default math mode allows TF32 on Ampere and newer, which
+        # alone breaks parity, and Jittor sets it only with use_tensorcore;
+        # the variable must be set before the CUDA libraries load.
+        os.environ.setdefault('NVIDIA_TF32_OVERRIDE', '0')
+        # Jittor would download CUTT (transposes; it has its own kernel) and,
+        # wherever mpicc exists, NCCL, mpirun or not.
+        os.environ.setdefault('use_cutt', '0')
+        _use_system_nccl()
     if os.environ.get('use_mkl') == '0':
         _state['onednn'] = False
     elif onednn_installed():
@@ -158,7 +166,7 @@ def find_system_nccl():
 
 
 def _use_system_nccl():
-    """Never let Jittor download NCCL (it does under mpirun with CUDA)."""
+    """Never let Jittor download NCCL (it does with CUDA wherever mpicc exists)."""
     if os.environ.get('use_nccl') == '0' or (os.environ.get('nccl_include_path')
                                               and os.environ.get('nccl_lib_path')):
         return

@@ -48,7 +48,10 @@ class KernelNet(nn.Module):
         # PyTorch's adaptive windows (Jittor's differ when H % ksize != 0)
         out = self.body2(adaptive_avg_pool2d(out, self.ksize))
         out = self.fc_net(out.reshape(b, self.ksize * self.ksize))
-        # the reference's nn.Softmax() without dim acts on dim 1 for 2-D input
-        return nn.softmax(out, dim=1).reshape(b, 1, self.ksize, self.ksize)
+        # the reference's nn.Softmax() without dim acts on dim 1 for 2-D input.
+        # Written out (as Jittor's nn.softmax computes it on the CPU): on CUDA
+        # nn.softmax runs a CUB kernel that does not compile with CUDA 13.
+        out = (out - out.max(1, keepdims=True)).exp()
+        return (out / out.sum(1, keepdims=True)).reshape(b, 1, self.ksize, self.ksize)
 
     forward = execute
