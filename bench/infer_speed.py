@@ -311,7 +311,20 @@ def _timed(fn, reps=2):
 
 
 def profile_window(net, frames, idx):
-    """Seconds of each part of one window (best of 2) and the oneDNN share of a whole window."""
+    """Seconds of each part of one window (best of 2) and the oneDNN share of a whole window.
+
+    Plain ops throughout (no fused oneDNN chains, the composed tail's edge
+    strips included), so that every part and the share count the same kind
+    of convolution.
+    """
+    net.fused_cpu, fused = False, net.fused_cpu
+    try:
+        return _profile_parts(net, frames, idx)
+    finally:
+        net.fused_cpu = fused
+
+
+def _profile_parts(net, frames, idx):
     import jittor as jt
     from jittor_sbvsr.data.frames import frames_to_input
     from jittor_sbvsr.ops.sampling import resize_bilinear

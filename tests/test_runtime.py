@@ -19,12 +19,13 @@ RUNTIME = ROOT / 'jittor_sbvsr' / 'runtime.py'
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    """No use_mkl / nvcc_path in the environment; both restored afterwards.
+    """None of the variables prepare() sets in the environment; all restored afterwards.
 
     (Set, then deleted: monkeypatch restores only what it has recorded, and
     a leaked use_mkl=0 would turn oneDNN off for the rest of the session.)
     """
-    for k in ('use_mkl', 'nvcc_path'):
+    for k in ('use_mkl', 'nvcc_path', 'NVIDIA_TF32_OVERRIDE', 'use_cutt', 'use_nccl',
+              'nccl_include_path', 'nccl_lib_path'):
         monkeypatch.setenv(k, 'placeholder')
         monkeypatch.delenv(k)
     monkeypatch.delitem(sys.modules, 'jittor', raising=False)  # as before the first import
@@ -69,6 +70,34 @@ def test_prepare_keeps_an_explicit_nvcc_path_and_installed_onednn(clean_env, cap
     assert os.environ['nvcc_path'] == '/opt/cuda/bin/nvcc'
     assert rt.onednn_enabled() is True
     assert capsys.readouterr().err == ''
+
+
+def test_prepare_with_cuda_keeps_tf32_off_and_downloads_away(clean_env):
+    monkeypatch = clean_env
+    rt = _standalone_runtime()
+    monkeypatch.setattr(rt, 'onednn_installed', lambda: True)
+    monkeypatch.setattr(rt, 'cuda_driver_present', lambda: True)
+    monkeypatch.setattr(rt, 'find_system_nccl', lambda: None)
+    rt.prepare()
+    assert 'nvcc_path' not in os.environ  # Jittor finds nvcc itself
+    assert os.environ['NVIDIA_TF32_OVERRIDE'] == '0'
+    assert os.environ['use_cutt'] == '0' and os.environ['use_nccl'] == '0'
+    # a user's own choice stays
+    rt = _standalone_runtime()
+    monkeypatch.setattr(rt, 'onednn_installed', lambda: True)
+    monkeypatch.setattr(rt, 'cuda_driver_present', lambda: True)
+    monkeypatch.setenv('NVIDIA_TF32_OVERRIDE', '1')
+    rt.prepare()
+    assert os.environ['NVIDIA_TF32_OVERRIDE'] == '1'
+
+
+def test_prepare_without_cuda_leaves_gpu_settings_alone(clean_env):
+    monkeypatch = clean_env
+    rt = _standalone_runtime()
+    monkeypatch.setattr(rt, 'onednn_installed', lambda: True)
+    monkeypatch.setattr(rt, 'cuda_driver_present', lambda: False)
+    rt.prepare()
+    assert not {'NVIDIA_TF32_OVERRIDE', 'use_cutt', 'use_nccl'} & set(os.environ)
 
 
 def test_check_numpy_refuses_numpy_2(monkeypatch):
