@@ -162,35 +162,42 @@ class VideoSR:
         """Yield (window index, recons [1,3,H,W] float32, kernel [k,k], seconds)."""
         import jittor as jt
         feats, pyramids = {}, {}  # {(frame, tile): features}, {frame: PWC-Net pyramid}
-        h, w = frames[0].shape[:2]
-        tiles = self.tiles(h, w)
-        for k, idx in enumerate(windows):
+        tiles = self.tiles(*frames[0].shape[:2])
+        for k in range(len(windows)):
             jt.sync_all(True)
             t0 = time.perf_counter()
             self.net.fused_cpu = self.fused
             self.net.composed_tail = self._composed_tail()
-            with jt.no_grad():
-                x = jt.array(frames_to_input([frames[i] for i in idx]))
-                xs = [x[:, j] for j in range(self.n_seq)]
-                kernel = self.net.kernel_net(jt.concat(xs, 1))
-                if self.reuse:
-                    flows = self.net.neighbour_flows(xs, keys=idx, pyramids=pyramids)
-                else:
-                    flows = self.net.neighbour_flows(xs)
-                if len(tiles) == 1:
-                    recons_np = self._recons(xs, idx, feats, 0, flows).numpy()
-                else:
-                    recons_np = self._recons_tiled(xs, idx, feats, tiles, flows, h, w)
-                if self.reuse:
-                    later = set(i for wi in windows[k + 1:k + self.n_seq] for i in wi)
-                    for key in [key for key in feats if key[0] not in later]:
-                        del feats[key]
-                    for key in [key for key in pyramids if key not in later]:
-                        del pyramids[key]
-                kernel_np = kernel.numpy()[0, 0]
-                jt.sync_all(True)
-            self.net.composed_tail = None  # its weights are this engine's snapshot
+            try:
+                recons_np, kernel_np = self._window(frames, windows, k, feats, pyramids, tiles)
+            finally:
+                self.net.composed_tail = None  # its weights are this engine's snapshot
+            jt.sync_all(True)
             yield k, recons_np, kernel_np, time.perf_counter() - t0
+
+    def _window(self, frames, windows, k, feats, pyramids, tiles):
+        """Window k's (recons, kernel) as numpy; drops the cached frames no later window needs."""
+        import jittor as jt
+        idx = windows[k]
+        with jt.no_grad():
+            x = jt.array(frames_to_input([frames[i] for i in idx]))
+            xs = [x[:, j] for j in range(self.n_seq)]
+            kernel = self.net.kernel_net(jt.concat(xs, 1))
+            if self.reuse:
+                flows = self.net.neighbour_flows(xs, keys=idx, pyramids=pyramids)
+            else:
+                flows = self.net.neighbour_flows(xs)
+            if len(tiles) == 1:
+                recons_np = self._recons(xs, idx, feats, 0, flows).numpy()
+            else:
+                recons_np = self._recons_tiled(xs, idx, feats, tiles, flows, *frames[0].shape[:2])
+            if self.reuse:
+                later = set(i for wi in windows[k + 1:k + self.n_seq] for i in wi)
+                for key in [key for key in feats if key[0] not in later]:
+                    del feats[key]
+                for key in [key for key in pyramids if key not in later]:
+                    del pyramids[key]
+            return recons_np, kernel.numpy()[0, 0]
 
     def _composed_tail(self):
         if not self.compose:

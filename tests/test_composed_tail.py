@@ -131,3 +131,17 @@ def test_engine_composes_per_net_and_leaves_the_net_plain():
     c = next(engine.windows(frames, windows))[1]
     d = next(VideoSR(net2, compose=False).windows(frames, windows))[1]
     assert np.abs(c - d).max() <= 1e-5 and np.abs(c - a).max() > 1e-3
+
+
+def test_engine_unsets_the_tail_when_a_window_fails(monkeypatch):
+    jt.set_global_seed(5)
+    net = PWC_Recons(n_feat=16, extra_RBS=1, recons_RBS=1)
+    frames = [np.zeros((12, 16, 3), np.uint8)] * 5
+
+    def broken(x):
+        raise RuntimeError('boom')
+
+    monkeypatch.setattr(net, 'kernel_net', broken)
+    with pytest.raises(RuntimeError, match='boom'):
+        next(VideoSR(net).windows(frames, [list(range(5))]))
+    assert net.composed_tail is None
