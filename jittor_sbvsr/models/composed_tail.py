@@ -20,6 +20,8 @@ import numpy as np
 import jittor as jt
 from jittor import nn
 
+from ..ops.fused_conv import same_conv
+
 
 def _conv64(x, w, b=None, mode='constant'):
     """Stride-1 'same' cross-correlation in float64; ``mode`` pads ('constant' = zeros, 'wrap')."""
@@ -50,11 +52,8 @@ class ComposedTail:
         up_convs = list(up_convs)
         convs = up_convs + list(out_convs)
         k = convs[0].weight.shape[2]
-        for c in convs:
-            if (c.bias is None or c.groups != 1 or tuple(c.weight.shape[2:]) != (k, k) or k % 2 == 0
-                    or tuple(c.stride) != (1, 1) or tuple(c.dilation) != (1, 1)
-                    or tuple(c.padding) != (k // 2, k // 2)):
-                raise ValueError('ComposedTail takes stride-1, same-padded convs with biases and one odd kernel size')
+        if k % 2 == 0 or not all(same_conv(c, k) for c in convs):
+            raise ValueError('ComposedTail takes stride-1, same-padded convs with biases and one odd kernel size')
         self.n_up, self.n_convs, self.r = len(up_convs), len(convs), k // 2
         self.s = 2 ** self.n_up
         ws = [c.weight.numpy().astype(np.float64) for c in convs]
@@ -90,17 +89,14 @@ class ComposedTail:
             origin += r
             if i < self.n_up:
                 x, origin = _shuffle64(x), 2 * origin
+        # tap k of output phase a reads the response at position s*(m-k)+a; zero
+        # padding covers the taps beyond the response's support
+        pos = origin + s * (m - np.arange(2 * m + 1))[None, :] + np.arange(s)[:, None]  # [a, k]
+        lo, hi = max(0, -pos.min()), max(0, pos.max() + 1 - x.shape[2])
+        x = np.pad(x, ((0, 0), (0, 0), (lo, hi), (lo, hi)))
+        pos = pos + lo
         co = x.shape[1]
-        wc = np.zeros((co, s, s, c, 2 * m + 1, 2 * m + 1))
-        for a in range(s):
-            for k in range(2 * m + 1):
-                p = s * (m - k) + a + origin  # output position s*(m-k)+a sees input position 0 at tap k
-                if 0 <= p < x.shape[2]:
-                    for b in range(s):
-                        for l in range(2 * m + 1):
-                            q = s * (m - l) + b + origin
-                            if 0 <= q < x.shape[3]:
-                                wc[:, a, b, :, k, l] = x[:, :, p, q].T
+        wc = x[:, :, pos[:, :, None, None], pos[None, None]].transpose(1, 2, 4, 0, 3, 5)  # [co, a, b, c, k, l]
         # biases: the response to zero input; periodic with period s, so a
         # 1x1 input with wrap padding is the unbounded plane
         bias = self._layers(np.zeros((1, c, 1, 1)), ws, bs, 'wrap')[0]  # [co, s, s]
@@ -147,7 +143,7 @@ class ComposedTail:
     # -- running -------------------------------------------------------------
     def __call__(self, x, layered):
         """The tail on x [N,C,h,w]; ``layered(x)`` runs the layers (on the edge strips)."""
-        n, c, h, w = x.shape
+        h, w = x.shape[2:]
         if not (self._fits(h) and self._fits(w)):
             return layered(x)
         s, (e0, e1), (t0, t1) = self.s, self.e, self.t

@@ -208,7 +208,8 @@ def available():
             and jt.compile_extern.mkl_ops is not None)
 
 
-def _same_conv(c, k):
+def same_conv(c, k):
+    """Whether conv c is k x k, stride 1, undilated, ungrouped, 'same'-padded, with a bias."""
     return (c.bias is not None and c.groups == 1 and tuple(c.weight.shape[2:]) == (k, k)
             and tuple(c.stride) == (1, 1) and tuple(c.dilation) == (1, 1) and tuple(c.padding) == (k // 2, k // 2))
 
@@ -216,7 +217,7 @@ def _same_conv(c, k):
 def _plain_resblock(b):
     c1, c2 = b.conv1, b.conv2
     k = c1.weight.shape[2]
-    return (b.res_translate is None and _same_conv(c1, k) and _same_conv(c2, k)
+    return (b.res_translate is None and same_conv(c1, k) and same_conv(c2, k)
             and c1.weight.shape[0] == c1.weight.shape[1] == c2.weight.shape[0] == c2.weight.shape[1])
 
 
@@ -250,7 +251,7 @@ def tail_fits(x, up_convs, out_convs):
         return False
     c, k = x.shape[1], out_convs[0].weight.shape[2]
     return (c % 16 == 0 and k % 2 == 1
-            and all(_same_conv(v, k) for v in up_convs + out_convs)
+            and all(same_conv(v, k) for v in up_convs + out_convs)
             and all(tuple(v.weight.shape[:2]) == (4 * c, c) for v in up_convs)
             and tuple(out_convs[0].weight.shape[:2]) == (c, c) and out_convs[1].weight.shape[1] == c)
 
