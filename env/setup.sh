@@ -27,6 +27,9 @@ if ! command -v mpicc >/dev/null || ! command -v mpirun >/dev/null; then
          "openmpi-bin and libopenmpi-dev (e.g. sudo apt-get install openmpi-bin libopenmpi-dev)."
   fi
 fi
+# CUDA 13 / cuDNN 9 with a driver: adapt the installed Jittor 1.3.8.5 (a no-op
+# on CPU-only machines, with CUDA 11/12 and cuDNN 8, and when already done).
+.venv/bin/python tools/jittor_cuda_patch.py
 echo "Compiling Jittor once for this environment (a few minutes)..."
 # Jittor exits early ("please rerun") after rebuilding its helpers: try again.
 log=$(mktemp)

@@ -9,14 +9,14 @@ discovery understands, out of the system nvcc and the pip nvidia-* packages:
   <home>/lib64/*       links to nvcc's lib dir + every site-packages/nvidia/*/lib (never libcuda)
                        + unversioned names (libcublas.so...) + cuDNN 8 names for cuDNN 9
 
-Jittor 1.3.8.5 itself needs these changes to build against CUDA 13 / cuDNN 9 and
-run on sm_90 (each is logged, and each is a no-op when already applied):
-  P1 extern/cuda/inc/helper_cuda.h: cudaDeviceProp.computeMode/.clockRate were
-     removed in CUDA 13 (compile error in every CUDA translation unit)
-  P2 compiler.py: max_arch 89 -> 90 (otherwise -code=sm_89 only: no kernel image on H100/H200)
-  P3 compiler.py: nvcc -std=c++14 -> c++17 (CCCL/CUB of CUDA 13 refuses C++14)
-  P4 cuDNN >= 9 dropped the legacy RNN API: remove Jittor's cudnn_rnn ops
-  P5 compile_extern.py: a CUDA library that fails to load is a warning, not a fatal error
+Jittor 1.3.8.5 itself needs changes to build against CUDA 13 / cuDNN 9 and run
+on sm_90: tools/jittor_cuda_patch.py makes them (the same ones env/setup.sh
+makes on a user's machine; each is logged, and is a no-op when already applied).
+One more is made here only, for this bare machine:
+  P5 compile_extern.py: a CUDA library that fails to load is a warning, not a
+     fatal error. The CUDA home built here from pip packages may lack a library
+     (then conv_opt=1 below); on a real installation a library that does not
+     load is an error worth stopping for, so env/setup.sh does not do this.
 Prints shell `export` lines to --env-file.
 """
 import argparse
@@ -27,6 +27,9 @@ import shutil
 import site
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'tools'))
+import jittor_cuda_patch  # noqa: E402
 
 
 def log(*a):
@@ -133,25 +136,6 @@ def ensure_unversioned(lib64, base):
     return os.path.realpath(plain)
 
 
-def patch_file(path, old, new, tag, count=None):
-    with open(path, newline='') as f:
-        s = f.read()
-    nl = '\r\n' if '\r\n' in s else '\n'   # Jittor's sources use CRLF: keep them
-    old, new = old.replace('\n', nl), new.replace('\n', nl)
-    if new in s:
-        log(f'{tag}: already applied in {path}')
-        return True
-    if old not in s:
-        done = new in s
-        log(f'{tag}: {"already applied" if done else "pattern NOT found (skipped)"} in {path}')
-        return done
-    s2 = s.replace(old, new) if count is None else s.replace(old, new, count)
-    with open(path, 'w', newline='') as f:
-        f.write(s2)
-    log(f'{tag}: patched {path} ({s.count(old)} place(s))')
-    return True
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--site', required=True, help='folder where jittor is installed (pip --target)')
@@ -167,6 +151,11 @@ def main():
         return 2
     v = subprocess.run([nvcc, '--version'], capture_output=True, text=True).stdout.strip().splitlines()
     log('nvcc:', nvcc, '|', v[-1] if v else '?')
+    try:
+        cuda_version = jittor_cuda_patch.parse_cuda_version('\n'.join(v))
+    except jittor_cuda_patch.PatchError as e:
+        log('FATAL:', e)
+        return 2
     top, incs, libs = nvcc_dryrun(nvcc)
     log('nvcc TOP:', top)
     sp_incs, sp_libs = [], []
@@ -234,34 +223,18 @@ def main():
         if not os.path.isdir(jt):
             log('FATAL: no jittor in', a.site)
             return 2
-        # P1
-        h = os.path.join(jt, 'extern', 'cuda', 'inc', 'helper_cuda.h')
-        patch_file(h, 'deviceProp.computeMode', 'cudaComputeModeDefault /*CUDA13: computeMode removed*/', 'P1a')
-        patch_file(h, 'deviceProp.clockRate', '1000000 /*CUDA13: clockRate removed*/', 'P1b')
-        # P2, P3
-        c = os.path.join(jt, 'compiler.py')
-        patch_file(c, '    max_arch = 89\n', '    max_arch = 90  # gpu-check patch P2\n', 'P2')
-        patch_file(c, '        nvcc_flags = nvcc_flags.replace("-Wall", "")\n',
-                   '        nvcc_flags = nvcc_flags.replace("-Wall", "")\n'
-                   '        nvcc_flags = nvcc_flags.replace("-std=c++14", "-std=c++17")  # gpu-check patch P3\n',
-                   'P3')
-        # P4
+        for change, status in jittor_cuda_patch.patch_jittor(jt, cuda_version, cudnn_major):
+            log(f'{change}: {status}')
         hdrs = ''.join(open(p, errors='replace').read()
                        for p in glob.glob(os.path.join(home, 'include', 'cudnn*.h')))
-        if hdrs and 'cudnnSetRNNDescriptor_v6' not in hdrs:
-            gone = []
-            for p in (glob.glob(os.path.join(jt, 'extern', 'cuda', 'cudnn', '*', 'cudnn_rnn*'))):
-                os.remove(p)
-                gone.append(os.path.basename(p))
-            log(f'P4: cuDNN without legacy RNN API: removed {gone or "nothing (already)"}')
-            for sym in ('cudnnFindConvolutionForwardAlgorithmEx', 'cudnnGetConvolutionForwardAlgorithm_v7',
-                        'cudnnFindConvolutionBackwardDataAlgorithmEx', 'cudnnSetConvolutionMathType'):
-                log(f'  cudnn header has {sym}: {sym in hdrs}')
-        # P5
+        for sym in ('cudnnSetRNNDescriptor_v6', 'cudnnFindConvolutionForwardAlgorithmEx',
+                    'cudnnGetConvolutionForwardAlgorithm_v7', 'cudnnFindConvolutionBackwardDataAlgorithmEx',
+                    'cudnnSetConvolutionMathType') if hdrs else ():
+            log(f'  cudnn header has {sym}: {sym in hdrs}')
+        # P5 (this machine only, see above)
         ce = os.path.join(jt, 'compile_extern.py')
-        patch_file(ce, '            LOG.f(msg)\n', '            LOG.w(msg)  # gpu-check patch P5\n', 'P5')
-        for d in glob.glob(os.path.join(jt, '**', '__pycache__'), recursive=True):
-            shutil.rmtree(d, ignore_errors=True)
+        st = jittor_cuda_patch.edit_text(ce, '            LOG.f(msg)\n', '            LOG.w(msg)  # gpu-check patch P5\n')
+        log(f'P5 compile_extern.py LOG.f -> LOG.w: {st}')
 
     with open(a.env_file, 'w') as f:
         for k, v in env.items():
