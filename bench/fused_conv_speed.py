@@ -23,12 +23,15 @@ def main():
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--reps', type=int, default=3)
     p.add_argument('--blocks', type=int, default=20)
+    p.add_argument('--layout', default='auto', help='auto | nhwc | nChw8c | nChw16c (ops/fused_conv.py)')
     args = p.parse_args()
     os.environ['OMP_NUM_THREADS'] = str(args.threads)
     import numpy as np
 
     import jittor_sbvsr  # noqa: F401
     from jittor_sbvsr.models import PWC_Recons
+    from jittor_sbvsr.models.deploy import FusedChain
+    from jittor_sbvsr.models.tails import FusedTail, tail_layers
     from jittor_sbvsr.ops import fused_conv
 
     import jittor as jt
@@ -40,13 +43,14 @@ def main():
     net = PWC_Recons(recons_RBS=args.blocks)
     x = jt.randn(1, 128, h, w) * 0.1
     x.sync()
-    parts = {'trunk': (lambda: net.recons_net(x), lambda: fused_conv.resblock_chain(x, net.recons_net)),
-             'tail': (lambda: net.out_conv(net.upsample_layers(x)), lambda: net.tail(x))}
-    res = {'lr_size': args.lr_size, 'threads': args.threads, 'blocks': args.blocks}
+    chain, tail = FusedChain(net.recons_net, args.layout), FusedTail(*tail_layers(net), args.layout)
+    parts = {'trunk': (lambda: net.recons_net(x), lambda: chain(x)),
+             'tail': (lambda: net.tail(x), lambda: tail(x))}
+    res = {'lr_size': args.lr_size, 'threads': args.threads, 'blocks': args.blocks, 'layout': args.layout,
+           'onednn_isa': fused_conv.onednn_isa()}
     for name, fns in parts.items():
         best, outs = [float('inf')] * 2, [None] * 2
         with jt.no_grad():
-            net.fused_cpu = True  # net.tail runs fused only with it
             for _ in range(args.reps):
                 for i, fn in enumerate(fns):
                     jt.sync_all(True)
@@ -55,7 +59,6 @@ def main():
                     outs[i].sync()
                     jt.sync_all(True)
                     best[i] = min(best[i], time.perf_counter() - t0)
-            net.fused_cpu = False
         a, b = (v.numpy() for v in outs)
         res[name] = {'plain_s': round(best[0], 3), 'fused_s': round(best[1], 3),
                      'speedup': round(best[0] / best[1], 3),

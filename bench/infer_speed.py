@@ -17,7 +17,9 @@ downloads. Configurations:
                   that the CPU engines use by default;
 - ``layered``   : reuse with the upsampling and output convs run layer by layer
                   (``--no_compose``), not composed into one LR conv
-                  (models/composed_tail.py).
+                  (models/tails.py);
+- ``nhwc``, ``nChw8c``, ``nChw16c``: the default engine with the fused ops'
+                  activation layout forced (default: oneDNN's choice).
 
 Each ablation turns off one thing of the default engine. ``reuse``,
 ``baseline``, ``unfused`` and ``layered`` share one process and alternate pass by pass (a
@@ -233,6 +235,8 @@ def run_configs(cfg):
     from jittor_sbvsr import runtime
     from jittor_sbvsr.data.frames import window_indices
     from jittor_sbvsr.inference import VideoSR
+    from jittor_sbvsr.ops import fused_conv
+    from jittor_sbvsr.ops.fused_conv import LAYOUTS
     device = runtime.select_device(cfg['device'])
     frames = list(np.load(cfg['clip']))
     windows = window_indices(len(frames), 5, border=True)
@@ -241,9 +245,13 @@ def run_configs(cfg):
     net.eval()
     jt.sync_all(True)
     rss_model = peak_rss_mib()
-    engines = {e['name']: VideoSR(net, reuse=e['reuse'], tile=e['tile'], overlap=cfg['overlap'],
-                                  fused=e['name'] != 'unfused', compose=e['name'] != 'layered')
-               for e in cfg['engines']}
+    engines, deploy_s = {}, {}
+    for e in cfg['engines']:
+        t0 = time.perf_counter()
+        engines[e['name']] = VideoSR(net, reuse=e['reuse'], tile=e['tile'], overlap=cfg['overlap'],
+                                     fused=e['name'] != 'unfused', compose=e['name'] != 'layered',
+                                     layout=e['name'] if e['name'] in LAYOUTS else 'auto')
+        deploy_s[e['name']] = time.perf_counter() - t0
     res = {}
     for name, engine in engines.items():
         t0 = time.perf_counter()
@@ -251,7 +259,11 @@ def run_configs(cfg):
         # reuse the windows differ (5, 1 or 0 new frame features), so a whole pass
         for _ in engine.windows(frames, windows if cfg['warmup'] == 'pass' else windows[:1]):
             pass
-        res[name] = {'warmup_s': round(time.perf_counter() - t0, 2)}
+        res[name] = {'warmup_s': round(time.perf_counter() - t0, 2),
+                     # building the engine: weight snapshots, composition, fast paths' self-check
+                     'deploy_s': round(deploy_s[name], 3),
+                     'self_check_s': round(engine.model.probe_seconds, 3),
+                     'paths': engine.model.paths}
     secs = {name: [] for name in engines}
     cpu = {name: 0.0 for name in engines}
     outs = {name: [] for name in engines}
@@ -268,11 +280,13 @@ def run_configs(cfg):
     n_out = len(windows) * cfg['runs']
     for name, engine in engines.items():
         e, t = engine, secs[name]
-        flops = clip_flops(h, w, windows, e.reuse, e.compose) * cfg['runs']
+        composed = e.model.paths.get('composed tail') == 'on'
+        flops = clip_flops(h, w, windows, e.reuse, composed) * cfg['runs']
         tiles = e.tiles(h, w)
         res[name].update({
             'device': device, 'use_cuda': int(jt.flags.use_cuda), 'onednn': runtime.onednn_enabled(),
-            'reuse': e.reuse, 'fused': e.fused, 'compose': e.compose, 'tile': e.tile, 'tile_overlap': e.overlap if e.tile else None,
+            'onednn_isa': fused_conv.onednn_isa() if fused_conv.available() else None,
+            'reuse': e.reuse, 'layout': e.model.layout, 'compose': composed, 'tile': e.tile, 'tile_overlap': e.overlap if e.tile else None,
             'n_tiles': len(tiles),
             # reconstruction work of the tiles relative to the whole frame (overlaps are recomputed)
             'tile_area_factor': round(sum((y1 - y0) * (x1 - x0) for (y0, y1), (x0, x1) in tiles) / (h * w), 3),
@@ -317,11 +331,7 @@ def profile_window(net, frames, idx):
     strips included), so that every part and the share count the same kind
     of convolution.
     """
-    net.fused_cpu, fused = False, net.fused_cpu
-    try:
-        return _profile_parts(net, frames, idx)
-    finally:
-        net.fused_cpu = fused
+    return _profile_parts(net, frames, idx)
 
 
 def _profile_parts(net, frames, idx):
@@ -352,9 +362,9 @@ def _profile_parts(net, frames, idx):
     trunk = rec('recons_trunk', lambda: net.recons_net(fused), fl['recons_trunk'])
     up = rec('upsample', lambda: net.upsample_layers(trunk), fl['upsample'])
     rec('out_conv', lambda: net.out_conv(up), fl['out_conv'])
-    from jittor_sbvsr.models.composed_tail import ComposedTail
-    composed, flc = ComposedTail.of(net), model_flops(h, w, compose=True)
-    rec('composed_tail', lambda: composed(trunk, net.layered_tail),
+    from jittor_sbvsr.models.tails import ComposedTail, PlainTail, tail_layers
+    composed, flc = ComposedTail(*tail_layers(net), PlainTail(net)), model_flops(h, w, compose=True)
+    rec('composed_tail', lambda: composed(trunk),
         flc['composed_tail'] + flc['upsample'] + flc['out_conv'])
     rec('bilinear_base', lambda: resize_bilinear(xs[2], (h * 4, w * 4)), 0)
     del up, trunk, fused
@@ -477,7 +487,8 @@ def inference_main(args):
         make_clip(clip, h, w, args.frames)
         save = {name: os.path.join(d, f'{name}.npy') for name in ('reuse', 'tiled', 'unfused', 'layered')}
         # the ablations alternate in one process (same load); tiled alone (its own peak RSS)
-        groups = [[n for n in ('reuse', 'baseline', 'unfused', 'layered') if n in configs],
+        ablations = ('reuse', 'baseline', 'unfused', 'layered', 'nhwc', 'nChw8c', 'nChw16c')
+        groups = [[n for n in ablations if n in configs],
                   [n for n in ('tiled',) if n in configs]]
         for group in [g for g in groups if g]:
             cfg = {'clip': clip, 'device': args.device, 'runs': args.runs, 'warmup': args.warmup,

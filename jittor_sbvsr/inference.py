@@ -4,17 +4,26 @@ One output per window of ``n_seq`` frames (border windows repeat the first
 and last frames, see ``window_indices``); PSNR/SSIM on uint8 with a 4-pixel
 crop when ground truth is given. Each frame's features are computed once per
 video, not once per window: the output is the same, the work a fifth.
+
+``run`` checks everything it can before it writes anything: the flags, the
+checkpoint (whose architecture it reads from the weights, io/arch.py), and
+every frame of every video (readable, one size per video, ground truth
+paired by name and exactly scale x LR). A number it logs is therefore never
+computed on mismatched frames; what it cannot score it says so.
 """
 import os
 import time
+from collections import namedtuple
 
 import numpy as np
 
 from . import runtime
-from .data.frames import crop_to_multiple, frames_to_input, list_videos, read_frame, to_uint8, window_indices
+from .data.frames import (check_gt_size, crop_to_multiple, frames_by_name, frames_to_input, list_videos,
+                          pair_frames, read_frame, to_uint8, window_indices)
 from .errors import UserError
-from .metrics.psnr_ssim import psnr_ssim
+from .metrics.psnr_ssim import metric_problem, psnr_ssim
 from .utils import Logger, Progress, ensure_dir, save_npy_atomic, save_png_atomic
+from .utils.files import is_temp_name, remove_stale_temps, stale_note
 
 # preset -> (dataset folder under dataset/, checkpoint stem under pretrain_models/)
 PRESETS = {
@@ -34,8 +43,8 @@ def apply_preset(args, root):
     args.gt_path = os.path.join(root, 'dataset', data, 'HR')
     models = [os.path.join(root, 'pretrain_models', stem + ext) for ext in ('.pkl', '.pt')]
     args.model_path = next((m for m in models if os.path.isfile(m)), models[0])
-    args.infer_flag = args.quick_test
-    args.scale = 4
+    if args.infer_flag in ('.', '', None):
+        args.infer_flag = args.quick_test
     missing = [p for p in (args.input_path, args.gt_path) if not os.path.isdir(p)]
     if not any(os.path.isfile(m) for m in models):
         missing.append(f'{models[0]} (or {os.path.basename(models[1])}, converted on the fly)')
@@ -52,7 +61,8 @@ def prepare_demo(args, root):
 
     Uses the paper's checkpoint when it is in pretrain_models/, otherwise the
     deterministic recipe weights of the parity tests (not a trained model:
-    the pipeline runs, the pictures are not better than bilinear).
+    the pipeline runs, the pictures are not better than bilinear). Returns
+    the lines to log.
     """
     from .data.synthetic import make_demo_videos
     demo = os.path.join(root, 'demo_results')
@@ -61,34 +71,88 @@ def prepare_demo(args, root):
         make_demo_videos(data, n_videos=2, n_frames=7, hr_size=(128, 192), seed=0)
     args.input_path = os.path.join(data, 'LR_blurdown_x4')
     args.gt_path = os.path.join(data, 'HR')
-    args.result_path, args.infer_flag = demo, 'demo'
+    args.result_path = demo
+    if args.infer_flag in ('.', '', None):
+        args.infer_flag = 'demo'
     args.border = args.save_kernel = True
     stem = os.path.join(root, 'pretrain_models', 'self_blind_vsr_realistic')
     found = [p for p in (stem + '.pkl', stem + '.pt') if os.path.isfile(p)]
     if found:
         args.model_path = found[0]
-        return None
+        return []
     from .io.checkpoint import save_state_atomic
     from .io.recipe import recipe_state
     from .models import PWC_Recons
     args.model_path = os.path.join(demo, 'recipe_weights_seed1234.pkl')
+    stale = stale_note(remove_stale_temps(demo, of=os.path.basename(args.model_path)))  # a killed first demo's
     if not os.path.isfile(args.model_path):
         shapes = {k: v.shape for k, v in PWC_Recons().state_dict().items()}
         save_state_atomic(recipe_state(shapes, seed=1234), args.model_path)
-    return ('demo: no checkpoint in pretrain_models/, using deterministic untrained recipe weights '
-            '(put self_blind_vsr_realistic.pkl there for real results)')
+    return [line for line in (stale, 'demo: no checkpoint in pretrain_models/, using deterministic untrained '
+                              'recipe weights (put self_blind_vsr_realistic.pkl there for real results)') if line]
 
 
-def load_model(model_path, n_seq=5, scale=4):
-    import jittor_sbvsr  # noqa: F401
-    from .io.checkpoint import load_into_module, load_state
-    from .models import PWC_Recons
+def read_checkpoint(model_path, n_seq=None, scale=None):
+    """(state, architecture) of a checkpoint, with the flags given checked against it.
+
+    numpy only: a wrong file or flag is reported before Jittor starts.
+    ``n_seq`` / ``scale`` None take the checkpoint's values.
+    """
+    from .io.arch import conflict_error, conflicts, derive_arch
+    from .io.checkpoint import check_finite, load_state
+    model_path = os.fspath(model_path)
+    if os.path.isdir(model_path):
+        raise UserError(f'{model_path}: is a folder; --model_path takes a weights file (.pkl or .pt)')
     if not os.path.isfile(model_path):
-        raise UserError(f'{model_path}: model file not found')
-    net = PWC_Recons(n_sequence=n_seq, scale=scale)
-    load_into_module(net, load_state(model_path), model_path)
+        raise UserError(f'{model_path}: model file not found (--model_path)')
+    if _is_training_state(model_path):
+        raise UserError(f"{model_path}: is the trainer's state for --resume, not a model; give the "
+                        'model/model_latest.pkl or model/model_best.pkl beside it')
+    state = load_state(model_path)
+    arch = derive_arch(state, model_path)
+    check_finite(state, model_path)
+    if scale is not None and (scale < 1 or scale & (scale - 1)):
+        raise UserError(f"--scale {scale}: must be a power of two (the model upsamples in x2 steps), and "
+                        f"the checkpoint {model_path} is x{arch['scale']}; leave --scale out to use that")
+    if n_seq is not None and (n_seq < 1 or n_seq % 2 == 0):
+        raise UserError(f'--n_seq {n_seq}: must be a positive odd number (the centre frame and as many '
+                        f"neighbours on each side), and the checkpoint {model_path} takes "
+                        f"{arch['n_sequence']}-frame windows; leave --n_seq out to use that")
+    found = conflicts(arch, {'scale': ('--scale', scale), 'n_sequence': ('--n_seq', n_seq)})
+    if found:
+        raise conflict_error(model_path, found, "leave the flag out to use the checkpoint's value, or give a "
+                             'checkpoint made for it')
+    return state, arch
+
+
+def _is_training_state(path):
+    """True for the trainer's training_state.npz (trainer/state.py): a zip with a meta entry."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            return 'meta.npy' in z.namelist() and any(n.startswith('model/') for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def build_model(state, arch, model_path):
+    """The PWC_Recons ``arch`` describes, with ``state`` loaded strictly (finite values only)."""
+    import jittor_sbvsr  # noqa: F401
+    from .io.arch import describe
+    from .io.checkpoint import expected_shapes, load_into_module, validate_state
+    from .models import PWC_Recons
+    net = PWC_Recons(**arch)
+    validate_state(state, expected_shapes(net), model_path,
+                   what=f'the model its own tensors describe ({describe(arch)})')
+    load_into_module(net, state, model_path)
     net.eval()
     return net
+
+
+def load_model(model_path, n_seq=None, scale=None):
+    """A checkpoint as the model it describes; ``n_seq`` / ``scale``, given, must match it."""
+    state, arch = read_checkpoint(model_path, n_seq, scale)
+    return build_model(state, arch, model_path)
 
 
 def tile_spans(n, tile, overlap):
@@ -118,8 +182,24 @@ def _ramp(span, n, overlap, scale):
     return w
 
 
+def check_tiles(tile, overlap):
+    """The tile flags, checked before anything is loaded."""
+    if tile < 0 or overlap < 0:
+        raise UserError('--tile and --tile_overlap must be >= 0')
+    if tile and overlap >= tile:
+        raise UserError(f'--tile_overlap ({overlap}) must be smaller than --tile ({tile})')
+
+
 class VideoSR:
-    """Runs the model window by window over one video, reusing work.
+    """Runs a loaded model window by window over one video, reusing work.
+
+    The model is deployed once, here (models/deploy.py): with ``fused`` the
+    ResBlock chains and the layered tail run as fused oneDNN ops on the CPU,
+    with ``compose`` the upsampling and output convolutions as one LR
+    convolution; each fast path is self-checked against Jittor's plain ops
+    and dropped, with one warning line, if it fails on this machine. All give
+    the same output to float rounding. Weights loaded into ``net`` later are
+    not seen: make a new engine.
 
     With ``reuse`` each frame's ``frame_features`` and PWC-Net feature
     pyramid are computed once and kept while windows still need them, and a
@@ -132,26 +212,18 @@ class VideoSR:
     kernel and the flows are still estimated on whole frames (the kernel is
     then identical, and PWC-Net sees the whole motion); feature reuse works
     per tile. A tile as large as the frame gives exactly the untiled output.
-
-    With ``fused`` the ResBlock chains run as fused oneDNN convolutions on
-    the CPU (ops/fused_conv.py); with ``compose`` the upsampling and output
-    convolutions run as one LR convolution (models/composed_tail.py). Both
-    give the same output to float rounding.
     """
 
-    def __init__(self, net, n_seq=5, reuse=True, tile=0, overlap=16, fused=True, compose=True):
+    def __init__(self, net, n_seq=5, reuse=True, tile=0, overlap=16, fused=True, compose=True,
+                 layout='auto', warn=None):
+        check_tiles(int(tile or 0), int(overlap))
+        from .models.deploy import InferenceNet
         self.net = net
+        self.model = InferenceNet(net, fused=fused, compose=compose, layout=layout, warn=warn)
         self.n_seq = n_seq
         self.reuse = reuse
-        self.fused = fused
-        self.compose = compose
-        self._tail = (None, None)  # (net, its ComposedTail), made at the first window
         self.tile = int(tile or 0)
         self.overlap = int(overlap)
-        if self.tile < 0 or self.overlap < 0:
-            raise UserError('--tile and --tile_overlap must be >= 0')
-        if self.tile and self.overlap >= self.tile:
-            raise UserError(f'--tile_overlap ({self.overlap}) must be smaller than --tile ({self.tile})')
 
     def tiles(self, h, w):
         """[((y0, y1), (x0, x1)), ...] LR tiles of an h x w frame."""
@@ -166,12 +238,7 @@ class VideoSR:
         for k in range(len(windows)):
             jt.sync_all(True)
             t0 = time.perf_counter()
-            self.net.fused_cpu = self.fused
-            self.net.composed_tail = self._composed_tail()
-            try:
-                recons_np, kernel_np = self._window(frames, windows, k, feats, pyramids, tiles)
-            finally:
-                self.net.composed_tail = None  # its weights are this engine's snapshot
+            recons_np, kernel_np = self._window(frames, windows, k, feats, pyramids, tiles)
             jt.sync_all(True)
             yield k, recons_np, kernel_np, time.perf_counter() - t0
 
@@ -199,24 +266,16 @@ class VideoSR:
                     del pyramids[key]
             return recons_np, kernel.numpy()[0, 0]
 
-    def _composed_tail(self):
-        if not self.compose:
-            return None
-        if self._tail[0] is not self.net:
-            from .models.composed_tail import ComposedTail
-            self._tail = (self.net, ComposedTail.of(self.net))
-        return self._tail[1]
-
     def _recons(self, xs, idx, cache, t, flows):
         """The reconstruction of one window (or of tile ``t`` of it)."""
         if not self.reuse:
-            return self.net.recons_forward(xs, flows=flows)
+            return self.model.recons_forward(xs, flows=flows)
         feats = []
         for j, i in enumerate(idx):
             if (i, t) not in cache:
-                cache[(i, t)] = self.net.frame_features(xs[j])
+                cache[(i, t)] = self.model.frame_features(xs[j])
             feats.append(cache[(i, t)])
-        return self.net.recons_forward(xs, feats, keys=idx, flows=flows)
+        return self.model.recons_forward(xs, feats, keys=idx, flows=flows)
 
     def _recons_tiled(self, xs, idx, cache, tiles, flows, h, w):
         s = self.net.scale
@@ -239,98 +298,238 @@ def kernel_image(kernel, zoom=16):
     return np.kron(np.rint(k * 255).astype(np.uint8), np.ones((zoom, zoom), np.uint8))
 
 
-def _read_video(paths, size_must_mode, what):
-    frames = [crop_to_multiple(read_frame(p), size_must_mode) for p in paths]
-    shapes = {f.shape for f in frames}
-    if len(shapes) != 1:
-        raise UserError(f'{what}: frames differ in size ({sorted(shapes)})')
-    return frames
+# one video of a run: its frames (and ground truth, in the same order), the LR
+# size, that size after the size-multiple crop, and why it gets no metrics (None: it does)
+Video = namedtuple('Video', 'name lr gt shape size no_metric')
 
 
-def _pair_videos(inputs, gt_root):
+def check_flags(args):
+    """The flags that are wrong whatever the data and checkpoint (--scale and --n_seq are checked
+    with the checkpoint, read_checkpoint); before anything is read."""
+    if args.size_must_mode < 1:
+        raise UserError(f'--size_must_mode {args.size_must_mode}: must be >= 1 (1: no crop)')
+    check_tiles(args.tile, args.tile_overlap)
+    flag = args.infer_flag
+    if flag in ('', '..') or os.sep in flag or (os.altsep and os.altsep in flag):
+        raise UserError(f"--infer_flag '{flag}': must be a plain name (it becomes the folder infer_<flag>)")
+
+
+def _pair_videos(inputs, gt_root, notes):
+    """[(name, LR paths, GT paths or None)]: videos pair by folder name, frames by file name."""
     if gt_root is None:
         return [(name, paths, None) for name, paths in inputs]
-    gts = dict(list_videos(gt_root))
+    gts = dict(list_videos(gt_root, 'ground-truth folder (--gt_path)'))
     single = len(inputs) == 1 and len(gts) == 1
     pairs = []
     for name, paths in inputs:
-        gt_paths = next(iter(gts.values())) if single else gts.get(name)
-        if gt_paths is None:
-            raise UserError(f'{os.path.join(gt_root, name)}: no ground-truth folder for video {name}')
-        if len(gt_paths) != len(paths):
-            raise UserError(f'video {name}: {len(paths)} LR frames but {len(gt_paths)} ground-truth frames '
-                            f'in {os.path.join(gt_root, name)}')
-        pairs.append((name, paths, gt_paths))
+        gt_name = name if name in gts else (next(iter(gts)) if single else None)
+        if gt_name is None:
+            raise UserError(f'{os.path.join(gt_root, name)}: no ground-truth folder for video {name} in '
+                            f'--gt_path (it has {", ".join(list(gts)[:5])}{", ..." * (len(gts) > 5)})')
+        if gt_name != name:
+            notes.append(f'note: the only LR video {name} is paired with the only ground-truth video {gt_name}')
+        matched, warning = pair_frames(paths, gts[gt_name], os.path.dirname(paths[0]),
+                                       os.path.dirname(gts[gt_name][0]))
+        if warning:
+            notes.append(warning)
+        pairs.append((name, paths, [g for _, g in matched]))
     return pairs
+
+
+def _check_shape(path, shape, first, m):
+    """(h, w) of a frame, which must equal ``first`` ((h, w, path) of its video's first frame)."""
+    h, w = shape[:2]
+    if first is not None and (h, w) != first[:2]:
+        raise UserError(f'{path}: frame is {h}x{w}, but {os.path.basename(first[2])} of the same video is '
+                        f'{first[0]}x{first[1]}; the frames of a video must have one size')
+    if h < m or w < m:
+        raise UserError(f'{path}: frame is {h}x{w}, smaller than --size_must_mode {m}')
+    return h, w
+
+
+def check_videos(args, n_seq, scale, notes):
+    """Every video's frames read once, before anything is written: [Video].
+
+    Each frame must decode, the frames of a video must have one size, and
+    each ground-truth frame must pair with its LR frame (by name) and be
+    exactly ``scale`` x its size; the size-multiple crop then cuts both the
+    same way. A video whose frames are too small for PSNR/SSIM still runs;
+    its ``no_metric`` says why it is not scored.
+    """
+    inputs = list_videos(args.input_path, 'input folder (--input_path)')
+    m = args.size_must_mode
+    videos = []
+    t0, n = time.perf_counter(), 0
+    for name, lr, gt in _pair_videos(inputs, args.gt_path, notes):
+        window_indices(len(lr), n_seq, border=args.border, name=name)  # enough frames
+        frames_by_name(lr, os.path.dirname(lr[0]))  # one output file per frame
+        first = None
+        for i, p in enumerate(lr):
+            h, w = _check_shape(p, read_frame(p).shape, first, m)
+            first = first or (h, w, p)
+            if gt is not None:
+                check_gt_size((h, w), read_frame(gt[i]).shape, scale, p, gt[i])
+            n += 1 + (gt is not None)
+        size = (first[0] - first[0] % m, first[1] - first[1] % m)
+        why = None if gt is None else metric_problem(size[0] * scale, size[1] * scale)
+        if why:
+            notes.append(f'note: video {name}: no PSNR/SSIM, {why}; its SR frames are still written')
+        videos.append(Video(name, lr, gt, first[:2], size, why))
+    notes.append(f'checked {n} frames of {len(videos)} video(s) in {time.perf_counter() - t0:.1f} s')
+    return videos
+
+
+def _holds_results(folder):
+    """True when ``folder`` has any file but the leftovers of interrupted writes."""
+    if not os.path.isdir(folder):
+        return False
+    return any(not is_temp_name(f) for _, _, files in os.walk(folder) for f in files)
+
+
+def choose_output_dir(result_path, flag, named):
+    """(folder, note) of this run's results: never a folder with an earlier run's results.
+
+    A flag the user ``named`` that is taken is an error (they may mean to
+    replace it: that is theirs to do); the automatic names (time stamp,
+    --demo, --quick_test) move on to ``infer_<flag>_2``, ``_3``, ... Writes nothing.
+    """
+    if os.path.exists(result_path) and not os.path.isdir(result_path):
+        raise UserError(f'{result_path}: --result_path exists and is not a folder')
+    base = os.path.join(result_path, f'infer_{flag}')
+    if os.path.exists(base) and not os.path.isdir(base):
+        raise UserError(f'{base}: exists and is not a folder; choose another --infer_flag')
+    if not _holds_results(base):
+        return base, None
+    if named:
+        raise UserError(f"{base}: already holds the results of an earlier run; runs are never mixed: choose "
+                        'another --infer_flag, or move that folder away')
+    k = 2
+    while _holds_results(f'{base}_{k}'):
+        k += 1
+    return f'{base}_{k}', f'note: {base} holds an earlier run; this run writes to {base}_{k}'
+
+
+def _read_video(video, m):
+    """A video's LR frames, cropped to the size multiple (re-checked: files may change during a run)."""
+    first, frames = None, []
+    for p in video.lr:
+        f = read_frame(p)
+        h, w = _check_shape(p, f.shape, first, m)
+        first = first or (h, w, p)
+        frames.append(crop_to_multiple(f, m))
+    return frames
+
+
+def _ending(err, done, total):
+    """The log's last line for a run that stopped on ``err``."""
+    if isinstance(err, KeyboardInterrupt) or runtime.interrupted():
+        return f'interrupted (Ctrl-C) after {done} of {total} frames'
+    if isinstance(err, (UserError, runtime.RuntimeSetupError)):
+        return runtime.error_line(err)
+    return f'failed after {done} of {total} frames: {type(err).__name__}: {" ".join(str(err).split())[:300]}'
 
 
 def run(args, root):
     """The inference CLI's work; ``args`` as parsed by cli.infer."""
-    note = None
+    named = args.infer_flag not in ('.', '', None)
+    notes = []
+    # 1. everything that can be wrong, before anything is written
+    check_flags(args)
     if args.demo:
-        note = prepare_demo(args, root)
+        notes.extend(prepare_demo(args, root))
     elif args.quick_test != '.':
         apply_preset(args, root)
-    inputs = list_videos(args.input_path)
-    pairs = _pair_videos(inputs, args.gt_path)
-    for name, paths, _ in pairs:  # fail before any work on too-short videos
-        window_indices(len(paths), args.n_seq, border=args.border, name=name)
-    engine = VideoSR(None, args.n_seq, reuse=not args.no_reuse, tile=getattr(args, 'tile', 0),
-                     overlap=getattr(args, 'tile_overlap', 16),
-                     fused=not getattr(args, 'no_fused', False),
-                     compose=not getattr(args, 'no_compose', False))  # checks the tile flags
+    flag = args.infer_flag if args.infer_flag not in ('.', '', None) else time.strftime('%Y%m%d-%H%M%S')
+    out_dir, note = choose_output_dir(args.result_path, flag, named)
+    if note:
+        notes.append(note)
+    state, arch = read_checkpoint(args.model_path, args.n_seq, args.scale)
+    args.n_seq, args.scale = arch['n_sequence'], arch['scale']
+    videos = check_videos(args, args.n_seq, args.scale, notes)
     device = runtime.select_device(args.device)
-    net = load_model(args.model_path, args.n_seq, args.scale)  # before anything is written
-    engine.net = net
-    flag = args.infer_flag if args.infer_flag != '.' else time.strftime('%Y%m%d-%H%M%S')
-    out_dir = os.path.join(args.result_path, f'infer_{flag}')
+    net = build_model(state, arch, args.model_path)
+    del state
+    engine = VideoSR(net, args.n_seq, reuse=not args.no_reuse, tile=args.tile, overlap=args.tile_overlap,
+                     fused=not args.no_fused, compose=not args.no_compose)
+    # 2. the run
     ensure_dir(out_dir)
+    stale = stale_note(remove_stale_temps(out_dir, recursive=True))
     log = Logger(os.path.join(out_dir, f"inference_log_{time.strftime('%Y%m%d-%H%M%S')}.txt"))
+    from .io.arch import describe
     for key in ('input_path', 'gt_path', 'model_path', 'border', 'save_image', 'n_seq', 'scale',
                 'size_must_mode', 'no_reuse', 'no_fused', 'no_compose', 'tile', 'tile_overlap'):
         log(f'{key}: {getattr(args, key, None)}')
     log(f'result_path: {out_dir}')
     log(f'runtime: {runtime.describe()}')
-    log(f'Loaded model from {args.model_path} ({device})')
-    if note:
-        log(note)
-    scores = {}
-    for name, paths, gt_paths in pairs:
-        frames = _read_video(paths, args.size_must_mode, f'video {name}')
-        windows = window_indices(len(frames), args.n_seq, border=args.border, name=name)
-        h, w = frames[0].shape[:2]
-        bar = Progress(len(windows), desc=name)
-        vid_scores = []
-        for k, recons, kernel, secs in engine.windows(frames, windows):
-            t = windows[k][args.n_seq // 2]
-            stem = os.path.splitext(os.path.basename(paths[t]))[0]
-            sr = to_uint8(recons)
-            line = f'> {name}-{stem}'
-            if gt_paths is not None:
-                gt = read_frame(gt_paths[t])[:h * args.scale, :w * args.scale]
-                if gt.shape != sr.shape:
-                    raise UserError(f'{gt_paths[t]}: ground truth is {gt.shape[1]}x{gt.shape[0]}, '
-                                    f'expected {sr.shape[1]}x{sr.shape[0]} (LR size x{args.scale})')
-                p, s = psnr_ssim(sr, gt)
-                vid_scores.append((p, s))
-                line += f' PSNR={p:.5f}, SSIM={s:.4f}'
-                bar.set_postfix(psnr=f'{p:.3f}')
-            if args.save_image:
-                save_png_atomic(os.path.join(out_dir, name, f'{stem}.png'), sr)
-            if args.save_kernel:
-                save_npy_atomic(os.path.join(out_dir, name, 'kernel', f'{stem}.npy'), kernel)
-                save_png_atomic(os.path.join(out_dir, name, 'kernel', f'{stem}.png'), kernel_image(kernel))
-            log(f'{line} forward_time={secs:.3f}s')
-            bar.update()
-        bar.close()
-        if vid_scores:
-            scores[name] = vid_scores
-            p, s = np.mean(vid_scores, axis=0)
-            log(f'# Video:{name} AVG-PSNR={p:.5f}, AVG-SSIM={s:.4f}')
-    if scores:
-        allv = [v for vs in scores.values() for v in vs]
-        p, s = np.mean(allv, axis=0)
-        log(f'# Total AVG-PSNR={p:.5f}, AVG-SSIM={s:.4f} ({len(allv)} frames)')
+    log(f'Loaded model from {args.model_path} ({device}): {describe(arch)}')
+    log(f'engine: {engine.model.describe()}')
+    for line in notes + ([stale] if stale else []):
+        log(line)
+    total = sum(len(window_indices(len(v.lr), args.n_seq, border=args.border)) for v in videos)
+    done = [0]
+    t_run = time.perf_counter()
+    try:
+        scores = _process(args, engine, videos, out_dir, log, done)
+    except BaseException as e:
+        log.close()
+        _append_line(log.path, _ending(e, done[0], total))
+        raise
     log(f'Results in {out_dir}')
+    log(f'completed: {done[0]} frames of {len(videos)} video(s) in {time.perf_counter() - t_run:.1f} s')
     log.close()
+    return scores
+
+
+def _append_line(path, line):
+    """One more line at the end of the (closed) log file, not on the screen: guarded prints it there."""
+    try:
+        with open(path, 'a', encoding='utf-8') as f:
+            f.write(line + '\n')
+    except OSError:
+        pass
+
+
+def _process(args, engine, videos, out_dir, log, done):
+    """Super-resolve (and score) every video; ``done[0]`` counts the frames written."""
+    scores, unscored = {}, []
+    for v in videos:
+        frames = _read_video(v, args.size_must_mode)
+        windows = window_indices(len(frames), args.n_seq, border=args.border, name=v.name)
+        vid_scores = []
+        with Progress(len(windows), desc=v.name) as bar:
+            for k, recons, kernel, secs in engine.windows(frames, windows):
+                t = windows[k][args.n_seq // 2]
+                stem = os.path.splitext(os.path.basename(v.lr[t]))[0]
+                sr = to_uint8(recons)
+                line = f'> {v.name}-{stem}'
+                if v.gt is not None:
+                    gt = read_frame(v.gt[t])
+                    check_gt_size(v.shape, gt.shape, args.scale, v.lr[t], v.gt[t])
+                    if v.no_metric is None:
+                        p, q = psnr_ssim(sr, gt[:sr.shape[0], :sr.shape[1]])  # the size-multiple crop
+                        vid_scores.append((p, q))
+                        line += f' PSNR={p:.5f}, SSIM={q:.4f}'
+                        bar.set_postfix(psnr=f'{p:.3f}')
+                    else:
+                        line += ' PSNR/SSIM: none (frames too small)'
+                if args.save_image:
+                    save_png_atomic(os.path.join(out_dir, v.name, f'{stem}.png'), sr)
+                if args.save_kernel:
+                    save_npy_atomic(os.path.join(out_dir, v.name, 'kernel', f'{stem}.npy'), kernel)
+                    save_png_atomic(os.path.join(out_dir, v.name, 'kernel', f'{stem}.png'), kernel_image(kernel))
+                log(f'{line} forward_time={secs:.3f}s')
+                done[0] += 1
+                bar.update()
+        if vid_scores:
+            scores[v.name] = vid_scores
+            p, q = np.mean(vid_scores, axis=0)
+            log(f'# Video:{v.name} AVG-PSNR={p:.5f}, AVG-SSIM={q:.4f}')
+        elif v.gt is not None:
+            unscored.append(v.name)
+            log(f'# Video:{v.name} no PSNR/SSIM: {v.no_metric}')
+    if scores:
+        allv = [x for xs in scores.values() for x in xs]
+        p, q = np.mean(allv, axis=0)
+        log(f'# Total AVG-PSNR={p:.5f}, AVG-SSIM={q:.4f} ({len(allv)} frames'
+            + (f'; not scored: {", ".join(unscored)}' if unscored else '') + ')')
     return scores

@@ -1,21 +1,28 @@
-"""Fused oneDNN ResBlock chains: same output as the plain Jittor ops, used only without gradients.
+"""Fused oneDNN ResBlock chains and tail: the same output as Jittor's own ops, in every layout.
 
-oneDNN is part of the install (env/setup.sh); without it the fused path must
-refuse to run and the model must fall back to the plain ops.
+Every test runs with each activation layout forced (8- and 16-channel
+blocks, NHWC) and with oneDNN's own choice, whatever this CPU is: oneDNN
+runs a forced layout on any ISA (with a reference kernel where it has no
+fast one), so one machine covers what AVX2 and AVX-512 CPUs pick.
+tests/test_isa.py runs them again under each DNNL_MAX_CPU_ISA level.
+oneDNN is part of the install (env/setup.sh); without it the fused ops
+must refuse to run.
 """
 import numpy as np
 import pytest
 
 import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr import runtime
-from jittor_sbvsr.models import PWC_Recons
+from jittor_sbvsr.models.deploy import FusedChain
 from jittor_sbvsr.models.pwc_recons import ResBlock
+from jittor_sbvsr.models.tails import FusedTail
 from jittor_sbvsr.ops import fused_conv
 
 import jittor as jt
 from jittor import nn
 
 FUSED = fused_conv.available()
+LAYOUTS = list(fused_conv.LAYOUTS)
 
 
 def _blocks(c, n, seed=0):
@@ -33,19 +40,33 @@ def _close(ref, got):
 
 def test_available_matches_runtime():
     assert FUSED == (runtime.onednn_enabled() and not jt.flags.use_cuda)
+    if runtime.onednn_installed():  # the install gives it; CI must not silently test the plain path only
+        assert FUSED
 
 
-@pytest.mark.parametrize('n, c, h, w, nb', [(2, 16, 11, 13, 3), (1, 12, 7, 9, 2), (1, 128, 12, 20, 2)])
-def test_chain_matches_plain(n, c, h, w, nb):
+def test_onednn_reports_its_isa():
+    if not FUSED:
+        pytest.skip('no oneDNN')
+    assert fused_conv.onednn_isa() in fused_conv.ISA_NAMES.values()
+
+
+# shapes the engine makes: odd sides, 1-3 pixel strips, 1-pixel-tall tiles, demo widths 16/32,
+# widths that are not whole 8- or 16-channel blocks, the published 128
+CHAIN_SHAPES = [(2, 16, 11, 13, 3), (1, 12, 7, 9, 2), (1, 32, 1, 3, 2), (1, 16, 3, 1, 1), (1, 128, 6, 10, 2)]
+
+
+@pytest.mark.parametrize('layout', LAYOUTS)
+@pytest.mark.parametrize('n, c, h, w, nb', CHAIN_SHAPES)
+def test_chain_matches_plain(layout, n, c, h, w, nb):
     blocks = _blocks(c, nb)
     x = jt.randn(n, c, h, w)
     with jt.no_grad():
         ref = nn.Sequential(*blocks)(x).numpy()
         if not FUSED:
             with pytest.raises(RuntimeError, match='oneDNN'):
-                fused_conv.resblock_chain(x, blocks)
+                FusedChain(blocks, layout)(x)
             return
-        got = fused_conv.resblock_chain(x, blocks).numpy()
+        got = FusedChain(blocks, layout)(x).numpy()
     assert got.shape == ref.shape
     assert _close(ref, got), np.abs(ref - got).max()
 
@@ -57,81 +78,76 @@ def test_many_shapes_and_weights():
         x = jt.randn(1, 8, h, w)
         with jt.no_grad():
             ref = nn.Sequential(*blocks)(x).numpy()
-            got = (fused_conv.resblock_chain(x, blocks) if FUSED else nn.Sequential(*blocks)(x)).numpy()
-        assert _close(ref, got)
+            got = (FusedChain(blocks, 'nChw16c' if i % 2 else 'auto') if FUSED else nn.Sequential(*blocks))(x)
+        assert _close(ref, got.numpy())
+
+
+def test_chain_snapshots_its_weights():
+    if not FUSED:
+        return
+    blocks = _blocks(8, 1)
+    x = jt.randn(1, 8, 5, 6)
+    with jt.no_grad():
+        ref = nn.Sequential(*blocks)(x).numpy()
+        chain = FusedChain(blocks)
+        blocks[0].conv1.weight.assign(blocks[0].conv1.weight * 2)
+        assert _close(ref, chain(x).numpy())
 
 
 def test_rejects_other_blocks():
-    if not FUSED:
-        return
     with pytest.raises(ValueError):
-        fused_conv.resblock_chain(jt.randn(1, 8, 4, 4), [ResBlock(8, 16)])
+        fused_conv.chain_weights([ResBlock(8, 16)])
     with pytest.raises(ValueError):
-        fused_conv.resblock_chain(jt.randn(1, 4, 4, 4), [ResBlock(8, 8)])
-
-
-def test_model_uses_fused_only_without_gradients():
-    net = PWC_Recons(n_feat=16, extra_RBS=1, recons_RBS=2)  # train mode: Jittor's eval() stops gradients
-    x = jt.randn(1, 16, 10, 12)
-    with jt.no_grad():
-        ref = net.recons_net(x).numpy()
-        net.fused_cpu = True
-        got = net.resblocks(net.recons_net, x).numpy()
-        net.fused_cpu = False
-    assert _close(ref, got)
-    # With gradients the plain ops run (whatever the flag), so the weights get them.
-    net.fused_cpu = True
-    out = net.resblocks(net.recons_net, x)
-    grads = jt.grad(out.sum(), net.recons_net.parameters())
-    net.fused_cpu = False
-    assert all(np.abs(g.numpy()).sum() > 0 for g in grads)
-    assert np.array_equal(out.numpy(), net.recons_net(x).numpy())
+        fused_conv.chain_weights([ResBlock(8, 8), ResBlock(16, 16)])
+    if FUSED:
+        with pytest.raises(ValueError):
+            FusedChain([ResBlock(8, 8)])(jt.randn(1, 4, 4, 4))
+        with pytest.raises(ValueError, match='layout'):
+            FusedChain([ResBlock(8, 8)], 'nchw')(jt.randn(1, 8, 4, 4))
 
 
 def _tail_layers(c, s, seed=0):
     jt.set_global_seed(seed)
-    up = []
-    for _ in range(s):
-        up += [nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2)]
-    out = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, 3, 3, padding=1))
-    for m in up + list(out):
-        if isinstance(m, nn.Conv2d):
-            m.bias.assign(jt.randn(m.bias.shape) * 0.1)
-    return nn.Sequential(*up), out
+    up = [nn.Conv2d(c, 4 * c, 3, padding=1) for _ in range(s)]
+    out = [nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, 3, 3, padding=1)]
+    for m in up + out:
+        m.bias.assign(jt.randn(m.bias.shape) * 0.1)
+    return up, out
 
 
-@pytest.mark.parametrize('n, c, h, w, s', [(1, 16, 7, 9, 2), (2, 32, 5, 4, 1), (1, 128, 6, 10, 2)])
-def test_tail_matches_plain(n, c, h, w, s):
+def _plain_tail(up, out, x):
+    for conv in up:
+        x = nn.PixelShuffle(2)(conv(x))
+    for conv in out:
+        x = conv(x)
+    return x
+
+
+TAIL_SHAPES = [(1, 16, 7, 9, 2), (2, 32, 5, 4, 1), (1, 16, 3, 1, 2), (1, 12, 5, 6, 2), (1, 32, 1, 2, 2),
+               (1, 128, 3, 5, 2)]
+
+
+@pytest.mark.parametrize('layout', LAYOUTS)
+@pytest.mark.parametrize('n, c, h, w, s', TAIL_SHAPES)
+def test_tail_matches_plain(layout, n, c, h, w, s):
     up, out = _tail_layers(c, s)
-    convs = [m for m in up if isinstance(m, nn.Conv2d)]
     x = jt.randn(n, c, h, w)
-    assert fused_conv.tail_fits(x, convs, out)
+    assert FusedTail.fits(up, out)
     with jt.no_grad():
-        ref = out(up(x)).numpy()
+        ref = _plain_tail(up, out, x).numpy()
         if not FUSED:
             with pytest.raises(RuntimeError, match='oneDNN'):
-                fused_conv.upsample_tail(x, convs, out)
+                FusedTail(up, out, layout)(x)
             return
-        got = fused_conv.upsample_tail(x, convs, out).numpy()
+        got = FusedTail(up, out, layout)(x).numpy()
     assert got.shape == ref.shape == (n, 3, h << s, w << s)
     assert _close(ref, got), np.abs(ref - got).max()
 
 
 def test_tail_fits_only_its_layers():
-    up, out = _tail_layers(12, 1)  # 12 channels: not whole oneDNN channel blocks
-    assert not fused_conv.tail_fits(jt.randn(1, 12, 4, 4), [up[0]], out)
     up, out = _tail_layers(16, 1)
-    assert not fused_conv.tail_fits(jt.randn(1, 16, 4, 4), [], out)
-    assert not fused_conv.tail_fits(jt.randn(1, 16, 4, 4), [up[0]], [out[0]])
-
-
-def test_model_forward_fused_matches_plain():
-    jt.set_global_seed(1)
-    net = PWC_Recons(n_feat=16, extra_RBS=1, recons_RBS=2)
-    frames = [jt.rand(1, 3, 16, 24) for _ in range(5)]
-    with jt.no_grad():
-        ref = net.recons_forward(frames).numpy()
-        net.fused_cpu = True
-        got = net.recons_forward(frames).numpy()
-        net.fused_cpu = False
-    assert _close(ref, got), np.abs(ref - got).max()
+    assert FusedTail.fits(up, out)
+    assert not FusedTail.fits([], out)  # no upsampling (HR_in): nothing to fuse
+    assert not FusedTail.fits(up, out[:1])
+    assert not FusedTail.fits([nn.Conv2d(16, 32, 3, padding=1)], out)
+    assert not FusedTail.fits([nn.Conv2d(16, 64, 3, padding=1, stride=2)], out)

@@ -12,9 +12,6 @@ from conftest import ROOT
 
 import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.data.frames import read_frame
-from jittor_sbvsr.io.checkpoint import save_state_atomic
-from jittor_sbvsr.io.recipe import recipe_state
-from jittor_sbvsr.models import PWC_Recons
 
 
 def run_cli(*args, env=None, cwd=None):
@@ -31,13 +28,6 @@ def assert_clean_error(r, *needles):
     for n in needles:
         assert n in err[0], err[0]
     return err[0]
-
-
-@pytest.fixture(scope='session')
-def recipe_pkl(tmp_path_factory):
-    path = tmp_path_factory.mktemp('weights') / 'recipe 1234.pkl'
-    save_state_atomic(recipe_state({k: v.shape for k, v in PWC_Recons().state_dict().items()}), path)
-    return path
 
 
 @pytest.fixture(scope='session')

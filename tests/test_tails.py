@@ -1,4 +1,5 @@
-"""ComposedTail: the upsampling + output convs as one LR conv, edges from the layers."""
+"""The tails (models/tails.py): ComposedTail is the upsampling + output convs as one LR conv,
+its edges from a layered tail; every tail takes the weights as they are when it is built."""
 import numpy as np
 import pytest
 
@@ -6,9 +7,9 @@ import jittor_sbvsr  # noqa: F401  (configures Jittor)
 import jittor as jt
 from jittor import nn
 
-from jittor_sbvsr.inference import VideoSR
 from jittor_sbvsr.models import PWC_Recons
-from jittor_sbvsr.models.composed_tail import ComposedTail, _conv64, _shuffle64
+from jittor_sbvsr.models.tails import ComposedTail, FusedTail, PlainTail, _conv64, _shuffle64, tail_layers
+from jittor_sbvsr.ops import fused_conv
 
 
 def _layers(c, n_up, k=3, seed=0):
@@ -50,13 +51,13 @@ def _float64(up, out, x):
 ])
 def test_composed_equals_the_layers(c, n_up, k, h, w):
     up, out = _layers(c, n_up, k)
-    tail = ComposedTail(up, out)
+    tail = ComposedTail(up, out, _layered(up, out))
     x = jt.randn(2, c, h, w)
     with jt.no_grad():
         ref = _layered(up, out)(x).numpy()
-        got = tail(x, _layered(up, out)).numpy()
+        got = tail(x).numpy()
     assert got.shape == ref.shape == (2, 3, h << n_up, w << n_up)
-    assert tail._fits(h) and tail._fits(w)  # the composed path ran, not the fallback
+    assert tail.fits(h) and tail.fits(w)  # the composed path ran, not the fallback
     s, (e0, e1) = tail.s, tail.e
     interior = (Ellipsis, slice(s * e0, s * (h - e1)), slice(s * e0, s * (w - e1)))
     edge = np.ones(ref.shape, bool)
@@ -74,18 +75,18 @@ def test_composed_equals_the_layers(c, n_up, k, h, w):
 
 def test_edge_band_and_strips_of_the_model_tail():
     up, out = _layers(8, 2)
-    tail = ComposedTail(up, out)
+    tail = ComposedTail(up, out, _layered(up, out))
     assert (tail.m, tail.e, tail.t) == (2, [1, 1], [3, 3])
     # one LR row fewer than the strips: the layers do it all, bit for bit
     x = jt.randn(1, 8, 2, 9)
     with jt.no_grad():
-        assert np.array_equal(tail(x, _layered(up, out)).numpy(), _layered(up, out)(x).numpy())
+        assert np.array_equal(tail(x).numpy(), _layered(up, out)(x).numpy())
 
 
 def test_the_edge_band_is_needed():
     """Without the strips the composed map is wrong at the edge: the band is not a no-op."""
     up, out = _layers(8, 2)
-    tail = ComposedTail(up, out)
+    tail = ComposedTail(up, out, _layered(up, out))
     x = jt.randn(1, 8, 10, 10)
     with jt.no_grad():
         whole = nn.PixelShuffle(4)(nn.conv2d(x, tail.weight, tail.bias, 1, tail.m)).numpy()
@@ -95,53 +96,44 @@ def test_the_edge_band_is_needed():
     assert d[..., :4, :].max() > 1e-3 and d[..., -4:, :].max() > 1e-3
 
 
-def test_model_uses_it_only_without_gradients():
+@pytest.mark.parametrize('layout', list(fused_conv.LAYOUTS))
+def test_composed_with_fused_edge_strips(layout):
+    """The engine's CPU tail: composed interior, edge strips (1-3 px) from the fused layers."""
+    if not fused_conv.available():
+        pytest.skip('no oneDNN: the fused layers cannot run')
+    up, out = _layers(16, 2)
+    tail = ComposedTail(up, out, FusedTail(up, out, layout))
+    for h, w in [(12, 17), (3, 9), (5, 4)]:
+        x = jt.randn(1, 16, h, w)
+        with jt.no_grad():
+            ref = _layered(up, out)(x).numpy()
+            got = tail(x).numpy()
+        assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), (h, w)
+
+
+def test_every_tail_is_a_snapshot_of_the_weights():
     jt.set_global_seed(3)
     net = PWC_Recons(n_feat=16, extra_RBS=1, recons_RBS=1)
     feat = jt.randn(1, 16, 8, 8)
-    net.composed_tail = ComposedTail.of(net)
-    try:
-        with jt.no_grad():
-            composed = net.tail(feat).numpy()
-        out = net.tail(feat)  # gradients recorded: the layers
-        grads = jt.grad(out.sum(), list(net.upsample_layers.parameters()))
-        assert all(np.abs(g.numpy()).sum() > 0 for g in grads)
-    finally:
-        net.composed_tail = None
+    up, out = tail_layers(net)
+    tails = [ComposedTail(up, out, PlainTail(net))]
+    if fused_conv.available():
+        tails.append(FusedTail(up, out))
     with jt.no_grad():
-        layered = net.tail(feat).numpy()
-    assert np.array_equal(out.numpy(), layered)
-    assert not np.array_equal(composed, layered) and np.abs(composed - layered).max() <= 1e-5
+        ref = net.tail(feat).numpy()
+        out[0].bias.assign(out[0].bias + 1)  # weights change after the tails were built
+        assert np.abs(net.tail(feat).numpy() - ref).max() > 0.1
+        for t in tails[1:]:
+            assert np.abs(t(feat).numpy() - ref).max() <= 1e-5
+    # the composed one's interior is its own snapshot; its edges come from the (live) layers given
+    interior = np.s_[..., 4:-4, 4:-4]
+    with jt.no_grad():
+        assert np.abs(tails[0](feat).numpy()[interior] - ref[interior]).max() <= 1e-5
 
 
-def test_engine_composes_per_net_and_leaves_the_net_plain():
-    jt.set_global_seed(4)
+def test_plain_tail_records_gradients():
+    jt.set_global_seed(3)
     net = PWC_Recons(n_feat=16, extra_RBS=1, recons_RBS=1)
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (12, 16, 3), dtype=np.uint8) for _ in range(5)]
-    windows = [list(range(5))]
-    engine = VideoSR(net)
-    a = next(engine.windows(frames, windows))[1]
-    assert net.composed_tail is None  # reset after each window
-    b = next(VideoSR(net, compose=False).windows(frames, windows))[1]
-    assert np.abs(a - b).max() <= 1e-5 and not np.array_equal(a, b)
-    # new weights: a new engine composes them; the old one is for the old net only
-    net2 = PWC_Recons(n_feat=16, extra_RBS=1, recons_RBS=1)
-    engine.net = net2
-    c = next(engine.windows(frames, windows))[1]
-    d = next(VideoSR(net2, compose=False).windows(frames, windows))[1]
-    assert np.abs(c - d).max() <= 1e-5 and np.abs(c - a).max() > 1e-3
-
-
-def test_engine_unsets_the_tail_when_a_window_fails(monkeypatch):
-    jt.set_global_seed(5)
-    net = PWC_Recons(n_feat=16, extra_RBS=1, recons_RBS=1)
-    frames = [np.zeros((12, 16, 3), np.uint8)] * 5
-
-    def broken(x):
-        raise RuntimeError('boom')
-
-    monkeypatch.setattr(net, 'kernel_net', broken)
-    with pytest.raises(RuntimeError, match='boom'):
-        next(VideoSR(net).windows(frames, [list(range(5))]))
-    assert net.composed_tail is None
+    out = PlainTail(net)(jt.randn(1, 16, 6, 6))
+    grads = jt.grad(out.sum(), list(net.upsample_layers.parameters()))
+    assert all(np.abs(g.numpy()).sum() > 0 for g in grads)

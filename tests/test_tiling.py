@@ -12,7 +12,7 @@ import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.cli.infer import build_parser
 from jittor_sbvsr.data.frames import list_videos, read_frame, window_indices
 from jittor_sbvsr.errors import UserError
-from jittor_sbvsr.inference import VideoSR, _ramp, tile_spans
+from jittor_sbvsr.inference import VideoSR, _ramp, check_tiles, tile_spans
 from jittor_sbvsr.io.recipe import recipe_state
 from jittor_sbvsr.models import PWC_Recons
 
@@ -54,9 +54,9 @@ def test_ramps_of_neighbours_sum_to_one():
 
 def test_bad_tile_flags():
     with pytest.raises(UserError, match='--tile_overlap'):
-        VideoSR(None, tile=8, overlap=16)
+        check_tiles(8, 16)
     with pytest.raises(UserError, match='>= 0'):
-        VideoSR(None, tile=-1)
+        check_tiles(-1, 16)
     args = build_parser().parse_args(['--tile', '64', '--tile_overlap', '8'])
     assert (args.tile, args.tile_overlap) == (64, 8)
     args = build_parser().parse_args([])

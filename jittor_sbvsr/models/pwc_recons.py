@@ -9,7 +9,6 @@ import math
 import jittor as jt
 from jittor import nn
 
-from ..ops import fused_conv
 from ..ops.sampling import replicate_pad, resize_bilinear
 from .flow_pwc import Flow_PWC
 from .kernel_net import KernelNet
@@ -65,41 +64,16 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
         self.upsample_layers = nn.Sequential(*up)
         self.flow_net = Flow_PWC(pretrain_fn=flow_pretrain_fn)
         self.kernel_net = KernelNet(in_c=n_colors * n_sequence, ksize=ksize)
-        # Set by inference engines (VideoSR): run the ResBlock chains and the
-        # upsampling + output convs as fused oneDNN convolutions where that
-        # can run (CPU, oneDNN, no_grad); use this ComposedTail for ``tail``.
-        self.fused_cpu = False
-        self.composed_tail = None
 
     # -- pieces -----------------------------------------------------------
-    def _fused(self):
-        return self.fused_cpu and jt.flags.no_grad and fused_conv.available()
-
-    def resblocks(self, blocks, x):
-        """``blocks(x)``; fused when ``fused_cpu`` is set, no gradient is recorded and oneDNN runs."""
-        return fused_conv.resblock_chain(x, blocks) if self._fused() else blocks(x)
-
     def tail(self, feat):
-        """``out_conv(upsample_layers(feat))`` (no upsampling with ``HR_in``).
-
-        Composed into one convolution when an inference engine has set
-        ``composed_tail`` (models/composed_tail.py) and no gradient is
-        recorded; else layer by layer, fused like ``resblocks``.
-        """
-        if self.composed_tail is not None and jt.flags.no_grad:
-            return self.composed_tail(feat, self.layered_tail)
-        return self.layered_tail(feat)
-
-    def layered_tail(self, feat):
+        """``out_conv(upsample_layers(feat))`` (no upsampling with ``HR_in``)."""
         if not self.HR_in:
-            up = [m for m in self.upsample_layers if isinstance(m, nn.Conv2d)]
-            if self._fused() and fused_conv.tail_fits(feat, up, self.out_conv):
-                return fused_conv.upsample_tail(feat, up, self.out_conv)
             feat = self.upsample_layers(feat)
         return self.out_conv(feat)
 
     def frame_features(self, frame):
-        return self.resblocks(self.extra_feat, self.in_conv(frame))
+        return self.extra_feat(self.in_conv(frame))
 
     def blur_down(self, x, kernel, scale=None):
         return blur_down(x, kernel, self.scale if scale is None else scale)
@@ -125,7 +99,7 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
                                                    pyramids=(pyramids[keys[c]], pyramids[keys[i]]))
         return flows
 
-    def recons_forward(self, frames, feats=None, keys=None, flows=None):
+    def recons_forward(self, frames, feats=None, keys=None, flows=None, parts=None):
         """Reconstruct the centre frame of ``frames`` (a list of [B,C,H,W]).
 
         ``feats`` may hold each frame's precomputed ``frame_features``, and
@@ -133,10 +107,14 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
         is aligned once: the result is the same, the work is not. ``flows``
         ({key: flow}, as ``neighbour_flows`` returns) may give the flows,
         e.g. estimated on whole frames when ``frames`` are tiles of them.
+        ``parts`` supplies ``frame_features``, ``recons_net`` and ``tail``
+        in place of this network's (an inference engine's deployed ones,
+        models/deploy.py); the other layers are always this network's.
         """
         c = self.n_sequence // 2
+        parts = self if parts is None else parts
         if feats is None:
-            feats = [self.frame_features(f) for f in frames]
+            feats = [parts.frame_features(f) for f in frames]
         base = frames[c]
         if not self.HR_in:
             h, w = base.shape[2], base.shape[3]
@@ -152,8 +130,8 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
                 flow = self.flow_net(frames[c], frames[i]) if flows is None else flows[keys[i]]
                 warped[keys[i]] = self.flow_net.warp(feats[i], flow)[0]
             aligned.append(warped[keys[i]])
-        feat = self.resblocks(self.recons_net, self.fusion_conv(jt.concat(aligned, 1)))
-        return self.tail(feat) + base
+        feat = parts.recons_net(self.fusion_conv(jt.concat(aligned, 1)))
+        return parts.tail(feat) + base
 
     # -- the reference's entry point ----------------------------------------
     def execute(self, input_dict):

@@ -1,26 +1,63 @@
-"""PWC_Recons' upsampling and output convolutions as one LR convolution (inference).
+"""The three implementations of PWC_Recons' tail (upsampling + output convs), inference only.
 
-Why: conv, PixelShuffle(2), ..., conv, conv has no nonlinearity, so the
-whole tail is one affine map. Away from the frame's edge it equals a
-(2m+1)^2 convolution from the n_feat LR channels onto 3 x s x s sub-pixel
-channels, then PixelShuffle(s): at the published configuration a 5x5
-128 -> 48 conv, 18 GFLOP per 180x320 frame instead of 618, and no
-128-channel HR tensor. The composed weights are computed in float64 from
-the layers' own, so the result differs from layer by layer only by float32
-rounding (of one long sum instead of four chained ones).
+- :class:`PlainTail`: the layers, run by Jittor (the training model's own
+  ``PWC_Recons.tail``).
+- :class:`FusedTail`: the same layers as one fused oneDNN op on the CPU
+  (ops/fused_conv.py: PixelShuffle inside, one reorder in and out).
+- :class:`ComposedTail`: conv, PixelShuffle(2), ..., conv, conv has no
+  nonlinearity, so the whole tail is one affine map. Away from the frame's
+  edge it equals a (2m+1)^2 convolution from the n_feat LR channels onto
+  3 x s x s sub-pixel channels, then PixelShuffle(s): at the published
+  configuration a 5x5 128 -> 48 conv, 18 GFLOP per 180x320 frame instead of
+  618, and no 128-channel HR tensor. The composed weights are computed in
+  float64 from the layers' own, so the result differs from layer by layer
+  only by float32 rounding (of one long sum instead of four chained ones).
+  The layers zero-pad every intermediate tensor at the frame's edge, which
+  the composed map does not see; the outputs of the outermost LR pixels
+  (e rows/columns along each edge, e = 1 at the published configuration)
+  are therefore taken from a layered tail (plain or fused) run on thin
+  strips of the input.
 
-The layers zero-pad every intermediate tensor at the frame's edge, which
-the composed map does not see; the outputs of the outermost LR pixels
-(e rows/columns along each edge, e = 1 at the published configuration) are
-therefore taken from the layers themselves, run on thin strips of the input.
+Each takes the weights as they are when it is built (a snapshot); the
+inference engine (models/deploy.py) picks one and checks it.
 """
-import functools
-
 import numpy as np
 import jittor as jt
 from jittor import nn
 
+from ..ops import fused_conv
 from ..ops.fused_conv import same_conv
+
+
+def tail_layers(net):
+    """(upsampling convs, output convs) of a PWC_Recons (no upsampling with ``HR_in``)."""
+    up = [] if net.HR_in else [m for m in net.upsample_layers if isinstance(m, nn.Conv2d)]
+    return up, list(net.out_conv)
+
+
+class PlainTail:
+    """The network's own layers, run by Jittor."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def __call__(self, x):
+        return self.net.tail(x)
+
+
+class FusedTail:
+    """The layers as one fused oneDNN op (CPU); ``layout`` as ops/fused_conv.py takes it."""
+
+    def __init__(self, up_convs, out_convs, layout='auto'):
+        self.weights = [jt.array(a) for a in fused_conv.tail_weights(up_convs, out_convs)]
+        self.layout = layout
+
+    @classmethod
+    def fits(cls, up_convs, out_convs):
+        return fused_conv.tail_fits(up_convs, out_convs)
+
+    def __call__(self, x):
+        return fused_conv.upsample_tail(x, self.weights, self.layout)
 
 
 def _conv64(x, w, b=None, mode='constant'):
@@ -44,11 +81,12 @@ class ComposedTail:
 
     ``up_convs``: the C -> 4C convs, each followed by PixelShuffle(2);
     ``out_convs``: the convs after them. All stride 1, 'same' zero padding,
-    one odd kernel size. Call with the features and the layered tail (for
-    the edge strips).
+    one odd kernel size. ``layered`` runs the layers (a PlainTail or
+    FusedTail): on the edge strips, and on inputs too small to split.
     """
 
-    def __init__(self, up_convs, out_convs):
+    def __init__(self, up_convs, out_convs, layered):
+        self.layered = layered
         up_convs = list(up_convs)
         convs = up_convs + list(out_convs)
         k = convs[0].weight.shape[2]
@@ -63,12 +101,7 @@ class ComposedTail:
         self.weight, self.bias = jt.array(w.astype(np.float32)), jt.array(b.astype(np.float32))
         self.e = [self._edge(side) for side in (0, 1)]            # LR rows taken from the layers
         self.t = [self._strip(side, self.e[side]) for side in (0, 1)]  # LR rows of the strip that gives them
-
-    @classmethod
-    def of(cls, net):
-        """The composed tail of a PWC_Recons (no upsampling with ``HR_in``)."""
-        up = [] if net.HR_in else [m for m in net.upsample_layers if isinstance(m, nn.Conv2d)]
-        return cls(up, list(net.out_conv))
+        self._fit = {}  # side length -> fits()
 
     # -- composition --------------------------------------------------------
     def _layers(self, x, ws, bs, mode):
@@ -134,17 +167,19 @@ class ComposedTail:
         return next(t for t in range(e, 4 * self.m + 8)
                     if all(self._exact(y, t, side) for y in (range(e) if side == 0 else range(t - e, t))))
 
-    @functools.lru_cache(maxsize=None)
-    def _fits(self, n):
+    def fits(self, n):
         """Whether a side of n LR pixels splits into edge strips and a composed interior."""
-        e0, e1 = self.e
-        return n >= max(self.t) and n > e0 + e1 and all(self._exact(y, n) for y in range(e0, n - e1))
+        if n not in self._fit:
+            e0, e1 = self.e
+            self._fit[n] = n >= max(self.t) and n > e0 + e1 and all(self._exact(y, n) for y in range(e0, n - e1))
+        return self._fit[n]
 
     # -- running -------------------------------------------------------------
-    def __call__(self, x, layered):
-        """The tail on x [N,C,h,w]; ``layered(x)`` runs the layers (on the edge strips)."""
+    def __call__(self, x):
+        """The tail on x [N,C,h,w]."""
+        layered = self.layered
         h, w = x.shape[2:]
-        if not (self._fits(h) and self._fits(w)):
+        if not (self.fits(h) and self.fits(w)):
             return layered(x)
         s, (e0, e1), (t0, t1) = self.s, self.e, self.t
         y = nn.conv2d(x, self.weight, self.bias, 1, self.m)

@@ -2,35 +2,61 @@
 
 Why: on the CPU nearly all of PWC_Recons' time is Jittor's ``mkl_conv``,
 which per convolution re-creates its oneDNN primitive, reorders the input
-from NCHW to oneDNN's blocked layout and the output back, and leaves bias,
-ReLU and the residual add to separate passes over memory. A chain of
-ResBlocks (conv-ReLU-conv + x) here runs in the blocked layout from one
-reorder in to one reorder out: the first conv of a block carries bias and
-ReLU as post-ops, the second bias and a ``sum`` post-op that accumulates
-onto the block input in place. Primitives are cached per shape.
-:func:`upsample_tail` does the same for PWC_Recons' upsampling and output
-convs, with PixelShuffle done in the blocked layout.
+from NCHW to oneDNN's layout and the output back, and leaves bias, ReLU and
+the residual add to separate passes over memory. A chain of ResBlocks
+(conv-ReLU-conv + x) here runs in one activation layout from one reorder in
+to one reorder out: the first conv of a block carries bias and ReLU as
+post-ops, the second bias and a ``sum`` post-op that accumulates onto the
+block input in place. :func:`upsample_tail` does the same for PWC_Recons'
+upsampling and output convs, PixelShuffle included.
 
-No gradients: training keeps Jittor's own ops. Use :func:`available` to ask
+The layout is whatever oneDNN prefers on this CPU (``layout='auto'``: e.g.
+``nChw8c`` with AVX2, NHWC for its brgemm kernels on AVX-512), or one forced
+by the caller (``nChw8c``, ``nChw16c``, ``nhwc``), which oneDNN runs on any
+ISA (a slower reference kernel where it has no fast one): tests force each
+to cover every CPU on one machine. Nothing here assumes a layout: the
+PixelShuffle reads the strides and channel block of the descriptors oneDNN
+reports.
+
+No gradients: training keeps Jittor's own ops. :func:`available` says
 whether this path can run (CPU, Jittor's oneDNN loaded).
 """
 import os
 
+import numpy as np
 import jittor as jt  # jittor_sbvsr/__init__ has configured it
 
 from .. import runtime
 
-CHAIN_HEAD = r'''
+# layout name -> the code the C++ side reads (0: oneDNN's choice)
+LAYOUTS = {'auto': 0, 'nhwc': 1, 'nChw8c': 8, 'nChw16c': 16}
+
+COMMON_HEAD = r'''
 #include <dnnl.hpp>
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+// An activation [n, c, h, w] in layout code L: 0 = any (oneDNN picks),
+// 1 = nhwc, 8 = nChw8c, 16 = nChw16c.
+static dnnl::memory::desc sbvsr_md(long long n, long long c, long long h, long long w, int L) {
+    using tag = dnnl::memory::format_tag;
+    const tag t = L == 1 ? tag::nhwc : L == 8 ? tag::nChw8c : L == 16 ? tag::nChw16c : L == 0 ? tag::any : tag::undef;
+    if (t == tag::undef) throw std::runtime_error("sbvsr: unknown layout code");
+    return dnnl::memory::desc({n, c, h, w}, dnnl::memory::data_type::f32, t);
+}
+'''
+
+CHAIN_HEAD = COMMON_HEAD + r'''
 #include <map>
 #include <memory>
 #include <tuple>
 #include <vector>
 
-// Primitives for one (N, C, H, W, K) ResBlock: conv1 with bias + ReLU,
+// Primitives for one (N, C, H, W, K, L) ResBlock: conv1 with bias + ReLU,
 // conv2 with bias + sum onto its destination; both read and write one
-// blocked activation layout ``act``. The blocked buffers are kept too:
-// freshly mapped pages cost as much as a reorder. At most 4 shapes stay.
+// activation layout ``act``. The activation buffers are kept too: freshly
+// mapped pages cost as much as a reorder. At most 4 shapes stay.
 struct SbvsrResChain {
     dnnl::engine eng{dnnl::engine::kind::cpu, 0};
     dnnl::stream strm{eng};
@@ -38,14 +64,14 @@ struct SbvsrResChain {
     dnnl::convolution_forward c1, c2;
     dnnl::reorder rin, rout, rw;
     dnnl::memory X, T;                // block input / residual, conv1 output
-    std::vector<dnnl::memory> w;      // blocked weights, one per conv
+    std::vector<dnnl::memory> w;      // weights in the convs' layout, one per conv
 };
 
-static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K) {
+static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K, int L) {
     using namespace dnnl;
     using tag = memory::format_tag;
-    static std::map<std::tuple<int, int, int, int, int>, std::unique_ptr<SbvsrResChain>> cache;
-    const auto key = std::make_tuple(N, C, H, W, K);
+    static std::map<std::tuple<int, int, int, int, int, int>, std::unique_ptr<SbvsrResChain>> cache;
+    const auto key = std::make_tuple(N, C, H, W, K, L);
     auto it = cache.find(key);
     if (it != cache.end()) return *it->second;
     if (cache.size() >= 4) cache.clear();
@@ -68,9 +94,11 @@ static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K) {
                                     memory::desc({C, C, K, K}, f32, tag::any), r.bmd, io, one, pad, pad);
         return convolution_forward::primitive_desc(d, a, r.eng);
     };
-    // let oneDNN pick the layout once, then pin both convs to it
-    r.act = pd(memory::desc({N, C, H, W}, f32, tag::any), a1).dst_desc();
+    // the layout asked for, or the one oneDNN picks; then both convs are pinned to it
+    r.act = L ? sbvsr_md(N, C, H, W, L) : pd(sbvsr_md(N, C, H, W, 0), a1).dst_desc();
     auto pd1 = pd(r.act, a1), pd2 = pd(r.act, a2);
+    if (pd1.src_desc() != r.act || pd2.dst_desc() != r.act || pd1.weights_desc() != pd2.weights_desc())
+        throw std::runtime_error("sbvsr chain: oneDNN changed the pinned layout");
     r.wmd = pd1.weights_desc();
     r.c1 = convolution_forward(pd1);
     r.c2 = convolution_forward(pd2);
@@ -84,12 +112,12 @@ static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K) {
 '''
 
 # in0 x [N,C,H,W], in1 weights [2B,C,C,K,K] (conv1, conv2 of each block),
-# in2 biases [2B,C]; out0 = the chain's output [N,C,H,W].
+# in2 biases [2B,C], in3 the layout code [1]; out0 = the chain's output [N,C,H,W].
 CHAIN_SRC = r'''
 using namespace dnnl;
 const int N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
 const int B2 = in1_shape0, K = in1_shape3;
-SbvsrResChain& r = sbvsr_res_chain(N, C, H, W, K);
+SbvsrResChain& r = sbvsr_res_chain(N, C, H, W, K, in3_p[0]);
 memory &X = r.X, &T = r.T;
 while ((int)r.w.size() < B2) r.w.emplace_back(r.wmd, r.eng);
 r.rin.execute(r.strm, {{DNNL_ARG_FROM, memory(r.user, r.eng, (void*)in0_p)}, {DNNL_ARG_TO, X}});
@@ -108,92 +136,125 @@ r.strm.wait();
 
 # ---------------------------------------------------------------- tail ----
 # Upsampling (conv C->4C, PixelShuffle(2); per x2 stage) and the two output
-# convs, in the blocked layout (channel blocks of bs = 8 or 16). With the
-# upsampling weights' output channels permuted to (offset k = 2i + j, c),
-# PixelShuffle moves whole channel blocks: block k*C/bs + cb at (y, x) goes
-# to block cb at (2y + i, 2x + j). The tensors are large here, so they are
+# convs. With the upsampling weights' output channels permuted to (offset
+# k = 2i + j, c), PixelShuffle moves runs of channels: channels k*C + c..
+# at (y, x) go to channels c.. at (2y + i, 2x + j). The runs are as long as
+# both layouts keep channels contiguous (a channel block, all C channels in
+# NHWC, one channel in NCHW). The tensors are large here, so they are
 # allocated per call; oneDNN's own primitive cache keeps the primitives.
 
-TAIL_HEAD = r"""
-#include <dnnl.hpp>
-#include <cstring>
-#include <stdexcept>
+TAIL_HEAD = COMMON_HEAD + r"""
+// element (n, c, y, x) of a layout with at most one block, on channels, is at
+// off0 + n*s0 + (c/ib)*s1 + y*s2 + x*s3 + c%ib
+struct SbvsrLay { long long s[4]; long long ib, off0; };
 
-static dnnl::memory::desc sbvsr_md(int n, int c, int h, int w, dnnl::memory::format_tag t) {
-    return dnnl::memory::desc({n, c, h, w}, dnnl::memory::data_type::f32, t);
+static SbvsrLay sbvsr_lay(const dnnl::memory::desc& md) {
+    const dnnl_memory_desc_t& d = md.data;
+    const auto& b = d.format_desc.blocking;
+    if (d.format_kind != dnnl_blocked || d.ndims != 4 || b.inner_nblks > 1
+        || (b.inner_nblks == 1 && b.inner_idxs[0] != 1))
+        throw std::runtime_error("sbvsr tail: an activation layout with blocks other than one channel block");
+    return {{b.strides[0], b.strides[1], b.strides[2], b.strides[3]}, b.inner_nblks ? b.inner_blks[0] : 1, d.offset0};
 }
 
-// conv (stride 1, 'same' padding) + bias from user oihw weights, executed
-static void sbvsr_conv(dnnl::stream& s, const dnnl::engine& eng, const dnnl::memory& src, const dnnl::memory::desc& dst_md,
-                       dnnl::memory& dst, int K, float* w, float* b) {
+static long long sbvsr_gcd(long long a, long long b) { return b ? sbvsr_gcd(b, a % b) : a; }  // C++14: no std::gcd
+
+// channels that stay contiguous in a layout, for runs starting at multiples of the result
+static long long sbvsr_run(const SbvsrLay& l, long long C) {
+    return l.ib > 1 ? sbvsr_gcd(C, l.ib) : l.s[1] == 1 ? C : 1;
+}
+
+// The same format as ``like`` (one of the usual activation tags), for other dims; else nchw.
+static dnnl::memory::desc sbvsr_like(const dnnl::memory::desc& like, long long n, long long c, long long h, long long w) {
+    using tag = dnnl::memory::format_tag;
+    const auto d = like.dims();
+    for (tag t : {tag::nChw16c, tag::nChw8c, tag::nChw4c, tag::nhwc, tag::nchw})
+        if (like == dnnl::memory::desc(d, dnnl::memory::data_type::f32, t))
+            return dnnl::memory::desc({n, c, h, w}, dnnl::memory::data_type::f32, t);
+    return dnnl::memory::desc({n, c, h, w}, dnnl::memory::data_type::f32, tag::nchw);
+}
+
+// conv (stride 1, 'same' padding) + bias from user oihw weights. src is reordered
+// if the primitive wants another layout; dst is allocated, or placed in ``reuse``
+// when that buffer is large enough.
+static dnnl::memory sbvsr_conv(dnnl::stream& s, const dnnl::engine& eng, const dnnl::memory& src, int O, int K,
+                               const float* w, const float* b, int L, const dnnl::memory* reuse = nullptr) {
     using namespace dnnl;
     const auto f32 = memory::data_type::f32;
-    const memory::dim O = dst_md.dims()[1], I = src.get_desc().dims()[1];
-    convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src.get_desc(),
+    const auto dims = src.get_desc().dims();
+    const memory::dim N = dims[0], I = dims[1], H = dims[2], W = dims[3];
+    convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, sbvsr_md(N, I, H, W, L),
                                 memory::desc({O, I, K, K}, f32, memory::format_tag::any),
-                                memory::desc({O}, f32, memory::format_tag::x), dst_md, {1, 1}, {K / 2, K / 2}, {K / 2, K / 2});
+                                memory::desc({O}, f32, memory::format_tag::x), sbvsr_md(N, O, H, W, L),
+                                {1, 1}, {K / 2, K / 2}, {K / 2, K / 2});
     convolution_forward::primitive_desc pd(d, eng);
-    if (!dst) dst = memory(pd.dst_desc(), eng);
-    memory wu({{O, I, K, K}, f32, memory::format_tag::oihw}, eng, w), wb(pd.weights_desc(), eng);
+    memory x = src;
+    if (pd.src_desc() != src.get_desc()) {
+        x = memory(pd.src_desc(), eng);
+        reorder(src, x).execute(s, const_cast<memory&>(src), x);
+    }
+    memory dst = reuse && reuse->get_desc().get_size() >= pd.dst_desc().get_size()
+        ? memory(pd.dst_desc(), eng, reuse->get_data_handle()) : memory(pd.dst_desc(), eng);
+    memory wu({{O, I, K, K}, f32, memory::format_tag::oihw}, eng, (void*)w), wb(pd.weights_desc(), eng);
     reorder(wu, wb).execute(s, wu, wb);
-    convolution_forward(pd).execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wb},
-        {DNNL_ARG_BIAS, memory(pd.bias_desc(), eng, b)}, {DNNL_ARG_DST, dst}});
+    convolution_forward(pd).execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, wb},
+        {DNNL_ARG_BIAS, memory(pd.bias_desc(), eng, (void*)b)}, {DNNL_ARG_DST, dst}});
     s.wait();
+    return dst;
 }
 
-// u [N, 4C/bs, H, W, bs] (channel k*C + c) -> p [N, C/bs, 2H, 2W, bs]
-static void sbvsr_shuffle(const float* u, float* p, int N, int C, int H, int W, int bs) {
-    const int CB = C / bs;
+// u [N, 4C, H, W] (channel k*C + c) -> p [N, C, 2H, 2W], any two layouts
+static void sbvsr_shuffle(const dnnl::memory& u, dnnl::memory& p, long long N, long long C, long long H, long long W) {
+    const SbvsrLay a = sbvsr_lay(u.get_desc()), b = sbvsr_lay(p.get_desc());
+    const long long g = sbvsr_gcd(sbvsr_run(a, C), sbvsr_run(b, C));
+    const float* src = (const float*)u.get_data_handle();
+    float* dst = (float*)p.get_data_handle();
+    if (p.get_desc().data.padded_dims[1] != C)  // blocked layouts keep their padding channels zero
+        std::memset(dst, 0, p.get_desc().get_size());
+    auto at = [](const SbvsrLay& l, long long n, long long c, long long y, long long x) {
+        return l.off0 + n * l.s[0] + (c / l.ib) * l.s[1] + y * l.s[2] + x * l.s[3] + c % l.ib;
+    };
     #pragma omp parallel for collapse(3) schedule(static)
-    for (int n = 0; n < N; n++)
-        for (int cb = 0; cb < CB; cb++)
-            for (int y = 0; y < H; y++)
-                for (int i = 0; i < 2; i++) {
-                    float* d = p + (((long long)(n * CB + cb) * 2 * H + 2 * y + i) * 2 * W) * bs;
-                    for (int x = 0; x < W; x++)
-                        for (int j = 0; j < 2; j++)
-                            std::memcpy(d + (2LL * x + j) * bs,
-                                        u + (((long long)(n * 4 * CB + (2 * i + j) * CB + cb) * H + y) * W + x) * bs,
-                                        bs * sizeof(float));
-                }
+    for (long long n = 0; n < N; n++)
+        for (long long y = 0; y < H; y++)
+            for (int i = 0; i < 2; i++)
+                for (long long x = 0; x < W; x++)
+                    for (int j = 0; j < 2; j++)
+                        for (long long c = 0; c < C; c += g)
+                            std::memcpy(dst + at(b, n, c, 2 * y + i, 2 * x + j),
+                                        src + at(a, n, (2 * i + j) * C + c, y, x), g * sizeof(float));
 }
 """
 
 # in0 x [N,C,h,w]; in1 up weights [S,4C,C,K,K], in2 up biases [S,4C] (permuted,
-# see above); in3/in4 out conv 1 [C,C,K,K]/[C]; in5/in6 out conv 2 [Co,C,K,K]/[Co].
+# see above); in3/in4 out conv 1 [C,C,K,K]/[C]; in5/in6 out conv 2 [Co,C,K,K]/[Co];
+# in7 the layout code [1].
 TAIL_SRC = r"""
 using namespace dnnl;
 using tag = memory::format_tag;
-const int N = in0_shape0, C = in0_shape1, S = in1_shape0, K = in1_shape3, Co = in5_shape0;
+const int N = in0_shape0, C = in0_shape1, S = in1_shape0, K = in1_shape3, Co = in5_shape0, L = in7_p[0];
 int H = in0_shape2, W = in0_shape3;
 static engine eng(engine::kind::cpu, 0);
 stream s(eng);
-// the layout oneDNN wants for this conv; every C-channel tensor then uses it
-convolution_forward::desc probe(prop_kind::forward_inference, algorithm::convolution_direct,
-    sbvsr_md(N, C, H, W, tag::any), memory::desc({C, C, K, K}, memory::data_type::f32, tag::any),
-    sbvsr_md(N, C, H, W, tag::any), {1, 1}, {K / 2, K / 2}, {K / 2, K / 2});
-const auto picked = convolution_forward::primitive_desc(probe, eng).src_desc();
-const tag bt = picked == sbvsr_md(N, C, H, W, tag::nChw16c) ? tag::nChw16c : tag::nChw8c;
-const int bs = bt == tag::nChw16c ? 16 : 8;
-if (picked != sbvsr_md(N, C, H, W, bt) || C % bs) throw std::runtime_error("sbvsr tail: unexpected oneDNN layout");
-memory x(sbvsr_md(N, C, H, W, bt), eng), u;
-memory xu(sbvsr_md(N, C, H, W, tag::nchw), eng, (void*)in0_p);
-reorder(xu, x).execute(s, xu, x);
+memory x(memory::desc({N, C, H, W}, memory::data_type::f32, tag::nchw), eng, (void*)in0_p), u;
 for (int k = 0; k < S; k++) {
-    u = memory(sbvsr_md(N, 4 * C, H, W, bt), eng);
-    sbvsr_conv(s, eng, x, u.get_desc(), u, K, in1_p + (long long)k * 4 * C * C * K * K, in2_p + (long long)k * 4 * C);
-    x = memory(sbvsr_md(N, C, 2 * H, 2 * W, bt), eng);
-    sbvsr_shuffle((const float*)u.get_data_handle(), (float*)x.get_data_handle(), N, C, H, W, bs);
+    u = sbvsr_conv(s, eng, x, 4 * C, K, in1_p + (long long)k * 4 * C * C * K * K, in2_p + (long long)k * 4 * C, L);
+    x = memory(L ? sbvsr_md(N, C, 2 * H, 2 * W, L) : sbvsr_like(u.get_desc(), N, C, 2 * H, 2 * W), eng);
+    sbvsr_shuffle(u, x, N, C, H, W);
     H *= 2; W *= 2;
 }
-// out conv 1 writes into the last upsampling buffer (same size; S >= 1), out conv 2 where oneDNN likes
-memory o1(sbvsr_md(N, C, H, W, bt), eng, u.get_data_handle()), o2;
-sbvsr_conv(s, eng, x, o1.get_desc(), o1, K, in3_p, in4_p);
-sbvsr_conv(s, eng, o1, sbvsr_md(N, Co, H, W, tag::any), o2, K, in5_p, in6_p);
-memory y(sbvsr_md(N, Co, H, W, tag::nchw), eng, (void*)out0_p);
+// out conv 1 may write into the last upsampling buffer (same size), out conv 2 where oneDNN likes
+memory o1 = sbvsr_conv(s, eng, x, C, K, in3_p, in4_p, L, &u);
+memory o2 = sbvsr_conv(s, eng, o1, Co, K, in5_p, in6_p, L);
+memory y(memory::desc({N, Co, H, W}, memory::data_type::f32, tag::nchw), eng, (void*)out0_p);
 reorder(o2, y).execute(s, o2, y);
 s.wait();
 """
+
+ISA_SRC = 'out0_p[0] = (int)dnnl::get_effective_cpu_isa();'
+ISA_NAMES = {0x1: 'sse41', 0x3: 'avx', 0x7: 'avx2', 0xf: 'avx512_mic', 0x1f: 'avx512_mic_4ops',
+             0x27: 'avx512_core', 0x67: 'avx512_core_vnni', 0xe7: 'avx512_core_bf16',
+             0x3e7: 'avx512_core_amx', 0x407: 'avx2_vnni'}
 
 
 def _flags():
@@ -206,6 +267,26 @@ def available():
     """True where the fused path can run: CPU with Jittor's oneDNN loaded."""
     return (runtime.onednn_enabled() and not jt.flags.use_cuda
             and jt.compile_extern.mkl_ops is not None)
+
+
+def _need():
+    if not available():
+        raise RuntimeError('fused oneDNN convolutions need the CPU with Jittor\'s oneDNN enabled')
+
+
+def _layout(layout):
+    if layout not in LAYOUTS:
+        raise ValueError(f'layout must be one of {", ".join(LAYOUTS)}, not {layout!r}')
+    return jt.array(np.array([LAYOUTS[layout]], np.int32))
+
+
+def onednn_isa():
+    """The instruction set oneDNN's kernels use here (after ``DNNL_MAX_CPU_ISA``), e.g. 'avx2'."""
+    _need()
+    y = jt.code((1,), 'int32', [], cpu_header=COMMON_HEAD, cpu_src=ISA_SRC)
+    y.compile_options = {'FLAGS:' + _flags(): 1}
+    code = int(y.numpy()[0])
+    return ISA_NAMES.get(code, hex(code))
 
 
 def same_conv(c, k):
@@ -221,61 +302,76 @@ def _plain_resblock(b):
             and c1.weight.shape[0] == c1.weight.shape[1] == c2.weight.shape[0] == c2.weight.shape[1])
 
 
-def resblock_chain(x, blocks):
-    """``blocks`` (ResBlocks, same-width, stride 1, no dilation) applied to x [N,C,H,W].
-
-    Same result as ``nn.Sequential(*blocks)(x)`` to float rounding; no gradient.
-    """
+def chain_weights(blocks):
+    """(weights [2B,C,C,K,K], biases [2B,C]) of ResBlocks that :func:`resblock_chain` takes, as numpy."""
     blocks = list(blocks)
-    if not blocks:
-        return x
-    if not available():
-        raise RuntimeError('fused oneDNN convolutions need the CPU with Jittor\'s oneDNN enabled')
-    if not all(_plain_resblock(b) for b in blocks):
+    if not blocks or not all(_plain_resblock(b) for b in blocks) \
+            or len({tuple(b.conv1.weight.shape) for b in blocks}) != 1:
         raise ValueError('resblock_chain takes ResBlocks of one width, stride 1, dilation 1, with biases')
     convs = [c for b in blocks for c in (b.conv1, b.conv2)]
-    if x.ndim != 4 or x.shape[1] != convs[0].weight.shape[1]:
-        raise ValueError(f'resblock_chain: input {tuple(x.shape)} does not fit {convs[0].weight.shape[1]} channels')
+    return (np.stack([c.weight.numpy().astype(np.float32) for c in convs]),
+            np.stack([c.bias.numpy().astype(np.float32) for c in convs]))
+
+
+def resblock_chain(x, weights, biases, layout='auto'):
+    """ResBlocks (conv-ReLU-conv + x, 'same' padding) applied to x [N,C,H,W].
+
+    ``weights``/``biases`` as :func:`chain_weights` gives them (numpy or
+    Vars). Same result as the blocks run by Jittor to float rounding; no
+    gradient.
+    """
+    _need()
+    if x.ndim != 4 or x.shape[1] != weights.shape[1]:
+        raise ValueError(f'resblock_chain: input {tuple(x.shape)} does not fit {weights.shape[1]} channels')
     with jt.no_grad():
-        w = jt.stack([c.weight.float32() for c in convs])
-        b = jt.stack([c.bias.float32() for c in convs])
-        y = jt.code(x.shape, 'float32', [x.float32(), w, b], cpu_header=CHAIN_HEAD, cpu_src=CHAIN_SRC)
+        y = jt.code(x.shape, 'float32', [x.float32(), jt.array(weights), jt.array(biases), _layout(layout)],
+                    cpu_header=CHAIN_HEAD, cpu_src=CHAIN_SRC)
     y.compile_options = {'FLAGS:' + _flags(): 1}
     return y
 
 
-def tail_fits(x, up_convs, out_convs):
-    """Whether :func:`upsample_tail` takes these layers (same-padded convs, C a multiple of 16)."""
+def tail_fits(up_convs, out_convs):
+    """Whether :func:`tail_weights` takes these layers (same-padded convs C->4C, at least one, then C->C->Co)."""
     up_convs, out_convs = list(up_convs), list(out_convs)
-    if x.ndim != 4 or not up_convs or len(out_convs) != 2:
+    if not up_convs or len(out_convs) != 2:
         return False
-    c, k = x.shape[1], out_convs[0].weight.shape[2]
-    return (c % 16 == 0 and k % 2 == 1
-            and all(same_conv(v, k) for v in up_convs + out_convs)
+    c, k = out_convs[0].weight.shape[1], out_convs[0].weight.shape[2]
+    return (k % 2 == 1 and all(same_conv(v, k) for v in up_convs + out_convs)
             and all(tuple(v.weight.shape[:2]) == (4 * c, c) for v in up_convs)
             and tuple(out_convs[0].weight.shape[:2]) == (c, c) and out_convs[1].weight.shape[1] == c)
 
 
-def upsample_tail(x, up_convs, out_convs):
-    """``out_convs`` after (conv, PixelShuffle(2)) per conv of ``up_convs``, on x [N,C,h,w].
-
-    Same result as the plain layers to float rounding; no gradient.
-    """
-    if not available():
-        raise RuntimeError('fused oneDNN convolutions need the CPU with Jittor\'s oneDNN enabled')
+def tail_weights(up_convs, out_convs):
+    """The arrays :func:`upsample_tail` takes, as numpy: upsampling weights with their
+    output channels reordered (c, k) -> (k, c), so that PixelShuffle moves runs of channels."""
     up_convs, out_convs = list(up_convs), list(out_convs)
-    if not tail_fits(x, up_convs, out_convs):
-        raise ValueError('upsample_tail takes stride-1 same-padded convs with biases, C->4C then C->C->Co, C % 16 == 0')
+    if not tail_fits(up_convs, out_convs):
+        raise ValueError('upsample_tail takes stride-1 same-padded convs with biases, C->4C then C->C->Co')
+    c, k = out_convs[0].weight.shape[1], out_convs[0].weight.shape[2]
+    wu = np.zeros((len(up_convs), 4 * c, c, k, k), np.float32)
+    bu = np.zeros((len(up_convs), 4 * c), np.float32)
+    for i, v in enumerate(up_convs):
+        wu[i] = v.weight.numpy().astype(np.float32).reshape(c, 4, c, k, k).transpose(1, 0, 2, 3, 4).reshape(4 * c, c, k, k)
+        bu[i] = v.bias.numpy().astype(np.float32).reshape(c, 4).T.reshape(4 * c)
+    o1, o2 = out_convs
+    return (wu, bu) + tuple(v.numpy().astype(np.float32)
+                                           for v in (o1.weight, o1.bias, o2.weight, o2.bias))
+
+
+def upsample_tail(x, weights, layout='auto'):
+    """The output convs after (conv, PixelShuffle(2)) per upsampling stage, on x [N,C,h,w].
+
+    ``weights`` as :func:`tail_weights` gives them. Same result as the plain
+    layers to float rounding; no gradient.
+    """
+    _need()
+    wu, bu, w1, b1, w2, b2 = weights
+    if x.ndim != 4 or x.shape[1] != w1.shape[1]:
+        raise ValueError(f'upsample_tail: input {tuple(x.shape)} does not fit {w1.shape[1]} channels')
     n, c, h, w = x.shape
-    k, s = out_convs[0].weight.shape[2], len(up_convs)
+    s = wu.shape[0]
     with jt.no_grad():
-        # output channels (c, k) -> (k, c): PixelShuffle then moves whole channel blocks
-        wu = jt.stack([v.weight.float32().reshape(c, 4, c, k, k).transpose(1, 0, 2, 3, 4).reshape(4 * c, c, k, k)
-                       for v in up_convs])
-        bu = jt.stack([v.bias.float32().reshape(c, 4).transpose(1, 0).reshape(4 * c) for v in up_convs])
-        o1, o2 = out_convs
-        args = [x.float32(), wu, bu] + [v.float32() for v in (o1.weight, o1.bias, o2.weight, o2.bias)]
-        y = jt.code((n, o2.weight.shape[0], h << s, w << s), 'float32', args,
-                    cpu_header=TAIL_HEAD, cpu_src=TAIL_SRC)
+        args = [x.float32()] + [jt.array(v) for v in weights] + [_layout(layout)]
+        y = jt.code((n, w2.shape[0], h << s, w << s), 'float32', args, cpu_header=TAIL_HEAD, cpu_src=TAIL_SRC)
     y.compile_options = {'FLAGS:' + _flags(): 1}
     return y

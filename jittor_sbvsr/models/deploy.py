@@ -1,0 +1,146 @@
+"""A loaded PWC_Recons deployed for inference: fast paths built once, each one checked.
+
+Why: the model class stays the reference's layers (training and gradients
+need exactly them) and carries no inference switches. Deploying, in the
+spirit of RepVGG's re-parameterisation, builds once what inference runs
+instead: the ResBlock chains as fused oneDNN ops on the CPU, the tail fused
+or composed into one LR convolution (models/tails.py). Whether a fast path
+runs right depends on the machine (oneDNN picks other kernels and layouts
+per instruction set), so each is run once on a small probe against Jittor's
+plain operators; one that raises or differs by more than :data:`TOL` is
+switched off for the run with one warning line, and the run goes on with
+the plain path. Weights loaded into the network afterwards are not seen:
+deploy again.
+"""
+import sys
+import time
+
+import numpy as np
+import jittor as jt
+
+from ..ops import fused_conv
+from .tails import ComposedTail, FusedTail, PlainTail, tail_layers
+
+TOL = 1e-5  # largest difference from the plain ops, relative to the output's peak (at least 1)
+
+
+class FusedChain:
+    """A ResBlock chain as one fused oneDNN op, with a snapshot of its weights."""
+
+    def __init__(self, blocks, layout='auto'):
+        w, b = fused_conv.chain_weights(blocks)
+        self.w, self.b, self.layout = jt.array(w), jt.array(b), layout
+
+    def __call__(self, x):
+        return fused_conv.resblock_chain(x, self.w, self.b, self.layout)
+
+
+class SelfCheckFailed(Exception):
+    pass
+
+
+def _reason(e):
+    """One short line for an exception (Jittor's carry a '[Reason]: ...' line deep inside)."""
+    text = str(e)
+    lines = [ln.split('[Reason]:', 1)[1].strip() for ln in text.splitlines() if '[Reason]:' in ln]
+    line = lines[0] if lines else (text.strip().splitlines() or [type(e).__name__])[0]
+    return f'{type(e).__name__}: {line[:160]}'
+
+
+def compare(fast, plain, probe):
+    """Raise SelfCheckFailed unless fast(probe) equals plain(probe) within TOL."""
+    with jt.no_grad():
+        ref = plain(probe).numpy()
+        got = fast(probe).numpy()
+    if got.shape != ref.shape:
+        raise SelfCheckFailed(f'output {got.shape} instead of {ref.shape}')
+    err = float(np.abs(got.astype(np.float64) - ref).max()) / max(1.0, float(np.abs(ref).max()))
+    if not np.isfinite(err) or err > TOL:
+        raise SelfCheckFailed(f'differs from Jittor\'s ops by {err:.1e} (allowed {TOL:.0e})')
+
+
+def _probe(c, h, w, seed):
+    return jt.array(np.random.RandomState(seed).standard_normal((1, c, h, w)).astype(np.float32))
+
+
+class InferenceNet:
+    """``net`` for inference, with the fast paths asked for that pass their self-check.
+
+    ``fused``: ResBlock chains and the layered tail as fused oneDNN ops (CPU
+    with oneDNN only); ``compose``: the tail as one LR convolution; ``layout``
+    the fused ops' activation layout (ops/fused_conv.py). ``warn`` takes the
+    warning lines (default: stderr). ``paths`` says what runs and why.
+    """
+
+    def __init__(self, net, fused=True, compose=True, layout='auto', warn=None):
+        self.net, self.layout = net, layout
+        self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.extra_feat, self.recons_net = net.extra_feat, net.recons_net
+        self.tail = PlainTail(net)
+        self.paths = {}
+        self.probe_seconds = 0.0  # of build_seconds: running the probes
+        t0 = time.perf_counter()
+        up, out = tail_layers(net)
+        c = net.out_conv[0].weight.shape[1]
+        if not fused or not fused_conv.available():
+            why = 'off (--no_fused)' if not fused else 'not available (needs the CPU with oneDNN)'
+            self.paths['fused chains'] = self.paths['fused tail'] = why
+        else:
+            chains = {k: getattr(net, k) for k in ('extra_feat', 'recons_net') if len(getattr(net, k))}
+            made = self._try('fused chains', 'the fused oneDNN ResBlock chains', '--no_fused',
+                             lambda: {k: FusedChain(m, layout) for k, m in chains.items()},
+                             lambda f: [(f[k], m, _probe(c, 9, 13, i)) for i, (k, m) in enumerate(chains.items())])
+            for k, chain in (made or {}).items():
+                setattr(self, k, chain)
+            if up and FusedTail.fits(up, out):
+                made = self._try('fused tail', 'the fused oneDNN tail', '--no_fused',
+                                 lambda: FusedTail(up, out, layout),
+                                 lambda f: [(f, self.tail, _probe(c, 6, 7, 2))])
+                self.tail = made or self.tail
+            else:
+                self.paths['fused tail'] = 'not applicable to these layers'
+        if not compose:
+            self.paths['composed tail'] = 'off (--no_compose)'
+        else:
+            layered = self.tail
+            made = self._try('composed tail', 'the composed tail', '--no_compose',
+                             lambda: ComposedTail(up, out, layered),
+                             lambda f: [(f, PlainTail(net), _probe(c, *self._fitting(f), 3))])
+            self.tail = made or self.tail
+        self.build_seconds = time.perf_counter() - t0
+
+    @staticmethod
+    def _fitting(tail):
+        n = next(n for n in range(4, 64) if tail.fits(n) and tail.fits(n + 1))
+        return n, n + 1
+
+    def _try(self, key, name, flag, build, cases):
+        """build() checked on cases(built); None (with one warning line) if it fails."""
+        try:
+            made = build()
+            t0 = time.perf_counter()
+            try:
+                for fast, plain, probe in cases(made):
+                    compare(fast, plain, probe)
+            finally:
+                self.probe_seconds += time.perf_counter() - t0
+            self.paths[key] = 'on'
+            return made
+        except Exception as e:  # noqa: BLE001 (any failure of a fast path means: use the plain one)
+            why = str(e) if isinstance(e, SelfCheckFailed) else _reason(e)
+            self.paths[key] = f'failed its self-check: {why}'
+            self.warn(f'warning: {name} failed the self-check on this machine ({why}); '
+                      f'running Jittor\'s plain ops instead for this run ({flag} skips the fast path)')
+            return None
+
+    def describe(self):
+        on = [k for k, v in self.paths.items() if v.startswith('on')]
+        return (f"fast paths: {', '.join(on) if on else 'none'} (oneDNN layout {self.layout}; built in "
+                f'{self.build_seconds:.2f} s, self-check {self.probe_seconds:.2f} s); ' + '; '.join(f'{k}: {v}' for k, v in self.paths.items()))
+
+    # -- what the engine runs ----------------------------------------------
+    def frame_features(self, frame):
+        return self.extra_feat(self.net.in_conv(frame))
+
+    def recons_forward(self, frames, feats=None, keys=None, flows=None):
+        return self.net.recons_forward(frames, feats, keys, flows, parts=self)
