@@ -36,7 +36,7 @@ from pathlib import Path
 ONEDNN_NAME = 'dnnl_lnx_2.2.0_cpu_gomp'
 PINNED_JITTOR = '1.3.8.5'
 
-_state = {'prepared': False, 'onednn': False, 'cuda_visible': False}
+_state = {'prepared': False, 'onednn': False, 'cuda_visible': False, 'interrupted': False}
 
 
 class RuntimeSetupError(RuntimeError):
@@ -181,18 +181,68 @@ def onednn_enabled():
     return _state['onednn']
 
 
-def python_sigint():
-    """Let Ctrl-C raise KeyboardInterrupt again.
+def _on_sigint(signum, frame):
+    _state['interrupted'] = True
+    raise KeyboardInterrupt
 
-    Jittor's import installs a SIGINT handler that ends the process on the
-    spot, possibly between writing a temporary file and moving it into place;
-    with Python's handler the current step finishes, temporary files are
-    removed and what was completed stays intact.
+
+def interrupted():
+    """True once Ctrl-C (SIGINT) has reached this process through :func:`python_sigint`'s handler.
+
+    A child killed by the same Ctrl-C (Jittor's compiler, say) can make the
+    call that waited on it fail with some other exception first; the CLIs
+    then still report the interruption, not that failure.
+    """
+    return _state.get('interrupted', False)
+
+
+def abandon_compile_pool():
+    """After Ctrl-C: let the process exit instead of hanging in Jittor's compiler pool.
+
+    Importing Jittor starts a multiprocessing pool of compiler workers
+    (jittor_utils.p) and registers its shutdown at exit. A terminal's Ctrl-C
+    reaches those workers too; one that dies holding the pool's task-queue
+    lock makes that shutdown wait on the lock for ever. The workers are
+    idle between compilations: kill them and drop the pool's exit hooks.
+    """
+    ju = sys.modules.get('jittor_utils')
+    pool = getattr(ju, 'p', None)
+    if pool is None:
+        return
+    hook = getattr(pool, '_terminate', None)  # multiprocessing's own exit-time terminate
+    if hook is not None:
+        hook.cancel()
+    for worker in list(getattr(pool, '_pool', [])):
+        try:
+            worker.kill()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    class _Gone:  # what jittor_utils.pool_cleanup (at exit) finds instead of the pool
+        def __exit__(self, *exc):
+            return False
+    ju.p = _Gone()
+
+
+def python_sigint():
+    """Let Ctrl-C raise KeyboardInterrupt again, and keep Jittor's SIGCHLD handler out.
+
+    Jittor's import installs (src/utils/log.cc, register_sigaction) a SIGINT
+    handler that ends the process on the spot, possibly between writing a
+    temporary file and moving it into place; with Python's handler the
+    current step finishes, temporary files are removed and what was
+    completed stays intact. Its SIGCHLD handler ends the process with exit
+    code 1 and "Caught SIGCHLD. Maybe out of memory" whenever any child
+    process dies of a signal, e.g. its own compiler or a loader worker hit
+    by the same Ctrl-C: the default disposition leaves that to whoever
+    waits on the child (subprocess, the loader's process pool).
     """
     import signal
     import threading
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, _on_sigint)
+        if hasattr(signal, 'SIGCHLD'):
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 _FTZ_SRC = """

@@ -472,3 +472,73 @@ def test_load_into_module():
     with pytest.raises(UserError, match='mis-shaped key: body.0.weight'):
         ckpt.load_into_module(net, bad, 'w.pkl')
     assert np.array_equal(net.body[0].weight.numpy(), state['body.0.weight'])
+
+
+# ------------------------------------------------------- issue 11: the converter's bad inputs
+
+@pytest.mark.parametrize('how', ['same path', 'symlink', 'hard link'])
+def test_convert_never_overwrites_its_input(model_files, no_torch_path, workdir, how):
+    _, paths = model_files
+    d = workdir / f'same {how}'
+    d.mkdir()
+    src = d / 'model.pt'
+    src.write_bytes(paths['zip'].read_bytes())
+    before = src.read_bytes()
+    out = src
+    if how == 'symlink':
+        out = d / 'link.pkl'
+        out.symlink_to(src)
+    elif how == 'hard link':
+        out = d / 'hard.pkl'
+        os.link(src, out)
+    msg = assert_one_line_error(run_tool([src, out], no_torch_path))
+    assert 'is the input file' in msg and str(out) in msg
+    assert src.read_bytes() == before
+    assert listing(d) == sorted(['model.pt'] + ([out.name] if out != src else []))
+
+
+def test_convert_refuses_nan_weights(model_files, no_torch_path, workdir):
+    ref, _ = model_files
+    sd = OrderedDict((k, torch.from_numpy(v.copy())) for k, v in ref.items())
+    sd['recons_net.3.conv1.weight'][0, 0, 0, 0] = float('nan')
+    d = workdir / 'nan'
+    d.mkdir()
+    torch.save(sd, d / 'nan.pt')
+    msg = assert_one_line_error(run_tool([d / 'nan.pt', d / 'nan.pkl'], no_torch_path))
+    assert 'NaN' in msg and 'recons_net.3.conv1.weight' in msg and 'did not load' not in msg
+    assert listing(d) == ['nan.pt']
+
+
+def test_convert_derives_the_architecture_from_the_checkpoint(no_torch_path, workdir):
+    """A model trained with other options (the demo's: n_feat 16, 1 + 2 ResBlocks) converts as it is."""
+    from jittor_sbvsr.io.arch import derive_arch
+    from jittor_sbvsr.models import PWC_Recons
+    shapes = ckpt.expected_shapes(PWC_Recons(n_feat=16, extra_RBS=1, recons_RBS=2, scale=2))
+    gen = torch.Generator().manual_seed(2)
+    sd = OrderedDict((k, torch.randn(s, generator=gen)) for k, s in shapes.items())
+    d = workdir / 'tiny arch'
+    d.mkdir()
+    torch.save(sd, d / 'tiny.pt')
+    proc = run_tool([d / 'tiny.pt', d / 'tiny.pkl'], no_torch_path)
+    assert proc.returncode == 0, proc.stderr
+    assert 'x2, 5-frame windows, n_feat 16, 1 + 2 ResBlocks' in proc.stdout
+    state = ckpt.load_state(d / 'tiny.pkl')
+    assert derive_arch(state, 'tiny.pkl')['n_feat'] == 16
+    # one ResBlock missing: the key check names it, against the architecture the rest describes
+    del sd['recons_net.1.conv2.weight']
+    torch.save(sd, d / 'broken.pt')
+    msg = assert_one_line_error(run_tool([d / 'broken.pt', d / 'broken.pkl'], no_torch_path))
+    assert '1 missing key: recons_net.1.conv2.weight' in msg and 'n_feat 16' in msg
+
+
+def test_convert_removes_its_stale_temp_files_with_a_note(model_files, no_torch_path, workdir):
+    _, paths = model_files
+    d = workdir / 'stale'
+    d.mkdir()
+    mine, other = d / '.out.pkl.0123abcd.tmp.pkl', d / '.other.pkl.0123abcd.tmp.pkl'
+    mine.write_bytes(b'left by kill -9')
+    other.write_bytes(b'not ours to judge')
+    proc = run_tool([paths['zip'], d / 'out.pkl'], no_torch_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith('note: removed 1 temporary file') and mine.name in proc.stdout
+    assert not mine.exists() and other.exists()

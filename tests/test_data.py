@@ -348,6 +348,37 @@ def test_paired_test_set(demo):
     assert item['kernel'].shape == (9, 9)
 
 
+def test_paired_test_set_pairs_like_inference(demo, tmp_path):
+    """Issue 11: HR frames pair with LR frames by name (extra HR frames are not used); with no
+    name in common but equal counts, by position with a warning; HR exactly 4 x LR, on every frame."""
+    sub = tmp_path / 'sub'
+    _copy_video(os.path.join(demo, 'HR', '000'), sub / 'HR' / 'v')
+    _copy_video(os.path.join(demo, 'LR_blurdown_x4', '000'), sub / 'LR_blurdown_x4' / 'v')
+    os.remove(sub / 'LR_blurdown_x4' / 'v' / '00000000.png')
+    ts = PairedTestSet(str(sub), n_seq=5)
+    assert ts.warnings == [] and [ts.window_name(i) for i in range(len(ts))] == ['v/00000003', 'v/00000004']
+    np.testing.assert_array_equal(
+        ts.get(0)['hr'][0], _u8(read_frame(os.path.join(demo, 'HR', '000', '00000001.png'))))
+    renamed = tmp_path / 'renamed'
+    _copy_video(os.path.join(demo, 'HR', '000'), renamed / 'HR' / 'v')
+    _copy_video(os.path.join(demo, 'LR_blurdown_x4', '000'), renamed / 'LR_blurdown_x4' / 'v')
+    for name in sorted(os.listdir(renamed / 'HR' / 'v')):
+        os.rename(renamed / 'HR' / 'v' / name, renamed / 'HR' / 'v' / f'gt_{name}')
+    ts = PairedTestSet(str(renamed), n_seq=5)
+    assert len(ts.warnings) == 1 and 'by position' in ts.warnings[0]
+    late = tmp_path / 'late'
+    _copy_video(os.path.join(demo, 'HR', '000'), late / 'HR' / 'v')
+    _copy_video(os.path.join(demo, 'LR_blurdown_x4', '000'), late / 'LR_blurdown_x4' / 'v')
+    _copy_video(os.path.join(demo, 'HR', '000'), late / 'HR' / 'w', n=1, size=(64, 92))
+    _copy_video(os.path.join(demo, 'LR_blurdown_x4', '000'), late / 'LR_blurdown_x4' / 'w', n=1)
+    with pytest.raises(UserError, match=r'HR.w.00000000.png: ground truth is 64x92'):
+        PairedTestSet(str(late), n_seq=1)
+
+
+def _u8(img):
+    return (img.astype(np.float32) * INV255).transpose(2, 0, 1)
+
+
 def test_lr_only_set(demo):
     ds = LROnlyTrainSet(os.path.join(demo, 'LR_blurdown_x4'), n_seq=5, patch_size=12,
                         n_frames_per_video=None)
@@ -413,17 +444,19 @@ def test_test_set_and_lr_only_errors(demo, tmp_path):
         os.makedirs(tmp_path / 'a' / 'HR')
         PairedTestSet(str(tmp_path / 'a'))
     b = tmp_path / 'b'
-    _copy_video(os.path.join(demo, 'HR', '000'), b / 'HR' / 'v1', n=6)
-    _copy_video(os.path.join(demo, 'LR_blurdown_x4', '000'), b / 'LR_blurdown_x4' / 'v1', n=5)
-    with pytest.raises(UserError, match=r'video v1: 6 HR frame\(s\)'):
+    _copy_video(os.path.join(demo, 'HR', '000'), b / 'HR' / 'v1', n=5)
+    _copy_video(os.path.join(demo, 'LR_blurdown_x4', '000'), b / 'LR_blurdown_x4' / 'v1', n=6)
+    with pytest.raises(UserError, match=r'6 LR frames but 5 ground-truth frames.*\(00000005\)'):
         PairedTestSet(str(b))
+    os.remove(b / 'LR_blurdown_x4' / 'v1' / '00000005.png')
     _copy_video(os.path.join(demo, 'LR_blurdown_x4', '001'), b / 'LR_blurdown_x4' / 'v2', n=6)
     with pytest.raises(UserError, match=r'v2: missing; video v2 is in'):
         PairedTestSet(str(b))
     c = tmp_path / 'c'
     _copy_video(os.path.join(demo, 'HR', '000'), c / 'HR' / 'v1', n=5, size=(60, 96))
     _copy_video(os.path.join(demo, 'LR_blurdown_x4', '000'), c / 'LR_blurdown_x4' / 'v1', n=5)
-    with pytest.raises(UserError, match=r'HR frame is 60x96, smaller than 4 x the LR frame 16x24'):
+    with pytest.raises(UserError, match=r'ground truth is 60x96, but LR frame 00000000.png is 16x24 and x4 '
+                                         r'makes 64x96'):
         PairedTestSet(str(c))
     with pytest.raises(UserError, match='smaller than the 40x40 patch'):
         LROnlyTrainSet(os.path.join(demo, 'LR_blurdown_x4'), patch_size=40)

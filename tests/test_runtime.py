@@ -131,6 +131,52 @@ def test_import_in_a_fresh_process():
 
 # --------------------------------------------------- with jittor ----------
 
+_CHILD_KILLED = """
+import signal, subprocess, sys, time
+import jittor_sbvsr
+from jittor_sbvsr import runtime
+import jittor
+if sys.argv[1] == 'ours':
+    runtime.select_device('cpu')
+p = subprocess.Popen(['sleep', '30'])
+p.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C reaches a compiler Jittor started
+p.wait()
+time.sleep(0.5)
+print('still running', p.returncode)
+"""
+
+
+@pytest.mark.parametrize('handlers', ['jittor', 'ours'])
+def test_a_child_killed_by_ctrl_c_does_not_end_the_process(handlers):
+    """Jittor's SIGCHLD handler quick-exits (code 1, 'Caught SIGCHLD. Maybe out of memory') when any
+    child dies of a signal; after select_device (runtime.python_sigint) the process carries on."""
+    r = subprocess.run([sys.executable, '-c', _CHILD_KILLED, handlers], cwd=str(ROOT), capture_output=True,
+                       text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if handlers == 'jittor':  # the premise: without the runtime's handlers, the process dies
+        assert r.returncode == 1 and 'Caught SIGCHLD' in r.stderr, (r.returncode, r.stderr[-2000:])
+    else:
+        assert r.returncode == 0 and 'still running -2' in r.stdout, r.stderr[-2000:]
+        assert 'SIGCHLD' not in r.stderr
+
+
+def test_ctrl_c_exit_does_not_hang_on_jittors_compiler_pool(tmp_path):
+    """Ctrl-C to the whole process group kills Jittor's idle compiler workers too; one that dies
+    holding the pool's queue lock made the exit wait for ever (runtime.abandon_compile_pool)."""
+    code = ('import os, signal, sys, time\n'
+            'from jittor_sbvsr.cli import guarded\n'
+            'from jittor_sbvsr import runtime\n'
+            'def work():\n'
+            '    runtime.select_device("cpu")\n'
+            '    time.sleep(1)\n'
+            '    os.killpg(os.getpgid(0), signal.SIGINT)\n'
+            '    time.sleep(30)\n'
+            'sys.exit(guarded(work))\n')
+    r = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True)
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert [ln for ln in r.stderr.splitlines() if 'interrupted' in ln] == [
+        'interrupted (Ctrl-C): the files written so far are complete, none is half-written']
+
 def test_select_device_cuda_without_cuda():
     import jittor_sbvsr  # noqa: F401
     import jittor as jt

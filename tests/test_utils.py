@@ -53,6 +53,42 @@ def test_atomic_file_mode_follows_umask(tmp_path):
         assert stat.S_IMODE(os.stat(tmp_path / 'm.bin').st_mode) == 0o644
 
 
+def test_atomic_replace_keeps_the_files_mode(tmp_path):
+    p = tmp_path / 'w.pkl'
+    p.write_bytes(b'old')
+    os.chmod(p, 0o640)
+    atomic_write_bytes(p, b'new')
+    if os.name == 'posix':
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o640
+    assert p.read_bytes() == b'new'
+
+
+def test_remove_stale_temps_only_our_pattern(tmp_path):
+    """Leftovers of interrupted atomic writes go; anything else stays, whatever it looks like."""
+    from jittor_sbvsr.utils.files import _temp_name, is_temp_name, remove_stale_temps, stale_note
+    sub = tmp_path / ODD_NAME
+    sub.mkdir()
+    ours = [os.path.basename(_temp_name(str(tmp_path / n))) for n in ('frame 1.png', 'model.pkl', 'history')]
+    assert all(is_temp_name(n) for n in ours)
+    keep = ['.x.png.0123abcd.tmp.npy',     # extension is not the name's
+            '.x.png.0123ABCD.tmp.png',     # not our hex
+            '.x.png.0123abc.tmp.png',      # 7 digits
+            'x.png.0123abcd.tmp.png',      # not hidden
+            '.x.pkl.abcd_123.tmp',         # tempfile.mkstemp's, not ours
+            'frame 1.png', '.hidden']
+    assert not any(is_temp_name(n) for n in keep)
+    for n in ours + keep:
+        (tmp_path / n).write_bytes(b'')
+        (sub / n).write_bytes(b'')
+    os.symlink(tmp_path / 'frame 1.png', tmp_path / ours[0].replace('frame 1', 'link'))
+    removed = remove_stale_temps(tmp_path)
+    assert sorted(os.path.basename(p) for p in removed) == sorted(ours)
+    assert sorted(os.listdir(tmp_path)) == sorted(keep + [ODD_NAME, ours[0].replace('frame 1', 'link')])
+    assert len(os.listdir(sub)) == len(ours + keep)  # not recursive unless asked
+    assert len(remove_stale_temps(tmp_path, recursive=True, of='model.pkl')) == 1
+    assert 'removed 1 temporary file(s)' in stale_note(removed[:1]) and stale_note([]) is None
+
+
 def test_atomic_save_failure_keeps_old_and_cleans_up(tmp_path):
     p = tmp_path / 'keep.txt'
     p.write_text('old')

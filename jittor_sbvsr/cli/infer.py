@@ -1,22 +1,27 @@
 """``inference.py``: the reference's flags, plus --device, --save_kernel, --no_save_image."""
-import argparse
-
+from ..options import _Parser
 from . import ROOT, guarded
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description='Self-Blind-VSR inference (Jittor)')
+    # _Parser: a bad flag is one 'error:' line and exit 2, like every other bad input
+    p = _Parser(description='Self-Blind-VSR inference (Jittor)')
     p.add_argument('--input_path', default='dataset/input', help='LR folder: one sub-folder of frames per video')
     p.add_argument('--gt_path', default=None, help='ground-truth folder (optional: no metrics without it)')
     p.add_argument('--model_path', default='pretrain_models/self_blind_vsr_realistic.pkl',
                    help='weights: .pkl (tools/convert_torch_weights.py) or the original .pt')
     p.add_argument('--result_path', default='infer_results', help='where infer_<flag>/ is written')
-    p.add_argument('--infer_flag', default='.', help='name of this run (default: a time stamp)')
+    p.add_argument('--infer_flag', default='.',
+                   help='name of this run: results go to <result_path>/infer_<flag>/, which must not hold an '
+                        "earlier run's results (default: a time stamp)")
     p.add_argument('--quick_test', default='.', help='Gaussian_REDS4 | Gaussian_Vid4 | Gaussian_SPMCS | '
                    'Realistic_REDS4 (paths under dataset/ and pretrain_models/)')
-    p.add_argument('--n_seq', type=int, default=5, help='frames per window')
-    p.add_argument('--scale', type=int, default=4, help='upsampling factor')
-    p.add_argument('--size_must_mode', type=int, default=1, help='crop LR frames to a multiple of this')
+    p.add_argument('--n_seq', type=int, default=None,
+                   help="frames per window (default: the checkpoint's; given, it must match it)")
+    p.add_argument('--scale', type=int, default=None,
+                   help="upsampling factor (default: the checkpoint's; given, it must match it)")
+    p.add_argument('--size_must_mode', type=int, default=1,
+                   help='crop LR frames (and the ground truth with them) to a multiple of this')
     p.add_argument('--border', action='store_true', help='also restore the first/last n_seq//2 frames')
     p.add_argument('--save_image', dest='save_image', action='store_true', default=True,
                    help='save SR frames (default)')
@@ -41,9 +46,8 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-
     def work():
+        args = build_parser().parse_args(argv)
         from ..inference import run
         if args.gt_path in ('', '.'):
             args.gt_path = None

@@ -28,7 +28,7 @@ from PIL import Image
 
 from ..errors import UserError
 from . import degrade, kernels
-from .frames import list_videos, read_frame
+from .frames import check_gt_size, list_videos, pair_frames, read_frame
 
 __all__ = ['OnlineBlurDownTrainSet', 'PairedTestSet', 'LROnlyTrainSet', 'reference_repeat',
            'TRAIN_KINDS']
@@ -246,8 +246,11 @@ class PairedTestSet(_WindowSet):
     ``get(index, rng=None)`` returns ``{'lr': float32 [n_seq, 3, h, w],
     'hr': float32 [n_seq, 3, scale*h, scale*w], 'kernel': float32 [k, k]
     from <dir>/kernels/<video>.npy or None, 'name': 'video/frame'}`` where
-    frame is the middle frame of the window. HR frames larger than
-    ``scale`` x LR are cropped at the bottom/right, as in the reference.
+    frame is the middle frame of the window. Frames pair by name as in
+    inference (frames.pair_frames; ``warnings`` holds the line to log when
+    they pair by position), and every HR frame must be exactly ``scale`` x
+    its LR frame (checked on all frames' headers here): a cropped or
+    other-scale HR would make the PSNR meaningless.
     """
 
     LR_DIR = 'LR_blurdown_x4'
@@ -278,22 +281,23 @@ class PairedTestSet(_WindowSet):
                 raise UserError(f'{os.path.join(self.dir_hr, name)}: missing; video {name} is in '
                                 f'{self.dir_lr} but not in {self.dir_hr}')
         self.lr_frames = {}
+        self.warnings = []  # lines for the log (frames paired by position, see frames.pair_frames)
+        videos = []
         for name, hr_frames in hr_videos:
-            lr_frames = lr_videos[name]
-            if len(lr_frames) != len(hr_frames):
-                raise UserError(f'video {name}: {len(hr_frames)} HR frame(s) in {self.dir_hr} but '
-                                f'{len(lr_frames)} LR frame(s) in {self.dir_lr}')
-            for h, l in zip(hr_frames, lr_frames):
-                if _stem(h) != _stem(l):
-                    raise UserError(f'video {name}: HR frame {os.path.basename(h)} is paired with '
-                                    f'LR frame {os.path.basename(l)}; frame names must match')
-            hh, hw = _frame_size(hr_frames[0])
-            lh, lw = _frame_size(lr_frames[0])
-            if hh < lh * self.scale or hw < lw * self.scale:
-                raise UserError(f'{hr_frames[0]}: HR frame is {hh}x{hw}, smaller than {self.scale} x '
-                                f'the LR frame {lh}x{lw} ({lr_frames[0]})')
-            self.lr_frames[name] = lr_frames
-        self._init_windows(hr_videos, int(n_seq), self.dir_hr)
+            pairs, warning = pair_frames(lr_videos[name], hr_frames, os.path.join(self.dir_lr, name),
+                                         os.path.join(self.dir_hr, name))
+            if warning:
+                self.warnings.append(warning)
+            lr0 = _frame_size(pairs[0][0])
+            for lr, hr in pairs:
+                size = _frame_size(lr)
+                if size != lr0:
+                    raise UserError(f'{lr}: frame is {size[0]}x{size[1]} but {pairs[0][0]} is '
+                                    f'{lr0[0]}x{lr0[1]}; frames of a video must have one size')
+                check_gt_size(size, _frame_size(hr), self.scale, lr, hr)
+            self.lr_frames[name] = [lr for lr, _ in pairs]
+            videos.append((name, [hr for _, hr in pairs]))
+        self._init_windows(videos, int(n_seq), self.dir_hr)
         self._kernels = {}
 
     def __len__(self):
@@ -322,11 +326,7 @@ class PairedTestSet(_WindowSet):
         hr_paths = hr_paths[s:s + self.n_seq]
         lr = _read_stack(lr_paths)
         hr = _read_stack(hr_paths)
-        h, w = lr.shape[1] * self.scale, lr.shape[2] * self.scale
-        if hr.shape[1] < h or hr.shape[2] < w:
-            raise UserError(f'{hr_paths[0]}: HR frame is {hr.shape[1]}x{hr.shape[2]}, smaller than '
-                            f'{self.scale} x the LR frame {lr.shape[1]}x{lr.shape[2]}')
-        hr = hr[:, :h, :w]
+        check_gt_size(lr.shape[1:3], hr.shape[1:3], self.scale, lr_paths[0], hr_paths[0])
         return {'lr': _u8_to_float(lr), 'hr': _u8_to_float(hr), 'kernel': self.kernel(name),
                 'name': self.window_name(index)}
 

@@ -15,8 +15,8 @@ from PIL import Image
 
 from ..errors import UserError
 
-__all__ = ['IMAGE_EXTENSIONS', 'list_videos', 'read_frame', 'window_indices',
-           'frames_to_input', 'to_uint8', 'crop_to_multiple']
+__all__ = ['IMAGE_EXTENSIONS', 'list_videos', 'frames_by_name', 'pair_frames', 'check_gt_size', 'read_frame',
+           'window_indices', 'frames_to_input', 'to_uint8', 'crop_to_multiple']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 
@@ -55,25 +55,26 @@ def _images_in(path):
     return [os.path.join(path, n) for n in names]
 
 
-def list_videos(root):
+def list_videos(root, what='input folder'):
     """``[(name, [frame paths])]``: one video per sub-folder of ``root``, by name.
 
     A ``root`` that holds frames directly (and no sub-folders) is one video
-    named after the folder. Hidden files and folders are ignored.
+    named after the folder. Hidden files and folders are ignored. ``what``
+    names ``root`` in errors (e.g. 'ground-truth folder (--gt_path)').
     """
     root = os.fspath(root)
     if not os.path.exists(root):
-        raise UserError(f'{root}: input folder does not exist')
+        raise UserError(f'{root}: {what} does not exist')
     if not os.path.isdir(root):
-        raise UserError(f'{root}: input is not a folder')
+        raise UserError(f'{root}: {what} is not a folder')
     entries = _scan(root)
     subdirs = sorted((e.name for e in entries if e.is_dir() and not e.name.startswith('.')),
                      key=_natural_key)
     direct = [e for e in entries if _is_image(e)]
     if not subdirs:
         if not direct:
-            raise UserError(f'{root}: no video sub-folders and no image frames '
-                            f'({", ".join(IMAGE_EXTENSIONS)}) found')
+            raise UserError(f'{root}: {what} has no video sub-folders and no image frames '
+                            f'({", ".join(IMAGE_EXTENSIONS)})')
         name = os.path.basename(os.path.normpath(os.path.abspath(root)))
         return [(name, _images_in(root))]
     if direct:
@@ -88,6 +89,67 @@ def list_videos(root):
                             f'({", ".join(IMAGE_EXTENSIONS)})')
         videos.append((name, frames))
     return videos
+
+
+# ---------------------------------------------------------------- pairing
+
+def _stem(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def frames_by_name(paths, folder):
+    """{name without extension: path}; two frames of one name (a.png, a.jpg) are an error:
+    their outputs, and their ground truth, would be the same file."""
+    out = {}
+    for p in paths:
+        if _stem(p) in out:
+            raise UserError(f'{p}: two frames named {_stem(p)} in {folder} '
+                            f'({os.path.basename(out[_stem(p)])} too); each frame needs its own name')
+        out[_stem(p)] = p
+    return out
+
+
+def _names(stems):
+    stems = sorted(stems, key=_natural_key)
+    return ', '.join(stems[:4]) + (f', ... (+{len(stems) - 4} more)' if len(stems) > 4 else '')
+
+
+def pair_frames(lr_paths, gt_paths, lr_dir, gt_dir):
+    """``([(lr, gt)], warning or None)``: each LR frame with its ground truth, by file name.
+
+    Names are compared without the extension (``00000001.png`` pairs with
+    ``00000001.jpg``); ground-truth frames with no LR frame are left out.
+    When no name matches at all but the counts do, frames pair by position
+    in name order and the warning says so (check it: the metrics depend on
+    it). Any other mismatch is an error naming the frames. The trainer's
+    test set and the inference CLI both pair this way.
+    """
+    lr = frames_by_name(lr_paths, lr_dir)
+    gt = frames_by_name(gt_paths, gt_dir)
+    if all(s in gt for s in lr):
+        return [(p, gt[s]) for s, p in lr.items()], None
+    if not set(lr) & set(gt) and len(lr) == len(gt):
+        pairs = list(zip(lr_paths, gt_paths))
+        shown = [f'{os.path.basename(a)} <-> {os.path.basename(b)}' for a, b in pairs]
+        if len(shown) > 3:
+            shown = shown[:2] + ['...'] + shown[-1:]
+        return pairs, (f'warning: {gt_dir}: no ground-truth frame has the name of an LR frame in {lr_dir}; '
+                       f'paired the {len(pairs)} frames by position in name order ({", ".join(shown)}): '
+                       'the metrics are only right if that order is the same')
+    missing = [s for s in lr if s not in gt]
+    raise UserError(f'{gt_dir}: {len(lr)} LR frames but {len(gt)} ground-truth frames, and '
+                    f'{len(missing)} LR frame(s) in {lr_dir} have no ground truth of the same name '
+                    f'({_names(missing)}); give the ground truth the LR frames\' file names')
+
+
+def check_gt_size(lr_shape, gt_shape, scale, lr_path, gt_path):
+    """A ground-truth frame must be exactly ``scale`` x its LR frame: anything else
+    (a crop, another scale) makes PSNR/SSIM meaningless, so it is an error."""
+    want = (lr_shape[0] * scale, lr_shape[1] * scale)
+    if tuple(gt_shape[:2]) != want:
+        raise UserError(f'{gt_path}: ground truth is {gt_shape[0]}x{gt_shape[1]}, but LR frame '
+                        f'{os.path.basename(lr_path)} is {lr_shape[0]}x{lr_shape[1]} and x{scale} makes '
+                        f'{want[0]}x{want[1]}; the ground truth must be exactly the LR size x scale')
 
 
 # ---------------------------------------------------------------- reading

@@ -242,10 +242,13 @@ class Loader:
                     pending.append(self._submit(pool, epoch, idx))
                     break
                 yield result
-        except BrokenProcessPool as e:
+        except BrokenProcessPool:
+            # a worker's own exceptions come back as themselves: this one was killed (by the
+            # system, out of memory, most often); Jittor's SIGCHLD handler no longer says so
+            from ..errors import UserError
             self._pool = None
-            raise RuntimeError(f'a data loader worker died ({e}); try num_workers=0 to see '
-                               'the error') from None
+            raise UserError('a data loader worker process was killed (often: the system ran out of '
+                            'memory); lower --n_threads or --batch_size, or use --n_threads 0') from None
         finally:
             for f in pending:
                 f.cancel()

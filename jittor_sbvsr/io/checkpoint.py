@@ -10,12 +10,12 @@ of missing / unexpected / mis-shaped keys, never load "mostly".
 """
 import os
 import pickle
-import tempfile
 from collections import OrderedDict
 
 import numpy as np
 
 from ..errors import UserError, read_error
+from ..utils.files import atomic_save
 from . import torch_pickle
 
 # PWC-Net weights (network-default.pytorch) are keyed relative to this module.
@@ -136,7 +136,7 @@ def validate_state(state, expected, path, what='the model'):
 
 
 def save_state_atomic(state, path):
-    """Write ``{key: float32 array}`` to ``path`` via a temp file + os.replace.
+    """Write ``{key: float32 array}`` to ``path`` atomically (utils/files.py).
 
     Either the complete new file is there afterwards or the old one is
     untouched; no temp file is left behind.
@@ -147,44 +147,31 @@ def save_state_atomic(state, path):
         if not isinstance(k, str):
             raise UserError(f'{path}: key {k!r} is not a string')
         clean[k] = np.asarray(v, dtype=np.float32, order='C')
-    directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise UserError(f'{path}: is a directory, expected an output file name')
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
-                                   suffix='.tmp')
-        os.chmod(tmp, _file_mode(path))
-        with os.fdopen(fd, 'wb') as f:
+
+    def write(tmp):
+        with open(tmp, 'wb') as f:
             pickle.dump(clean, f, protocol=4)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise UserError(f'{path}: cannot write: {e.strerror or e}') from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    atomic_save(path, write)
 
 
-def _file_mode(path):
-    """Keep an existing file's mode; else what a plain open() would give (mkstemp uses 0600)."""
-    try:
-        return os.stat(path).st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+def check_finite(state, path):
+    """NaN or infinite weights are a damaged (or diverged) checkpoint: say so, naming the keys."""
+    bad = [k for k, v in state.items() if not np.isfinite(v).all()]
+    if bad:
+        raise UserError(f'{path}: {len(bad)} tensor{"s hold" if len(bad) != 1 else " holds"} NaN or infinite '
+                        f'values ({_abbrev(bad)}): the checkpoint is damaged, or the training that '
+                        'wrote it diverged')
 
 
 def load_into_module(module, state, path):
     """Strictly load ``state`` into a Jittor module and check the values landed."""
     expected = expected_shapes(module)
     validate_state(state, expected, path)
+    check_finite(state, path)
     module.load_parameters({k: np.asarray(v, dtype=np.float32, order='C')
                             for k, v in state.items()})
     now = module.state_dict()

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-__all__ = ['psnr', 'ssim', 'psnr_ssim', 'gaussian_window', 'shave']
+__all__ = ['psnr', 'ssim', 'psnr_ssim', 'metric_problem', 'gaussian_window', 'shave']
 
 _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2
@@ -96,6 +96,16 @@ def shave(img, border):
         raise ValueError(f'image {img.shape[0]}x{img.shape[1]} is too small to crop '
                          f'{border} px from each border')
     return img[border:-border, border:-border]
+
+
+def metric_problem(h, w, crop_border=4):
+    """Why :func:`psnr_ssim` cannot score an h x w frame (None if it can), known before any work."""
+    if min(h, w) <= 2 * crop_border:
+        return f'{h}x{w} frames are too small to crop {crop_border} px from each border'
+    if min(h, w) - 2 * crop_border <= 2 * _VALID:
+        return (f'{h}x{w} frames are too small for an {_WIN_SIZE}x{_WIN_SIZE} SSIM window after the '
+                f'{crop_border}-px border crop (each side needs at least {2 * crop_border + 2 * _VALID + 1} px)')
+    return None
 
 
 def psnr_ssim(sr, gt, crop_border=4):

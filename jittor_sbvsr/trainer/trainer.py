@@ -35,6 +35,7 @@ from ..io.checkpoint import FLOW_PREFIX, load_into_module, load_state, save_stat
 from ..losses import LOSS_NAMES, SelfBlindLoss
 from ..options import DEMO_DATA
 from ..utils import Logger, Progress, atomic_write_bytes, ensure_dir, save_png_atomic
+from ..utils.files import remove_stale_temps, stale_note
 from . import dist
 from .optim import make_optimizer, step_lr_factor
 from .plots import save_line_plot
@@ -222,6 +223,7 @@ class Trainer:
         ts = datasets.PairedTestSet(a.dir_data_test, n_seq=a.n_sequence, scale=a.scale)
         if len(ts) == 0:
             raise UserError(f'{a.dir_data_test}: no test windows found')
+        self.messages.extend(ts.warnings)
         return ts
 
     def _load_initial_weights(self, resume):
@@ -232,13 +234,10 @@ class Trainer:
                                  f'(epoch {resume[0]["epoch"]} completed)')
             return
         if a.pre_train not in ('', '.', None):
-            load_into_module(self.model, load_state(a.pre_train), a.pre_train)
-            self.messages.append(f'Loaded the model from {a.pre_train}')
+            self._load_full_model(a.pre_train)
             return
         if a.test_only:
-            best = os.path.join(self.dir, 'model', 'model_best.pkl')
-            load_into_module(self.model, load_state(best), best)
-            self.messages.append(f'Loaded the model from {best}')
+            self._load_full_model(os.path.join(self.dir, 'model', 'model_best.pkl'))
             return
         for name in _PWC_NAMES:
             path = os.path.join(a.pretrain_models_dir, name)
@@ -251,6 +250,23 @@ class Trainer:
                 return
         self.messages.append(f'warning: no PWC-Net weights ({" or ".join(_PWC_NAMES)}) in '
                              f'{a.pretrain_models_dir}: the flow net starts from random weights')
+
+    def _load_full_model(self, path):
+        """Load a whole PWC_Recons checkpoint; one that was made with other options says which."""
+        from ..io.arch import conflict_error, conflicts, derive_arch
+        a = self.args
+        state = load_state(path)
+        found = conflicts(derive_arch(state, path), {
+            'n_feat': ('--n_feat', a.n_feat), 'extra_RBS': ('--extra_RBS', a.extra_RBS),
+            'recons_RBS': ('--recons_RBS', a.recons_RBS), 'ksize': ('--ksize', a.ksize),
+            'scale': ('--scale', a.scale), 'n_sequence': ('--n_sequence', a.n_sequence),
+            'n_colors': ('--n_colors', a.n_colors), 'kernel_size': ("the trainer's kernel_size", 3)})
+        if found:
+            fix = ' '.join(f'{flag} {ckpt}' for _, ckpt, flag, _ in found if flag.startswith('--'))
+            raise conflict_error(path, found, f'pass {fix} to train from it' if fix else
+                                 'the trainer cannot build this architecture')
+        load_into_module(self.model, state, path)
+        self.messages.append(f'Loaded the model from {path}')
 
     def effective_batch(self):
         """Samples per update: batch per rank x ranks x accumulated batches."""
@@ -276,6 +292,9 @@ class Trainer:
                 raise UserError(f'{self.dir}: exists and cannot be archived ({e.strerror or e})') from None
             self.messages.insert(0, f'Moved the previous experiment {self.dir} to {archived}')
         ensure_dir(os.path.join(self.dir, 'model'))
+        note = stale_note(remove_stale_temps(self.dir, recursive=True))
+        if note:
+            self.messages.append(note)
         self.logger = Logger(os.path.join(self.dir, 'log.txt'), stream=self.stream)
         if not a.test_only:
             # appended per run, as the reference does (a resumed run adds its options)

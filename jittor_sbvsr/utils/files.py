@@ -4,6 +4,7 @@ Each file is written to a temporary name in the same folder (same file
 system, so the final ``os.replace`` is atomic) and renamed into place.
 """
 import os
+import re
 import secrets
 
 import numpy as np
@@ -11,7 +12,10 @@ import numpy as np
 from ..errors import UserError
 
 __all__ = ['ensure_dir', 'atomic_save', 'atomic_write_bytes', 'save_png_atomic',
-           'save_npy_atomic']
+           'save_npy_atomic', 'is_temp_name', 'remove_stale_temps', 'stale_note']
+
+# what _temp_name makes: .{name}.{8 hex digits}.tmp{the extension of name}
+_TEMP = re.compile(r'\.(?P<name>.+)\.[0-9a-f]{8}\.tmp(?P<ext>\.[^.]*)?')
 
 
 def ensure_dir(path):
@@ -35,12 +39,63 @@ def _temp_name(path):
     return os.path.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp{ext}')
 
 
+def is_temp_name(name):
+    """True for a temporary name that :func:`atomic_save` makes (and nothing else)."""
+    m = _TEMP.fullmatch(name)
+    return bool(m) and os.path.splitext(m.group('name'))[1] == (m.group('ext') or '')
+
+
+def remove_stale_temps(folder, recursive=False, of=None):
+    """Delete the temporary files that interrupted atomic writes left in ``folder``.
+
+    Only regular files named as :func:`atomic_save` names them (``of``: only
+    those of that one file name); a run calls this on the folders it writes
+    into before writing, so a temp there is a leftover (Ctrl-C removes its
+    own; kill -9 or a power cut does not). Returns the paths removed.
+    """
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for dirpath, dirnames, files in os.walk(folder):
+        if not recursive:
+            dirnames[:] = []
+        for f in sorted(files):
+            p = os.path.join(dirpath, f)
+            if is_temp_name(f) and (of is None or _TEMP.fullmatch(f).group('name') == of) \
+                    and os.path.isfile(p) and not os.path.islink(p):
+                try:
+                    os.unlink(p)
+                    removed.append(p)
+                except OSError:
+                    pass
+    return removed
+
+
+def stale_note(removed):
+    """The one line that tells the user which leftovers were removed (None if none)."""
+    if not removed:
+        return None
+    names = ', '.join(os.path.basename(p) for p in removed[:3]) + (', ...' if len(removed) > 3 else '')
+    where = os.path.commonpath([os.path.dirname(p) for p in removed])
+    return (f'note: removed {len(removed)} temporary file(s) left in {where} by an interrupted '
+            f'earlier run ({names})')
+
+
+def _mode_of(path):
+    """An existing file's permission bits (kept when it is replaced), else None."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        return None
+
+
 def atomic_save(path, writer):
     """Call ``writer(tmp_path)`` and then move the temporary file onto ``path``.
 
     The temporary file is created empty beforehand (with the permissions a
-    normal file would get) and is removed if anything fails, including
-    Ctrl-C. OS errors become a :class:`UserError` naming ``path``.
+    normal file would get, or those of the file it replaces) and is removed
+    if anything fails, including Ctrl-C. OS errors become a
+    :class:`UserError` naming ``path``.
     """
     path = os.fspath(path)
     folder = os.path.dirname(path)
@@ -58,6 +113,9 @@ def atomic_save(path, writer):
     else:
         raise UserError(f'{path}: cannot write (no free temporary name)')
     try:
+        mode = _mode_of(path)
+        if mode is not None:
+            os.chmod(tmp, mode)
         writer(tmp)
         os.replace(tmp, path)
     except BaseException as e:
