@@ -18,8 +18,10 @@ from collections import namedtuple
 import numpy as np
 
 from . import runtime
-from .data.frames import (check_gt_size, crop_to_multiple, frames_by_name, frames_to_input, list_videos,
-                          pair_frames, read_frame, to_uint8, window_indices)
+from .data.video import DEFAULT_CRF, VideoReader, VideoWriter, is_video_file, probe
+from .data.frames import (check_gt_size, crop_to_multiple, frames_by_name, list_videos, pair_frames, read_frame,
+                          to_uint8, window_indices)
+from .engine import FrameSource, VideoSR, check_tiles, kernel_image
 from .errors import UserError
 from .metrics.psnr_ssim import metric_problem, psnr_ssim
 from .utils import Logger, Progress, ensure_dir, save_npy_atomic, save_png_atomic
@@ -155,152 +157,10 @@ def load_model(model_path, n_seq=None, scale=None):
     return build_model(state, arch, model_path)
 
 
-def tile_spans(n, tile, overlap):
-    """(start, stop) of the tiles along an axis of ``n`` LR pixels.
-
-    Tiles are ``tile`` long and step by ``tile - overlap``; the last one ends
-    at ``n``. ``tile`` 0 (off) or >= n: one span, the whole axis.
-    """
-    if tile <= 0 or tile >= n:
-        return [(0, n)]
-    if not 0 <= overlap < tile:
-        raise UserError(f'--tile_overlap must be >= 0 and smaller than --tile ({overlap} vs {tile})')
-    starts = list(range(0, n - tile, tile - overlap)) + [n - tile]
-    return [(s, s + tile) for s in starts]
-
-
-def _ramp(span, n, overlap, scale):
-    """Blending weights of one tile along one axis, at HR: linear ramps over
-    the overlap on each side that has a neighbour, 1 elsewhere."""
-    (s, e), r = span, max(overlap * scale, 1)
-    i = np.arange((e - s) * scale, dtype=np.float64) + 0.5
-    w = np.ones_like(i)
-    if s > 0:
-        w = np.minimum(w, i / r)
-    if e < n:
-        w = np.minimum(w, (i[::-1]) / r)
-    return w
-
-
-def check_tiles(tile, overlap):
-    """The tile flags, checked before anything is loaded."""
-    if tile < 0 or overlap < 0:
-        raise UserError('--tile and --tile_overlap must be >= 0')
-    if tile and overlap >= tile:
-        raise UserError(f'--tile_overlap ({overlap}) must be smaller than --tile ({tile})')
-
-
-class VideoSR:
-    """Runs a loaded model window by window over one video, reusing work.
-
-    The model is deployed once, here (models/deploy.py): with ``fused`` the
-    ResBlock chains and the layered tail run as fused oneDNN ops on the CPU,
-    with ``compose`` the upsampling and output convolutions as one LR
-    convolution; each fast path is self-checked against Jittor's plain ops
-    and dropped, with one warning line, if it fails on this machine. All give
-    the same output to float rounding. Weights loaded into ``net`` later are
-    not seen: make a new engine.
-
-    With ``reuse`` each frame's ``frame_features`` and PWC-Net feature
-    pyramid are computed once and kept while windows still need them, and a
-    window that holds the same frame twice (border windows) estimates its
-    flow once.
-
-    With ``tile`` > 0 (LR pixels) the reconstruction runs on overlapping
-    ``tile`` x ``tile`` crops whose HR outputs are blended with linear ramps
-    over the ``overlap``; this bounds the memory of the HR layers. The blur
-    kernel and the flows are still estimated on whole frames (the kernel is
-    then identical, and PWC-Net sees the whole motion); feature reuse works
-    per tile. A tile as large as the frame gives exactly the untiled output.
-    """
-
-    def __init__(self, net, n_seq=5, reuse=True, tile=0, overlap=16, fused=True, compose=True,
-                 layout='auto', warn=None):
-        check_tiles(int(tile or 0), int(overlap))
-        from .models.deploy import InferenceNet
-        self.net = net
-        self.model = InferenceNet(net, fused=fused, compose=compose, layout=layout, warn=warn)
-        self.n_seq = n_seq
-        self.reuse = reuse
-        self.tile = int(tile or 0)
-        self.overlap = int(overlap)
-
-    def tiles(self, h, w):
-        """[((y0, y1), (x0, x1)), ...] LR tiles of an h x w frame."""
-        return [(ys, xs) for ys in tile_spans(h, self.tile, self.overlap)
-                for xs in tile_spans(w, self.tile, self.overlap)]
-
-    def windows(self, frames, windows):
-        """Yield (window index, recons [1,3,H,W] float32, kernel [k,k], seconds)."""
-        import jittor as jt
-        feats, pyramids = {}, {}  # {(frame, tile): features}, {frame: PWC-Net pyramid}
-        tiles = self.tiles(*frames[0].shape[:2])
-        for k in range(len(windows)):
-            jt.sync_all(True)
-            t0 = time.perf_counter()
-            recons_np, kernel_np = self._window(frames, windows, k, feats, pyramids, tiles)
-            jt.sync_all(True)
-            yield k, recons_np, kernel_np, time.perf_counter() - t0
-
-    def _window(self, frames, windows, k, feats, pyramids, tiles):
-        """Window k's (recons, kernel) as numpy; drops the cached frames no later window needs."""
-        import jittor as jt
-        idx = windows[k]
-        with jt.no_grad():
-            x = jt.array(frames_to_input([frames[i] for i in idx]))
-            xs = [x[:, j] for j in range(self.n_seq)]
-            kernel = self.net.kernel_net(jt.concat(xs, 1))
-            if self.reuse:
-                flows = self.net.neighbour_flows(xs, keys=idx, pyramids=pyramids)
-            else:
-                flows = self.net.neighbour_flows(xs)
-            if len(tiles) == 1:
-                recons_np = self._recons(xs, idx, feats, 0, flows).numpy()
-            else:
-                recons_np = self._recons_tiled(xs, idx, feats, tiles, flows, *frames[0].shape[:2])
-            if self.reuse:
-                later = set(i for wi in windows[k + 1:k + self.n_seq] for i in wi)
-                for key in [key for key in feats if key[0] not in later]:
-                    del feats[key]
-                for key in [key for key in pyramids if key not in later]:
-                    del pyramids[key]
-            return recons_np, kernel.numpy()[0, 0]
-
-    def _recons(self, xs, idx, cache, t, flows):
-        """The reconstruction of one window (or of tile ``t`` of it)."""
-        if not self.reuse:
-            return self.model.recons_forward(xs, flows=flows)
-        feats = []
-        for j, i in enumerate(idx):
-            if (i, t) not in cache:
-                cache[(i, t)] = self.model.frame_features(xs[j])
-            feats.append(cache[(i, t)])
-        return self.model.recons_forward(xs, feats, keys=idx, flows=flows)
-
-    def _recons_tiled(self, xs, idx, cache, tiles, flows, h, w):
-        s = self.net.scale
-        out = np.zeros((1, 3, h * s, w * s), np.float64)
-        wsum = np.zeros((h * s, w * s), np.float64)
-        for t, ((y0, y1), (x0, x1)) in enumerate(tiles):
-            xt = [v[:, :, y0:y1, x0:x1] for v in xs]
-            ft = {key: f[:, :, y0:y1, x0:x1] for key, f in flows.items()}
-            r = self._recons(xt, idx, cache, t, ft).numpy()
-            wt = np.outer(_ramp((y0, y1), h, self.overlap, s), _ramp((x0, x1), w, self.overlap, s))
-            out[:, :, y0 * s:y1 * s, x0 * s:x1 * s] += r * wt
-            wsum[y0 * s:y1 * s, x0 * s:x1 * s] += wt
-        return (out / wsum).astype(np.float32)
-
-
-def kernel_image(kernel, zoom=16):
-    """An estimated kernel as an enlarged grey PNG, normalised to its peak."""
-    k = np.nan_to_num(np.asarray(kernel, np.float64))
-    k = k / k.max() if k.max() > 0 else np.zeros_like(k)
-    return np.kron(np.rint(k * 255).astype(np.uint8), np.ones((zoom, zoom), np.uint8))
-
-
-# one video of a run: its frames (and ground truth, in the same order), the LR
-# size, that size after the size-multiple crop, and why it gets no metrics (None: it does)
-Video = namedtuple('Video', 'name lr gt shape size no_metric')
+# one video of a run: its frames (a list of frame files, or a video file's path) and ground truth
+# (the same kinds, or None), the LR size, that size after the size-multiple crop, why it gets no
+# metrics (None: it does), its frame count and frame rate (video files; None for frame folders)
+Video = namedtuple('Video', 'name lr gt shape size no_metric n fps')
 
 
 def check_flags(args):
@@ -309,30 +169,69 @@ def check_flags(args):
     if args.size_must_mode < 1:
         raise UserError(f'--size_must_mode {args.size_must_mode}: must be >= 1 (1: no crop)')
     check_tiles(args.tile, args.tile_overlap)
+    crf = getattr(args, 'crf', DEFAULT_CRF)
+    if not 0 <= crf <= 51:
+        raise UserError(f'--crf {crf}: must be 0..51 (x264; lower is better)')
     flag = args.infer_flag
     if flag in ('', '..') or os.sep in flag or (os.altsep and os.altsep in flag):
         raise UserError(f"--infer_flag '{flag}': must be a plain name (it becomes the folder infer_<flag>)")
 
 
+def is_video(src):
+    """True for a video file's path, False for a list of frame files."""
+    return isinstance(src, str)
+
+
+def list_inputs(path, what):
+    """``[(name, source)]``: a video file, a folder of video files (name: file stem; source:
+    its path), or frame folders (list_videos; source: the frame paths)."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return [(os.path.splitext(os.path.basename(path))[0], path)]
+    if os.path.isdir(path):
+        try:
+            entries = sorted(e.name for e in os.scandir(path) if not e.name.startswith('.'))
+        except OSError as e:
+            raise UserError(f'{path}: cannot list folder ({e.strerror or e})') from None
+        files = [n for n in entries if is_video_file(n) and os.path.isfile(os.path.join(path, n))]
+        if files:
+            others = [n for n in entries if n not in files and not is_temp_name(n)]
+            if others:
+                raise UserError(f'{path}: holds video files and other things ({", ".join(others[:3])}); '
+                                'give a folder of video files or a folder of frame folders')
+            names = {}
+            for n in files:
+                stem = os.path.splitext(n)[0]
+                if stem in names:
+                    raise UserError(f'{os.path.join(path, n)}: two videos named {stem} ({names[stem]} too); '
+                                    'their outputs would be the same file')
+                names[stem] = n
+            return [(stem, os.path.join(path, n)) for stem, n in names.items()]
+    return list_videos(path, what)
+
+
 def _pair_videos(inputs, gt_root, notes):
-    """[(name, LR paths, GT paths or None)]: videos pair by folder name, frames by file name."""
+    """[(name, LR source, GT source or None)]: videos pair by name; frames by file name when both
+    are frame folders, by index when either is a video file."""
     if gt_root is None:
-        return [(name, paths, None) for name, paths in inputs]
-    gts = dict(list_videos(gt_root, 'ground-truth folder (--gt_path)'))
+        return [(name, src, None) for name, src in inputs]
+    gts = dict(list_inputs(gt_root, 'ground-truth folder (--gt_path)'))
     single = len(inputs) == 1 and len(gts) == 1
     pairs = []
-    for name, paths in inputs:
+    for name, src in inputs:
         gt_name = name if name in gts else (next(iter(gts)) if single else None)
         if gt_name is None:
-            raise UserError(f'{os.path.join(gt_root, name)}: no ground-truth folder for video {name} in '
+            raise UserError(f'{os.path.join(gt_root, name)}: no ground truth for video {name} in '
                             f'--gt_path (it has {", ".join(list(gts)[:5])}{", ..." * (len(gts) > 5)})')
         if gt_name != name:
             notes.append(f'note: the only LR video {name} is paired with the only ground-truth video {gt_name}')
-        matched, warning = pair_frames(paths, gts[gt_name], os.path.dirname(paths[0]),
-                                       os.path.dirname(gts[gt_name][0]))
-        if warning:
-            notes.append(warning)
-        pairs.append((name, paths, [g for _, g in matched]))
+        gt = gts[gt_name]
+        if not is_video(src) and not is_video(gt):
+            matched, warning = pair_frames(src, gt, os.path.dirname(src[0]), os.path.dirname(gt[0]))
+            if warning:
+                notes.append(warning)
+            gt = [g for _, g in matched]
+        pairs.append((name, src, gt))
     return pairs
 
 
@@ -347,35 +246,76 @@ def _check_shape(path, shape, first, m):
     return h, w
 
 
-def check_videos(args, n_seq, scale, notes):
-    """Every video's frames read once, before anything is written: [Video].
+def _check_gt(name, lr, gt, n, hw, scale):
+    """A ground truth paired by index (either side a video file): same frame count, scale x size."""
+    where = gt if is_video(gt) else os.path.dirname(gt[0])
+    shapes = [probe(gt).size] if is_video(gt) else None
+    n_gt = probe(gt).n_frames if is_video(gt) else len(gt)
+    if n_gt != n:
+        raise UserError(f'{where}: ground truth of video {name} has {n_gt} frames, the input {n}; '
+                        'frames of a video file pair by index, so the counts must match')
+    for g in ([gt] if is_video(gt) else gt):
+        check_gt_size(hw, shapes[0] if shapes else read_frame(g).shape, scale,
+                      lr if is_video(lr) else lr[0], g)
+    return 1 if is_video(gt) else n_gt
 
-    Each frame must decode, the frames of a video must have one size, and
-    each ground-truth frame must pair with its LR frame (by name) and be
-    exactly ``scale`` x its size; the size-multiple crop then cuts both the
-    same way. A video whose frames are too small for PSNR/SSIM still runs;
-    its ``no_metric`` says why it is not scored.
+
+def _video_defaults(args, videos, notes):
+    """Video files keep every frame (border windows: the output keeps its length and audio sync)
+    and write PNG frames only when --save_image is given; frame folders write PNGs by default."""
+    if args.save_image is None:
+        args.save_image = not videos
+    if videos and not args.border:
+        args.border = True
+        notes.append('note: video files are restored with --border (every frame gets an output)')
+
+
+def check_videos(args, n_seq, scale, notes):
+    """Every video checked before anything is written: [Video].
+
+    Frame folders: each frame must decode, the frames of a video must have
+    one size, and each ground-truth frame must pair with its LR frame (by
+    name) and be exactly ``scale`` x its size. Video files: ffmpeg must
+    decode them (probe), with at least a window's frames; a ground truth
+    beside a video file pairs by index and must have as many frames. The
+    size-multiple crop then cuts LR and GT the same way. A video whose frames
+    are too small for PSNR/SSIM still runs; its ``no_metric`` says why.
     """
-    inputs = list_videos(args.input_path, 'input folder (--input_path)')
+    inputs = list_inputs(args.input_path, 'input folder (--input_path)')
+    _video_defaults(args, any(is_video(src) for _, src in inputs), notes)
     m = args.size_must_mode
     videos = []
     t0, n = time.perf_counter(), 0
     for name, lr, gt in _pair_videos(inputs, args.gt_path, notes):
-        window_indices(len(lr), n_seq, border=args.border, name=name)  # enough frames
-        frames_by_name(lr, os.path.dirname(lr[0]))  # one output file per frame
-        first = None
-        for i, p in enumerate(lr):
-            h, w = _check_shape(p, read_frame(p).shape, first, m)
-            first = first or (h, w, p)
-            if gt is not None:
-                check_gt_size((h, w), read_frame(gt[i]).shape, scale, p, gt[i])
-            n += 1 + (gt is not None)
+        fps = None
+        if is_video(lr):
+            info = probe(lr)
+            count, first = info.n_frames, (*_check_shape(lr, info.size, None, m), lr)
+            fps = info.fps
+            if fps is None:
+                fps = 25
+                notes.append(f'note: {lr} states no frame rate; its output is written at 25 fps')
+            n += 1
+        else:
+            count = len(lr)
+            frames_by_name(lr, os.path.dirname(lr[0]))  # one output file per frame
+            first = None
+            for i, p in enumerate(lr):
+                h, w = _check_shape(p, read_frame(p).shape, first, m)
+                first = first or (h, w, p)
+                if gt is not None and not is_video(gt):
+                    check_gt_size((h, w), read_frame(gt[i]).shape, scale, p, gt[i])
+                n += 1 + (gt is not None and not is_video(gt))
+        window_indices(count, n_seq, border=args.border, name=name)  # enough frames
+        if gt is not None and (is_video(lr) or is_video(gt)):
+            n += _check_gt(name, lr, gt, count, first[:2], scale)
         size = (first[0] - first[0] % m, first[1] - first[1] % m)
         why = None if gt is None else metric_problem(size[0] * scale, size[1] * scale)
         if why:
             notes.append(f'note: video {name}: no PSNR/SSIM, {why}; its SR frames are still written')
-        videos.append(Video(name, lr, gt, first[:2], size, why))
-    notes.append(f'checked {n} frames of {len(videos)} video(s) in {time.perf_counter() - t0:.1f} s')
+        videos.append(Video(name, lr, gt, first[:2], size, why, count, fps))
+    notes.append(f'checked {n} frames and video files of {len(videos)} video(s) in '
+                 f'{time.perf_counter() - t0:.1f} s')
     return videos
 
 
@@ -409,15 +349,43 @@ def choose_output_dir(result_path, flag, named):
     return f'{base}_{k}', f'note: {base} holds an earlier run; this run writes to {base}_{k}'
 
 
-def _read_video(video, m):
-    """A video's LR frames, cropped to the size multiple (re-checked: files may change during a run)."""
-    first, frames = None, []
+def _frames(video, m):
+    """A video's LR frames, one at a time, cropped to the size multiple (frame files re-checked:
+    they may change during a run)."""
+    if is_video(video.lr):
+        with VideoReader(video.lr) as reader:
+            for f in reader:
+                yield crop_to_multiple(f, m)
+        return
+    first = None
     for p in video.lr:
         f = read_frame(p)
         h, w = _check_shape(p, f.shape, first, m)
         first = first or (h, w, p)
-        frames.append(crop_to_multiple(f, m))
-    return frames
+        yield crop_to_multiple(f, m)
+
+
+class _GroundTruth:
+    """Ground-truth frame t of a video, asked for in increasing t (a video file is decoded once)."""
+
+    def __init__(self, gt):
+        self.gt, self._it, self._next = gt, None, 0
+
+    def __call__(self, t):
+        if not is_video(self.gt):
+            return read_frame(self.gt[t]), self.gt[t]
+        if self._it is None:
+            self._reader = VideoReader(self.gt)
+            self._it = iter(self._reader)
+        while True:
+            f, self._next = next(self._it), self._next + 1
+            if self._next == t + 1:
+                return f, self.gt
+
+    def close(self):
+        if self._it is not None:
+            self._it.close()
+            self._reader.close()
 
 
 def _ending(err, done, total):
@@ -456,7 +424,7 @@ def run(args, root):
     stale = stale_note(remove_stale_temps(out_dir, recursive=True))
     log = Logger(os.path.join(out_dir, f"inference_log_{time.strftime('%Y%m%d-%H%M%S')}.txt"))
     from .io.arch import describe
-    for key in ('input_path', 'gt_path', 'model_path', 'border', 'save_image', 'n_seq', 'scale',
+    for key in ('input_path', 'gt_path', 'model_path', 'border', 'save_image', 'crf', 'n_seq', 'scale',
                 'size_must_mode', 'no_reuse', 'no_fused', 'no_compose', 'tile', 'tile_overlap'):
         log(f'{key}: {getattr(args, key, None)}')
     log(f'result_path: {out_dir}')
@@ -465,7 +433,7 @@ def run(args, root):
     log(f'engine: {engine.model.describe()}')
     for line in notes + ([stale] if stale else []):
         log(line)
-    total = sum(len(window_indices(len(v.lr), args.n_seq, border=args.border)) for v in videos)
+    total = sum(len(window_indices(v.n, args.n_seq, border=args.border)) for v in videos)
     done = [0]
     t_run = time.perf_counter()
     try:
@@ -493,33 +461,22 @@ def _process(args, engine, videos, out_dir, log, done):
     """Super-resolve (and score) every video; ``done[0]`` counts the frames written."""
     scores, unscored = {}, []
     for v in videos:
-        frames = _read_video(v, args.size_must_mode)
-        windows = window_indices(len(frames), args.n_seq, border=args.border, name=v.name)
-        vid_scores = []
-        with Progress(len(windows), desc=v.name) as bar:
-            for k, recons, kernel, secs in engine.windows(frames, windows):
-                t = windows[k][args.n_seq // 2]
-                stem = os.path.splitext(os.path.basename(v.lr[t]))[0]
-                sr = to_uint8(recons)
-                line = f'> {v.name}-{stem}'
-                if v.gt is not None:
-                    gt = read_frame(v.gt[t])
-                    check_gt_size(v.shape, gt.shape, args.scale, v.lr[t], v.gt[t])
-                    if v.no_metric is None:
-                        p, q = psnr_ssim(sr, gt[:sr.shape[0], :sr.shape[1]])  # the size-multiple crop
-                        vid_scores.append((p, q))
-                        line += f' PSNR={p:.5f}, SSIM={q:.4f}'
-                        bar.set_postfix(psnr=f'{p:.3f}')
-                    else:
-                        line += ' PSNR/SSIM: none (frames too small)'
-                if args.save_image:
-                    save_png_atomic(os.path.join(out_dir, v.name, f'{stem}.png'), sr)
-                if args.save_kernel:
-                    save_npy_atomic(os.path.join(out_dir, v.name, 'kernel', f'{stem}.npy'), kernel)
-                    save_png_atomic(os.path.join(out_dir, v.name, 'kernel', f'{stem}.png'), kernel_image(kernel))
-                log(f'{line} forward_time={secs:.3f}s')
-                done[0] += 1
-                bar.update()
+        windows = window_indices(v.n, args.n_seq, border=args.border, name=v.name)
+        source = FrameSource(_frames(v, args.size_must_mode), windows)
+        gt_of = _GroundTruth(v.gt) if v.gt is not None else None
+        writer = None
+        if is_video(v.lr):
+            writer = VideoWriter(os.path.join(out_dir, v.name + '.mp4'), v.fps,
+                                 crf=getattr(args, 'crf', DEFAULT_CRF), audio_from=v.lr)
+        try:
+            vid_scores = _video(args, engine, v, windows, source, gt_of, writer, out_dir, log, done)
+            if writer is not None:
+                writer.close()
+        finally:
+            if writer is not None:
+                writer.abort()
+            if gt_of is not None:
+                gt_of.close()
         if vid_scores:
             scores[v.name] = vid_scores
             p, q = np.mean(vid_scores, axis=0)
@@ -533,3 +490,35 @@ def _process(args, engine, videos, out_dir, log, done):
         log(f'# Total AVG-PSNR={p:.5f}, AVG-SSIM={q:.4f} ({len(allv)} frames'
             + (f'; not scored: {", ".join(unscored)}' if unscored else '') + ')')
     return scores
+
+
+def _video(args, engine, v, windows, source, gt_of, writer, out_dir, log, done):
+    """One video's windows: frames scored, written (PNG, video) and logged as they come."""
+    vid_scores = []
+    with Progress(len(windows), desc=v.name) as bar:
+        for k, recons, kernel, secs in engine.windows(source, windows):
+            t = windows[k][args.n_seq // 2]
+            stem = f'{t:08d}' if is_video(v.lr) else os.path.splitext(os.path.basename(v.lr[t]))[0]
+            sr = to_uint8(recons)
+            line = f'> {v.name}-{stem}'
+            if gt_of is not None:
+                gt, gt_path = gt_of(t)
+                check_gt_size(v.shape, gt.shape, args.scale, v.lr if is_video(v.lr) else v.lr[t], gt_path)
+                if v.no_metric is None:
+                    p, q = psnr_ssim(sr, gt[:sr.shape[0], :sr.shape[1]])  # the size-multiple crop
+                    vid_scores.append((p, q))
+                    line += f' PSNR={p:.5f}, SSIM={q:.4f}'
+                    bar.set_postfix(psnr=f'{p:.3f}')
+                else:
+                    line += ' PSNR/SSIM: none (frames too small)'
+            if writer is not None:
+                writer.write(sr)
+            if args.save_image:
+                save_png_atomic(os.path.join(out_dir, v.name, f'{stem}.png'), sr)
+            if args.save_kernel:
+                save_npy_atomic(os.path.join(out_dir, v.name, 'kernel', f'{stem}.npy'), kernel)
+                save_png_atomic(os.path.join(out_dir, v.name, 'kernel', f'{stem}.png'), kernel_image(kernel))
+            log(f'{line} forward_time={secs:.3f}s')
+            done[0] += 1
+            bar.update()
+    return vid_scores

@@ -8,7 +8,7 @@ import numpy as np
 
 import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.data.frames import list_videos, read_frame, window_indices
-from jittor_sbvsr.inference import VideoSR, kernel_image
+from jittor_sbvsr.engine import VideoSR, kernel_image
 from jittor_sbvsr.models import PWC_Recons
 
 

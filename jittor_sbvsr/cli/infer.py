@@ -1,4 +1,5 @@
-"""``inference.py``: the reference's flags, plus --device, --save_kernel, --no_save_image."""
+"""``inference.py``: the reference's flags, plus --device, --save_kernel, --no_save_image, --crf."""
+from ..data.video import DEFAULT_CRF
 from ..options import _Parser
 from . import ROOT, guarded
 
@@ -6,8 +7,11 @@ from . import ROOT, guarded
 def build_parser():
     # _Parser: a bad flag is one 'error:' line and exit 2, like every other bad input
     p = _Parser(description='Self-Blind-VSR inference (Jittor)')
-    p.add_argument('--input_path', default='dataset/input', help='LR folder: one sub-folder of frames per video')
-    p.add_argument('--gt_path', default=None, help='ground-truth folder (optional: no metrics without it)')
+    p.add_argument('--input_path', default='dataset/input',
+                   help='a video file, a folder of video files, or a folder with one sub-folder of frames per video')
+    p.add_argument('--gt_path', default=None,
+                   help='ground truth, the same kinds (optional: no metrics without it); frames of a video file '
+                        'pair by index')
     p.add_argument('--model_path', default='pretrain_models/self_blind_vsr_realistic.pkl',
                    help='weights: .pkl (tools/convert_torch_weights.py) or the original .pt')
     p.add_argument('--result_path', default='infer_results', help='where infer_<flag>/ is written')
@@ -23,9 +27,11 @@ def build_parser():
     p.add_argument('--size_must_mode', type=int, default=1,
                    help='crop LR frames (and the ground truth with them) to a multiple of this')
     p.add_argument('--border', action='store_true', help='also restore the first/last n_seq//2 frames')
-    p.add_argument('--save_image', dest='save_image', action='store_true', default=True,
-                   help='save SR frames (default)')
+    p.add_argument('--save_image', dest='save_image', action='store_true', default=None,
+                   help='save SR frames as PNG (default for frame folders; video files give a video)')
     p.add_argument('--no_save_image', dest='save_image', action='store_false', help='do not save SR frames')
+    p.add_argument('--crf', type=int, default=DEFAULT_CRF,
+                   help=f'H.264 quality of output videos, 0..51, lower is better (default {DEFAULT_CRF}: near-lossless)')
     p.add_argument('--save_kernel', action='store_true', help='save each estimated kernel (.npy and .png)')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--demo', action='store_true',
