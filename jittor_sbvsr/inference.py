@@ -24,7 +24,7 @@ from .data.frames import (check_gt_size, crop_to_multiple, frames_by_name, list_
 from .engine import FrameSource, VideoSR, check_tiles, kernel_image
 from .errors import UserError
 from .metrics.psnr_ssim import metric_problem, psnr_ssim
-from .utils import Logger, Progress, ensure_dir, save_npy_atomic, save_png_atomic
+from .utils import Logger, VideoProgress, ensure_dir, save_npy_atomic, save_png_atomic
 from .utils.files import is_temp_name, remove_stale_temps, stale_note
 
 # preset -> (dataset folder under dataset/, checkpoint stem under pretrain_models/)
@@ -437,7 +437,8 @@ def run(args, root):
     done = [0]
     t_run = time.perf_counter()
     try:
-        scores = _process(args, engine, videos, out_dir, log, done)
+        with VideoProgress(total) as bar:
+            scores = _process(args, engine, videos, out_dir, log, done, bar)
     except BaseException as e:
         log.close()
         _append_line(log.path, _ending(e, done[0], total))
@@ -457,7 +458,7 @@ def _append_line(path, line):
         pass
 
 
-def _process(args, engine, videos, out_dir, log, done):
+def _process(args, engine, videos, out_dir, log, done, bar):
     """Super-resolve (and score) every video; ``done[0]`` counts the frames written."""
     scores, unscored = {}, []
     for v in videos:
@@ -469,7 +470,8 @@ def _process(args, engine, videos, out_dir, log, done):
             writer = VideoWriter(os.path.join(out_dir, v.name + '.mp4'), v.fps,
                                  crf=getattr(args, 'crf', DEFAULT_CRF), audio_from=v.lr)
         try:
-            vid_scores = _video(args, engine, v, windows, source, gt_of, writer, out_dir, log, done)
+            bar.video(v.name, len(windows))
+            vid_scores = _video(args, engine, v, windows, source, gt_of, writer, out_dir, log, done, bar)
             if writer is not None:
                 writer.close()
         finally:
@@ -492,33 +494,31 @@ def _process(args, engine, videos, out_dir, log, done):
     return scores
 
 
-def _video(args, engine, v, windows, source, gt_of, writer, out_dir, log, done):
+def _video(args, engine, v, windows, source, gt_of, writer, out_dir, log, done, bar):
     """One video's windows: frames scored, written (PNG, video) and logged as they come."""
     vid_scores = []
-    with Progress(len(windows), desc=v.name) as bar:
-        for k, recons, kernel, secs in engine.windows(source, windows):
-            t = windows[k][args.n_seq // 2]
-            stem = f'{t:08d}' if is_video(v.lr) else os.path.splitext(os.path.basename(v.lr[t]))[0]
-            sr = to_uint8(recons)
-            line = f'> {v.name}-{stem}'
-            if gt_of is not None:
-                gt, gt_path = gt_of(t)
-                check_gt_size(v.shape, gt.shape, args.scale, v.lr if is_video(v.lr) else v.lr[t], gt_path)
-                if v.no_metric is None:
-                    p, q = psnr_ssim(sr, gt[:sr.shape[0], :sr.shape[1]])  # the size-multiple crop
-                    vid_scores.append((p, q))
-                    line += f' PSNR={p:.5f}, SSIM={q:.4f}'
-                    bar.set_postfix(psnr=f'{p:.3f}')
-                else:
-                    line += ' PSNR/SSIM: none (frames too small)'
-            if writer is not None:
-                writer.write(sr)
-            if args.save_image:
-                save_png_atomic(os.path.join(out_dir, v.name, f'{stem}.png'), sr)
-            if args.save_kernel:
-                save_npy_atomic(os.path.join(out_dir, v.name, 'kernel', f'{stem}.npy'), kernel)
-                save_png_atomic(os.path.join(out_dir, v.name, 'kernel', f'{stem}.png'), kernel_image(kernel))
-            log(f'{line} forward_time={secs:.3f}s')
-            done[0] += 1
-            bar.update()
+    for k, recons, kernel, secs in engine.windows(source, windows):
+        t = windows[k][args.n_seq // 2]
+        stem = f'{t:08d}' if is_video(v.lr) else os.path.splitext(os.path.basename(v.lr[t]))[0]
+        sr = to_uint8(recons)
+        line = f'> {v.name}-{stem}'
+        if gt_of is not None:
+            gt, gt_path = gt_of(t)
+            check_gt_size(v.shape, gt.shape, args.scale, v.lr if is_video(v.lr) else v.lr[t], gt_path)
+            if v.no_metric is None:
+                p, q = psnr_ssim(sr, gt[:sr.shape[0], :sr.shape[1]])  # the size-multiple crop
+                vid_scores.append((p, q))
+                line += f' PSNR={p:.5f}, SSIM={q:.4f}'
+            else:
+                line += ' PSNR/SSIM: none (frames too small)'
+        if writer is not None:
+            writer.write(sr)
+        if args.save_image:
+            save_png_atomic(os.path.join(out_dir, v.name, f'{stem}.png'), sr)
+        if args.save_kernel:
+            save_npy_atomic(os.path.join(out_dir, v.name, 'kernel', f'{stem}.npy'), kernel)
+            save_png_atomic(os.path.join(out_dir, v.name, 'kernel', f'{stem}.png'), kernel_image(kernel))
+        log(f'{line} forward_time={secs:.3f}s')
+        done[0] += 1
+        bar.update(**({'psnr': f'{vid_scores[-1][0]:.3f}'} if vid_scores else {}))
     return vid_scores

@@ -288,3 +288,44 @@ def test_logger_bad_path(tmp_path):
     f.write_text('x')
     with pytest.raises(UserError, match='cannot open log file'):
         Logger(f / 'log.txt')
+
+
+class _TTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_video_progress_not_a_tty_prints_sparse_lines():
+    """Off a terminal (CI logs): no line per frame, one per video at its end (and per interval)."""
+    out = io.StringIO()
+    with progress_mod.VideoProgress(1000, stream=out, interval=3600) as bar:
+        for name in ('a', 'b'):
+            bar.video(name, 500)
+            for _ in range(500):
+                bar.update(psnr='30.000')
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[1].startswith('b: 500/500 frames, 1000/1000 in all')
+
+
+def test_video_progress_tty_updates_in_place_with_total_eta():
+    """On a terminal: tqdm redraws one line per video ('\\r'), never a new line per frame."""
+    out = _TTY()
+    with progress_mod.VideoProgress(400, stream=out) as bar:
+        for name in ('a', 'b'):
+            bar.video(name, 200)
+            for _ in range(200):
+                bar.update()
+    text = out.getvalue()
+    assert text.count('\n') <= 2, text[-500:]  # one per finished bar
+    assert 'total ETA' in text and 'a: 100%' in text and 'b: 100%' in text
+
+
+def test_logger_line_clears_a_tqdm_bar():
+    import sys
+    out = _TTY()
+    bar = progress_mod.VideoProgress(10, stream=out)
+    bar.video('v', 10)
+    bar.update()
+    Logger(stream=sys.stderr)('hello')  # tqdm clears bars on stdout/stderr; here: no error
+    bar.close()

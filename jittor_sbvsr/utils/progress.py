@@ -1,4 +1,8 @@
-"""A small progress bar and a line logger that do not trample each other.
+"""Progress bars and a line logger that do not trample each other.
+
+``VideoProgress`` (inference) is tqdm's bar, one per video, with the ETA over
+all videos. ``Progress`` is the older hand-written bar the trainer and
+tools/make_blurdown_dataset.py still use (switching them is a separate change).
 
 On a terminal the bar redraws one line in place with '\\r'; anywhere else (CI
 logs, files) it stays silent until ``close()`` and then prints one summary
@@ -12,7 +16,7 @@ import time
 
 from ..errors import UserError
 
-__all__ = ['Progress', 'Logger', 'format_seconds']
+__all__ = ['Progress', 'VideoProgress', 'Logger', 'format_seconds']
 
 _live = []  # bars currently drawn on a terminal, so Logger can step around them
 
@@ -166,6 +170,87 @@ class Progress:
         return False
 
 
+class VideoProgress:
+    """Progress of a run over videos of ``total`` output frames in all.
+
+    On a terminal: one tqdm bar per video, redrawn in place, its postfix the
+    ETA of the whole run. Elsewhere (CI logs, files): a plain line at most
+    every ``interval`` seconds and one at the end of each video, never one
+    per frame. ``enabled=False`` prints nothing.
+    """
+
+    def __init__(self, total, stream=None, interval=30.0, enabled=True):
+        self.total, self.done = total, 0
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = enabled and _isatty(self.stream)
+        self.enabled, self.interval = enabled, interval
+        self.t0 = time.perf_counter()
+        self._bar = None
+        self._name, self._n, self._k, self._last = '', 0, 0, self.t0
+
+    def video(self, name, n):
+        """Start the bar of the next video, of ``n`` frames."""
+        self._end_video()
+        self._name, self._n, self._k = name, n, 0
+        if self.tty:
+            from tqdm import tqdm
+            self._bar = tqdm(total=n, desc=name, file=self.stream, unit='frame', dynamic_ncols=True,
+                             mininterval=0.2, leave=True)
+
+    def eta(self):
+        """Seconds left for the whole run, from its pace so far (None before the first frame)."""
+        if not self.done:
+            return None
+        return (time.perf_counter() - self.t0) / self.done * (self.total - self.done)
+
+    def update(self, **postfix):
+        """One more frame of the current video."""
+        self.done += 1
+        self._k += 1
+        text = ', '.join([f'{k}={v}' for k, v in postfix.items()] + [f'total ETA {format_seconds(self.eta())}'])
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+            self._bar.update()
+        elif self.enabled and time.perf_counter() - self._last >= self.interval:
+            self._line(text)
+
+    def _line(self, text):
+        self._last = time.perf_counter()
+        try:
+            self.stream.write(f'{self._name}: {self._k}/{self._n} frames, {self.done}/{self.total} in all, '
+                              f'{format_seconds(self._last - self.t0)} elapsed, {text}\n')
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _end_video(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif self.enabled and not self.tty and self._n:
+            self._line(f'total ETA {format_seconds(self.eta())}')
+        self._n = 0
+
+    def close(self):
+        self._end_video()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def _tqdm_write_mode(stream):
+    """tqdm's bars cleared around a line written to ``stream`` (a no-op without tqdm)."""
+    tqdm = sys.modules.get('tqdm')
+    if tqdm is None:
+        import contextlib
+        return contextlib.nullcontext()
+    return tqdm.tqdm.external_write_mode(file=stream)
+
+
 class Logger:
     """Print lines and append them to a log file (UTF-8, flushed per line).
 
@@ -192,8 +277,9 @@ class Logger:
         for b in bars:
             b.clear()
         try:
-            self.stream.write(text + '\n')
-            self.stream.flush()
+            with _tqdm_write_mode(self.stream):
+                self.stream.write(text + '\n')
+                self.stream.flush()
         except (OSError, ValueError):
             pass
         for b in bars:
