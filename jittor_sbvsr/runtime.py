@@ -272,6 +272,33 @@ def flush_denormals():
                 cpu_src=_FTZ_SRC).sync()
 
 
+def quiet_jittor(verbose=False):
+    """Before Jittor's import: hide its dozen ``[i ...]`` start-up lines unless ``verbose``,
+    and say in one line when a first use will compile (minutes, once).
+
+    ``log_silent`` also hides Jittor's warnings, so :func:`select_device`
+    turns it off again right after the import: later warnings show.
+    """
+    if 'jittor' in sys.modules:
+        return
+    if not verbose and 'log_silent' not in os.environ:
+        os.environ['log_silent'] = '1'
+        _state['quiet_import'] = True
+    if not _core_cached():
+        print('jittor-sbvsr: first use: Jittor compiles its core, then the model\'s kernels '
+              '(several minutes on a CPU, once; cached under '
+              f'{os.path.join(jittor_home(), ".cache", "jittor")})', file=sys.stderr)
+
+
+def _core_cached():
+    """Whether Jittor's compiled core for our cache_name exists (a warm start)."""
+    import glob
+    name = os.environ.get('cache_name', '*')
+    pattern = os.path.join(glob.escape(jittor_home()), '.cache', 'jittor', 'jt*', '*', '*', '*', '*',
+                           name, 'jittor_core*.so')
+    return bool(glob.glob(pattern))
+
+
 def select_device(device='auto'):
     """Pick cpu or cuda for Jittor (and restore Python's Ctrl-C); returns the name used.
 
@@ -279,6 +306,10 @@ def select_device(device='auto'):
     """
     prepare()
     import jittor as jt
+    if _state.pop('quiet_import', False):  # warnings show again after the quiet start-up
+        import jittor_utils
+        jt.flags.log_silent = 0
+        jittor_utils.LOG.log_silent = 0
     python_sigint()
     if device not in ('auto', 'cpu', 'cuda'):
         raise RuntimeSetupError(f"unknown device '{device}' (use cpu, cuda or auto)")

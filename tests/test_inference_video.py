@@ -44,6 +44,7 @@ def test_video_round_trip(tmp_path, recipe_pkl):
     assert (info.n_frames, info.size, info.fps, info.has_audio) == (12, (4 * H, 4 * W), FPS, True)
     assert not (out / 'my clip').exists()  # no PNGs unless --save_image
     assert 'video files are restored with --border' in r.stdout
+    assert '[i ' not in r.stderr  # quiet start: Jittor's info lines only with --verbose
 
 
 def test_video_folder_with_gt_videos_and_pngs(tmp_path, recipe_pkl):
@@ -53,8 +54,9 @@ def test_video_folder_with_gt_videos_and_pngs(tmp_path, recipe_pkl):
     make_clip(lr / 'a.mkv', n=7, audio=False)
     make_clip(gt / 'a.mp4', n=7, audio=False, size=f'{4 * W}x{4 * H}')
     r = run_cli('--input_path', lr, '--gt_path', gt, '--model_path', recipe_pkl, '--result_path',
-                tmp_path / 'out', '--infer_flag', 'g', '--save_image', '--crf', '18')
+                tmp_path / 'out', '--infer_flag', 'g', '--save_image', '--crf', '18', '--verbose')
     assert r.returncode == 0, r.stderr
+    assert '[i ' in r.stderr  # --verbose: Jittor's start-up lines shown
     out = tmp_path / 'out' / 'infer_g'
     info = probe(out / 'a.mp4')
     assert (info.n_frames, info.size, info.has_audio) == (7, (4 * H, 4 * W), False)

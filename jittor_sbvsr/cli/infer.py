@@ -34,6 +34,7 @@ def build_parser():
                    help=f'H.264 quality of output videos, 0..51, lower is better (default {DEFAULT_CRF}: near-lossless)')
     p.add_argument('--save_kernel', action='store_true', help='save each estimated kernel (.npy and .png)')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    p.add_argument('--verbose', action='store_true', help="show Jittor's start-up [i ...] lines")
     p.add_argument('--demo', action='store_true',
                    help='super-resolve a synthetic clip made from scikit-image photos into demo_results/')
     p.add_argument('--no_reuse', action='store_true',
@@ -54,7 +55,9 @@ def build_parser():
 def main(argv=None):
     def work():
         args = build_parser().parse_args(argv)
+        from .. import runtime
         from ..inference import run
+        runtime.quiet_jittor(args.verbose)
         if args.gt_path in ('', '.'):
             args.gt_path = None
         run(args, ROOT)
