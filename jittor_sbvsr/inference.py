@@ -20,6 +20,7 @@ import numpy as np
 from . import runtime
 from .data.frames import (check_gt_size, crop_to_multiple, frames_by_name, frames_to_input, list_videos,
                           pair_frames, read_frame, to_uint8, window_indices)
+from .data.kernels import kernel_image
 from .errors import UserError
 from .metrics.psnr_ssim import metric_problem, psnr_ssim
 from .utils import Logger, Progress, ensure_dir, save_npy_atomic, save_png_atomic
@@ -289,13 +290,6 @@ class VideoSR:
             out[:, :, y0 * s:y1 * s, x0 * s:x1 * s] += r * wt
             wsum[y0 * s:y1 * s, x0 * s:x1 * s] += wt
         return (out / wsum).astype(np.float32)
-
-
-def kernel_image(kernel, zoom=16):
-    """An estimated kernel as an enlarged grey PNG, normalised to its peak."""
-    k = np.nan_to_num(np.asarray(kernel, np.float64))
-    k = k / k.max() if k.max() > 0 else np.zeros_like(k)
-    return np.kron(np.rint(k * 255).astype(np.uint8), np.ones((zoom, zoom), np.uint8))
 
 
 # one video of a run: its frames (and ground truth, in the same order), the LR

@@ -10,7 +10,7 @@ import hashlib
 
 import numpy as np
 
-_FLOW = 'flow_net.moduleNetwork.'
+from .checkpoint import FLOW_PREFIX as _FLOW
 _LEVELS = ('moduleTwo', 'moduleThr', 'moduleFou', 'moduleFiv', 'moduleSix')
 
 
