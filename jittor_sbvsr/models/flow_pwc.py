@@ -156,7 +156,7 @@ class Flow_PWC(nn.Module):  # noqa: N801 (the reference's name)
     original .pytorch file); '.' or None for none.
     """
 
-    def __init__(self, pretrain_fn=None, device=None):
+    def __init__(self, pretrain_fn=None):
         super().__init__()
         self.moduleNetwork = Network()
         if pretrain_fn not in (None, '', '.'):
