@@ -26,7 +26,8 @@ CENTRE_TOL = 1e-3
 
 
 def _grad_tol(name):
-    """The reference data's gradient tolerances: reconstruction branch and out_conv 1e-5, kernel net 1e-3, flow net 1e-2."""
+    """The reference data's gradient tolerances: reconstruction branch and out_conv 1e-5,
+    kernel net 1e-3, flow net 1e-2."""
     if name.startswith('flow_net.'):
         return 1e-2
     if name.startswith('kernel_net.'):
