@@ -198,10 +198,3 @@ class FrameSource:
     def held(self):
         """How many frames are held now (for tests)."""
         return len(self._held)
-
-
-def kernel_image(kernel, zoom=16):
-    """An estimated kernel as an enlarged grey PNG, normalised to its peak."""
-    k = np.nan_to_num(np.asarray(kernel, np.float64))
-    k = k / k.max() if k.max() > 0 else np.zeros_like(k)
-    return np.kron(np.rint(k * 255).astype(np.uint8), np.ones((zoom, zoom), np.uint8))

@@ -21,7 +21,8 @@ from . import runtime
 from .data.video import DEFAULT_CRF, VideoReader, VideoWriter, is_video_file, probe
 from .data.frames import (check_gt_size, crop_to_multiple, frames_by_name, list_videos, pair_frames, read_frame,
                           to_uint8, window_indices)
-from .engine import FrameSource, VideoSR, check_tiles, kernel_image
+from .data.kernels import kernel_image
+from .engine import FrameSource, VideoSR, check_tiles
 from .errors import UserError
 from .metrics.psnr_ssim import metric_problem, psnr_ssim
 from .utils import Logger, VideoProgress, ensure_dir, save_npy_atomic, save_png_atomic

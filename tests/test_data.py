@@ -156,7 +156,7 @@ def test_pad_kernel_and_png():
     p = kernels.pad_kernel(k, 13)
     assert p.shape == (13, 13) and p.sum() == pytest.approx(1.0)
     np.testing.assert_array_equal(p[4:9, 4:9], k)
-    img = kernels.kernel_to_png(k, zoom=16)
+    img = kernels.kernel_image(k, zoom=16)
     assert img.shape == (80, 80) and img.dtype == np.uint8 and img.max() == 255
     with pytest.raises(ValueError):
         kernels.pad_kernel(np.ones((15, 15)), 13)

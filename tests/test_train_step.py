@@ -1,9 +1,10 @@
-"""One training step against the reference (shared/reference, "Training-step reference").
+"""One training step against the reference data's recorded step (the folder named by
+SBVSR_REFERENCE; docs/porting.md, "Reference data" and traps 10 and 13).
 
 Recipe weights (SEED 1234), the replay batch train_batch.npy, mode 'train',
 the reference's loss, one Adam step with the reference's 8 groups. The
-tolerances are those of the reference README ("expect from a faithful
-port"); they are not to be loosened.
+tolerances are those that come with the reference data; they are not to
+be loosened.
 """
 import json
 import warnings
@@ -25,7 +26,8 @@ CENTRE_TOL = 1e-3
 
 
 def _grad_tol(name):
-    """README: reconstruction branch and out_conv 1e-5, kernel net 1e-3, flow net 1e-2."""
+    """The reference data's gradient tolerances: reconstruction branch and out_conv 1e-5,
+    kernel net 1e-3, flow net 1e-2."""
     if name.startswith('flow_net.'):
         return 1e-2
     if name.startswith('kernel_net.'):

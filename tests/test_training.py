@@ -361,14 +361,15 @@ def test_out_of_memory_is_one_hint(demo, monkeypatch, tmp_path):
     assert not (tmp_path / 'oom' / 'training_state.npz').exists()
 
 
-def test_kernel_image_and_psnr():
-    from jittor_sbvsr.trainer.trainer import calc_psnr, kernel_image
-    flat = kernel_image(np.full((13, 13), 1 / 169, np.float32))
+def test_kernel_rgb_minmax_and_training_psnr():
+    from jittor_sbvsr.metrics.psnr_ssim import calc_psnr
+    from jittor_sbvsr.trainer.trainer import kernel_rgb_minmax
+    flat = kernel_rgb_minmax(np.full((13, 13), 1 / 169, np.float32))
     assert flat.dtype == np.uint8 and flat.shape == (13, 13, 3) and flat.max() == 0
     k = np.zeros((13, 13), np.float32)
     k[6, 6] = 1
     k[0, 0] = np.nan
-    img = kernel_image(k)
+    img = kernel_rgb_minmax(k)
     assert img[6, 6, 0] == 255 and img[0, 0, 0] == 0
     a = np.zeros((1, 3, 16, 16), np.float32)
     assert calc_psnr(a, a) == 100

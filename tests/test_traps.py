@@ -1,9 +1,9 @@
-"""One test per trap of shared/PORTING.md ("Traps"); each fails if its trap returns.
+"""One test per numerical trap of docs/porting.md ("Traps"); each fails if its trap returns.
 
 The oracle is torch's own functional ops (torch is a test-only tool here),
 run in a separate process by tests/torch_ref_ops.py: torch and Jittor are
 never imported into the same process. Trap 5 (correlation) is covered by
-tests/test_correlation.py; traps 11-13 are not numerical and live elsewhere.
+tests/test_correlation.py; traps 11-15 are pinned elsewhere (docs/porting.md says where).
 """
 import os
 import subprocess

@@ -109,7 +109,7 @@ def build(hr_root, save_root, kind, seed, scale=4, log=print):
             applied = kernel.astype(np.float32)
             save_npy_atomic(os.path.join(stage, 'kernels', f'{name}.npy'), applied)
             save_png_atomic(os.path.join(stage, 'kernels', f'{name}.png'),
-                            kernels.kernel_to_png(applied))
+                            kernels.kernel_image(applied))
             for path in frames:
                 stem = os.path.splitext(os.path.basename(path))[0]
                 hr = read_frame(path)

@@ -28,12 +28,11 @@ from PIL import Image
 
 from ..errors import UserError
 from . import degrade, kernels
-from .frames import check_gt_size, list_videos, pair_frames, read_frame
+from .frames import _INV255, check_gt_size, list_videos, pair_frames, read_frame  # _INV255: docs/porting.md, trap 14
 
 __all__ = ['OnlineBlurDownTrainSet', 'PairedTestSet', 'LROnlyTrainSet', 'reference_repeat',
            'TRAIN_KINDS']
 
-_INV255 = np.float32(1.0 / 255.0)
 TRAIN_KINDS = ('gaussian', 'realistic')
 
 

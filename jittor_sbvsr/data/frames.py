@@ -1,7 +1,7 @@
 """Video frames on disk -> model input windows, and model output -> uint8 frames.
 
-Everything here follows the reference inference protocol bit for bit (see
-``reference/README.md``, Protocol): how frames are ordered and windowed, how
+Everything here follows the reference inference protocol bit for bit
+(docs/porting.md, trap 14): how frames are ordered and windowed, how
 pixels become float32 and how the float32 output becomes uint8.
 """
 import logging

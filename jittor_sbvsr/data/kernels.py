@@ -30,7 +30,7 @@ _EPS64 = 2.220446049250313e-16
 
 __all__ = ['GAUSSIAN_SIGMAS', 'TEST_GAUSSIAN_SIGMA', 'gaussian_kernel_size', 'gaussian_kernel',
            'random_gaussian_kernel', 'realistic_kernel_from_params', 'random_realistic_kernel',
-           'bicubic_resize', 'pad_kernel', 'kernel_to_png']
+           'bicubic_resize', 'pad_kernel', 'kernel_image']
 
 # The training sigmas, written as the decimal literals the reference uses
 # (so that ceil(3 * sigma) sees the same float values).
@@ -210,9 +210,14 @@ def pad_kernel(kernel, size):
     return out
 
 
-def kernel_to_png(kernel, zoom=16):
-    """uint8 picture of a kernel: divided by its max, x255, rounded, enlarged ``zoom`` x (nearest)."""
-    k = np.asarray(kernel, dtype=np.float64)
+def kernel_image(kernel, zoom=16):
+    """uint8 grey picture of a kernel: divided by its peak, x255, rounded, enlarged ``zoom`` x (nearest).
+
+    The one kernel picture (inference's --save_kernel, the blur-down tool).
+    Degenerate kernels still give a picture: NaN taps count as 0, infinite
+    ones as the largest float, and a kernel with no positive tap is black.
+    """
+    k = np.nan_to_num(np.asarray(kernel, dtype=np.float64))
     peak = k.max()
     img = k / peak if peak > 0 else np.zeros_like(k)
     img = np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)

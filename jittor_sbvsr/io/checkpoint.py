@@ -153,8 +153,6 @@ def save_state_atomic(state, path):
     def write(tmp):
         with open(tmp, 'wb') as f:
             pickle.dump(clean, f, protocol=4)
-            f.flush()
-            os.fsync(f.fileno())
     atomic_save(path, write)
 
 

@@ -2,13 +2,15 @@
 
 The public parity case was computed upstream with these weights, so tests
 and the demo can run the full model without any checkpoint. The gains make
-the flow branch matter (see shared/reference/README.md, "Weight recipe").
+the flow branch matter. The recipe itself is part of the reference data
+(the folder named by the SBVSR_REFERENCE environment variable; see
+docs/porting.md, "Reference data").
 """
 import hashlib
 
 import numpy as np
 
-_FLOW = 'flow_net.moduleNetwork.'
+from .checkpoint import FLOW_PREFIX as _FLOW
 _LEVELS = ('moduleTwo', 'moduleThr', 'moduleFou', 'moduleFiv', 'moduleSix')
 
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-__all__ = ['psnr', 'ssim', 'psnr_ssim', 'metric_problem', 'gaussian_window', 'shave']
+__all__ = ['psnr', 'ssim', 'psnr_ssim', 'metric_problem', 'gaussian_window', 'shave', 'calc_psnr']
 
 _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2
@@ -117,3 +117,17 @@ def psnr_ssim(sr, gt, crop_border=4):
     sr_c = shave(sr, crop_border)
     gt_c = shave(gt, crop_border)
     return psnr(sr_c, gt_c), ssim(sr_c, gt_c)
+
+
+def calc_psnr(img1, img2, shave=4):
+    """The reference's training-time PSNR: float images in [0,1] [B,C,H,W], border ``shave``.
+
+    Not :func:`psnr` (uint8 images, inference): no rounding or clamping; mse
+    in float32 as numpy computes it; 100 if equal.
+    """
+    a = np.asarray(img1, np.float32)[:, :, shave:-shave, shave:-shave]
+    b = np.asarray(img2, np.float32)[:, :, shave:-shave, shave:-shave]
+    mse = float(np.mean((a - b) ** 2))
+    if mse == 0:
+        return 100.0
+    return 20 * math.log10(1.0 / math.sqrt(mse))

@@ -2,8 +2,9 @@
 
 Module and attribute names follow the PyTorch PWC-Net port whose weights
 (``network-default.pytorch``) the paper loads, so checkpoints convert by
-identity. Parity traps (PORTING.md): align_corners=True warps with occupancy
-masks, refiner dilations, the x20 flow scaling and the 64-multiple resize.
+identity. Parity traps (docs/porting.md, traps 1, 2, 3 and 6): align_corners=True
+warps with occupancy masks, refiner dilations, the x20 flow scaling and the
+64-multiple resize.
 """
 import math
 
@@ -155,7 +156,7 @@ class Flow_PWC(nn.Module):  # noqa: N801 (the reference's name)
     original .pytorch file); '.' or None for none.
     """
 
-    def __init__(self, pretrain_fn=None, device=None):
+    def __init__(self, pretrain_fn=None):
         super().__init__()
         self.moduleNetwork = Network()
         if pretrain_fn not in (None, '', '.'):

@@ -46,7 +46,7 @@ def blur_down(x, kernel, scale):
 
 class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
     def __init__(self, n_colors=3, n_sequence=5, extra_RBS=3, recons_RBS=20, n_feat=128, kernel_size=3,
-                 scale=4, ksize=13, HR_in=False, flow_pretrain_fn=None, device=None):
+                 scale=4, ksize=13, HR_in=False, flow_pretrain_fn=None):
         super().__init__()
         self.ksize = ksize
         self.n_sequence = n_sequence

@@ -9,7 +9,7 @@ here share one arithmetic: each output sums channels c = 0..C-1, each
 gradient sums displacements d = 0..80, then divides by C. That keeps both
 devices within float rounding of the reference and of each other.
 Channel (dy+4)*9 + (dx+4) holds displacement (dx, dy): the transposed order
-loads and runs silently but moves flows by up to 2 px (PORTING.md trap 5).
+loads and runs silently but moves flows by up to 2 px (docs/porting.md, trap 5).
 
 The CUDA kernels are plain ``__global__`` functions in ``CU_HEAD`` so that
 the tests can compile them, and run them emulated, without a GPU.

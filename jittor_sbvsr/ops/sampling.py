@@ -2,7 +2,7 @@
 
 Jittor's own ``interpolate``, ``grid_sample`` and ``AdaptiveAvgPool2d`` pick
 different source pixels or windows than the PyTorch code the checkpoints were
-trained with (PORTING.md traps 1 and 4), so the model uses these instead.
+trained with (docs/porting.md, traps 1, 4 and 6), so the model uses these instead.
 All are plain Jittor expressions: autograd comes for free.
 """
 import math

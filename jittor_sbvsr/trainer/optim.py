@@ -13,8 +13,9 @@ ways that matter here:
 
 ``TorchAdam`` keeps Jittor's gradient machinery (``backward`` accumulates,
 ``step(loss)`` works as usual) and applies PyTorch's formula with its own
-step count. The reference numbers (shared/reference, train_step) were made
-with PyTorch 2.x Adam, which this reproduces.
+step count. The reference training step (in the reference data named by
+SBVSR_REFERENCE; docs/porting.md, trap 13) was made with PyTorch 2.x Adam,
+which this reproduces.
 """
 import math
 

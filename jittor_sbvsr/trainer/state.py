@@ -43,8 +43,6 @@ def save_training_state(path, meta, model_state, optimizer_state):
     def write(tmp):
         with open(tmp, 'wb') as f:
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
     return atomic_save(path, write)
 
 

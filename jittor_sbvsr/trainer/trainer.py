@@ -28,11 +28,14 @@ import os
 import sys
 import time
 
+import jittor as jt
 import numpy as np
 
+from ..data.frames import to_uint8
 from ..errors import UserError
 from ..io.checkpoint import FLOW_PREFIX, load_into_module, load_state, save_state_atomic
 from ..losses import LOSS_NAMES, SelfBlindLoss
+from ..metrics.psnr_ssim import calc_psnr
 from ..options import DEMO_DATA
 from ..utils import Logger, Progress, atomic_write_bytes, ensure_dir, save_png_atomic
 from ..utils.files import remove_stale_temps, stale_note
@@ -41,7 +44,7 @@ from .optim import make_optimizer, step_lr_factor
 from .plots import save_line_plot
 from .state import STATE_NAME, load_training_state, save_training_state
 
-__all__ = ['Trainer', 'run', 'calc_psnr', 'kernel_image', 'epoch_seed', 'OOM_HINT']
+__all__ = ['Trainer', 'run', 'kernel_rgb_minmax', 'epoch_seed', 'OOM_HINT']
 
 PSNR_NAMES = ('psnr', 'cycle_psnr', 'down_psnr')
 OOM_HINT = ('out of memory{where} (batch_size {bs}, patch_size {ps}): lower --batch_size '
@@ -53,30 +56,17 @@ _SAME_ON_RESUME = ('n_feat', 'extra_RBS', 'recons_RBS', 'ksize', 'scale', 'n_seq
 _PWC_NAMES = ('network-default.pkl', 'network-default.pytorch')
 
 
-def calc_psnr(img1, img2, shave=4):
-    """The reference's training-time PSNR: float images in [0,1] [B,C,H,W], border ``shave``.
+def kernel_rgb_minmax(kernel):
+    """A kernel [k,k] as a uint8 RGB image (k x k, not enlarged) stretched from its own
+    min to max, for the training-time result images (all-equal -> black, NaN -> 0).
 
-    No rounding or clamping; mse in float32 as numpy computes it; 100 if equal.
-    """
-    a = np.asarray(img1, np.float32)[:, :, shave:-shave, shave:-shave]
-    b = np.asarray(img2, np.float32)[:, :, shave:-shave, shave:-shave]
-    mse = float(np.mean((a - b) ** 2))
-    if mse == 0:
-        return 100.0
-    return 20 * math.log10(1.0 / math.sqrt(mse))
-
-
-def kernel_image(kernel):
-    """A kernel [k,k] as a uint8 RGB image scaled to its own min..max (all-equal -> black, NaN -> 0)."""
+    Not the kernel picture of inference and the tools (data/kernels.py:kernel_image,
+    scaled to the peak and enlarged)."""
     k = np.nan_to_num(np.asarray(kernel, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = float(k.min()), float(k.max())
     k = (k - lo) / (hi - lo) if hi > lo else np.zeros_like(k)
     k = np.clip(np.round(k * 255), 0, 255).astype(np.uint8)
     return np.repeat(k[:, :, None], 3, axis=2)
-
-
-def _to_uint8(chw):
-    return np.clip(np.round(np.asarray(chw, np.float32) * np.float32(255)), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
 def epoch_seed(seed, epoch):
@@ -105,9 +95,7 @@ class Trainer:
     inputs before writing anything, then ``train()`` runs the remaining epochs."""
 
     def __init__(self, args, device='cpu', stream=None):
-        import jittor as jt
         from ..models import PWC_Recons
-        self.jt = jt
         self.args = args
         self.device = device
         self.stream = sys.stdout if stream is None else stream
@@ -351,7 +339,6 @@ class Trainer:
         return {k: float(v) for k, v in zip(LOSS_NAMES, summed)}
 
     def train_epoch(self, epoch):
-        jt = self.jt
         a = self.args
         factor = step_lr_factor(epoch, a.lr_decay, a.gamma)
         self.optimizer.set_lr_factor(factor)
@@ -405,7 +392,6 @@ class Trainer:
         resumed run compute the same epoch bit for bit. Under MPI every rank
         first takes rank 0's values, so the ranks cannot drift apart.
         """
-        jt = self.jt
         vs = list(self.model.parameters())
         for pg in self.optimizer.param_groups:
             vs += pg['m'] + pg['v']
@@ -421,7 +407,6 @@ class Trainer:
 
     def evaluate(self, epoch=None):
         """PSNR (recons vs HR), cycle-PSNR (input_cycle vs input), down-PSNR (recons_down vs input)."""
-        jt = self.jt
         a = self.args
         # No model.eval()/train() here: PWC_Recons behaves the same in both (the
         # mode is part of its input), and Jittor's train() re-enables gradients
@@ -457,11 +442,11 @@ class Trainer:
     def _save_images(self, item, gt, res):
         video, frame = item['name'].split('/', 1)
         base = os.path.join(self.dir, 'result', str(self.args.data_test), video, frame)
-        imgs = {'gt': _to_uint8(gt[0]), 'lr': _to_uint8(res['input'][0]), 'sr': _to_uint8(res['recons'][0]),
-                'lr_cycle': _to_uint8(res['input_cycle'][0]), 'lr_down': _to_uint8(res['input_down'][0]),
-                'sr_down': _to_uint8(res['recons_down'][0]), 'est_kernel': kernel_image(res['est_kernel'][0, 0])}
+        imgs = {'gt': to_uint8(gt[0]), 'lr': to_uint8(res['input'][0]), 'sr': to_uint8(res['recons'][0]),
+                'lr_cycle': to_uint8(res['input_cycle'][0]), 'lr_down': to_uint8(res['input_down'][0]),
+                'sr_down': to_uint8(res['recons_down'][0]), 'est_kernel': kernel_rgb_minmax(res['est_kernel'][0, 0])}
         if item.get('kernel') is not None:
-            imgs['gt_kernel'] = kernel_image(item['kernel'])
+            imgs['gt_kernel'] = kernel_rgb_minmax(item['kernel'])
         for post, img in imgs.items():
             save_png_atomic(f'{base}_{post}.png', img)
 
@@ -539,7 +524,7 @@ class Trainer:
             if psnr is not None and (self.best is None or psnr['psnr'] > self.best[0]):
                 self.best = (psnr['psnr'], epoch)
                 is_best = True
-            self.jt.sync_all(True)  # the epoch's time includes every queued kernel
+            jt.sync_all(True)  # the epoch's time includes every queued kernel
             self.log(f'Epoch {epoch} loss ' + self._fmt_losses(losses) + f' ({time.time() - t0:.1f}s)')
             if psnr is not None:
                 self.log(f'[{a.data_test}] average Cycle-PSNR: {psnr["cycle_psnr"]:.3f} Down-PSNR: '

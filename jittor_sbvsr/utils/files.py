@@ -1,7 +1,9 @@
 """Writing output files so that an interrupted run never leaves a half-written one.
 
 Each file is written to a temporary name in the same folder (same file
-system, so the final ``os.replace`` is atomic) and renamed into place.
+system, so the final ``os.replace`` is atomic), flushed to the disk and
+renamed into place. :func:`atomic_save` is the one writer every output file
+of the package (images, kernels, checkpoints, training state) goes through.
 """
 import os
 import re
@@ -89,13 +91,23 @@ def _mode_of(path):
         return None
 
 
+def _fsync(path):
+    """Flush a closed file's data to the disk (read-write: Windows needs write access)."""
+    fd = os.open(path, os.O_RDWR | getattr(os, 'O_BINARY', 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_save(path, writer):
     """Call ``writer(tmp_path)`` and then move the temporary file onto ``path``.
 
     The temporary file is created empty beforehand (with the permissions a
-    normal file would get, or those of the file it replaces) and is removed
-    if anything fails, including Ctrl-C. OS errors become a
-    :class:`UserError` naming ``path``.
+    normal file would get, or those of the file it replaces), fsynced after
+    ``writer`` has closed it (so a crash of the machine cannot leave the new
+    name on an empty file), and removed if anything fails, including
+    Ctrl-C. OS errors become a :class:`UserError` naming ``path``.
     """
     path = os.fspath(path)
     folder = os.path.dirname(path)
@@ -117,6 +129,7 @@ def atomic_save(path, writer):
         if mode is not None:
             os.chmod(tmp, mode)
         writer(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         try:
