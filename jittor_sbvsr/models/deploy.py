@@ -118,10 +118,12 @@ class InferenceNet:
         """build() checked on cases(built); None (with one warning line) if it fails."""
         try:
             made = build()
+            jt.sync_all(True)  # Jittor is lazy: time the probes' compute, not what was queued before
             t0 = time.perf_counter()
             try:
                 for fast, plain, probe in cases(made):
                     compare(fast, plain, probe)
+                jt.sync_all(True)
             finally:
                 self.probe_seconds += time.perf_counter() - t0
             self.paths[key] = 'on'
