@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -38,3 +39,11 @@ def recipe_pkl(tmp_path_factory):
     path = tmp_path_factory.mktemp('weights') / 'recipe 1234.pkl'
     save_state_atomic(recipe_state({k: v.shape for k, v in PWC_Recons().state_dict().items()}), path)
     return path
+
+
+def load_tool(name):
+    """tools/<name>.py imported as a module (the tools are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f'_tool_{name}', ROOT / 'tools' / f'{name}.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

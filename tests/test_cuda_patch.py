@@ -14,21 +14,13 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_tool
 
-TOOL = ROOT / 'tools' / 'jittor_cuda_patch.py'
 COPIED = ['compiler.py', 'extern/cuda/inc/helper_cuda.h', 'extern/cuda/cudnn']
 ALL_CHANGES = 5
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('_jittor_cuda_patch', TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-tool = _load_tool()
+tool = load_tool('jittor_cuda_patch')
 
 
 @pytest.fixture(scope='module')

@@ -1,5 +1,4 @@
 """tools/make_blurdown_dataset.py: blurred-down test sets from HR videos."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,20 +10,11 @@ from PIL import Image
 
 from jittor_sbvsr.data import degrade, kernels
 from jittor_sbvsr.data.datasets import PairedTestSet
+from conftest import ROOT, load_tool
 from jittor_sbvsr.data.frames import read_frame
 
-ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / 'tools' / 'make_blurdown_dataset.py'
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('make_blurdown_dataset', TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-tool = _load_tool()
+tool = load_tool('make_blurdown_dataset')
 
 
 @pytest.fixture
