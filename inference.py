@@ -4,7 +4,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from jittor_sbvsr.cli.infer import main  # noqa: E402
+from jittor_sbvsr_launcher import infer as main  # noqa: E402  (the package is imported inside it)
 
 if __name__ == '__main__':
     sys.exit(main())

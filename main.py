@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from jittor_sbvsr.cli.train import main  # noqa: E402
+from jittor_sbvsr_launcher import train as main  # noqa: E402  (the package is imported inside it)
 
 if __name__ == '__main__':
     sys.exit(main())

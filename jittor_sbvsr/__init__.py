@@ -1,14 +1,9 @@
 """Self-Blind-VSR (Bai & Pan, TPAMI 2024) in pure Jittor."""
-import sys
-
 from . import runtime
 
-try:
-    runtime.prepare()
-except runtime.RuntimeSetupError as _e:
-    # An unusable installation (numpy 2, mpirun without mpicc): one line and
-    # exit code 2, before Jittor is imported into it.
-    print(runtime.error_line(_e), file=sys.stderr)
-    raise SystemExit(2) from None
+# Before anything imports Jittor. An unusable installation (numpy 2, mpirun
+# without mpicc) raises runtime.InstallationError, an ImportError naming the
+# problem; the commands (jittor_sbvsr_launcher.py) print it as one line.
+runtime.prepare()
 
 __version__ = '0.1.0'

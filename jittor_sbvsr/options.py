@@ -2,8 +2,8 @@
 
 A template sets a whole configuration; any flag given on the command line
 overrides the template's value (``--template Self_Blind_VSR_Gaussian
---batch_size 2 --patch_size 64``). Default paths are relative to the
-repository root (``dataset/...``, ``pretrain_models/...``,
+--batch_size 2 --patch_size 64``). Default paths are relative to
+:data:`ROOT` (``dataset/...``, ``pretrain_models/...``,
 ``experiment/<save>``); paths given on the command line are relative to the
 current folder, as usual.
 """
@@ -12,9 +12,22 @@ import os
 
 from .errors import UserError
 
-__all__ = ['ROOT', 'DEMO_DATA', 'TEMPLATES', 'build_parser', 'parse_args', 'template_names']
+__all__ = ['ROOT', 'DEMO_DATA', 'TEMPLATES', 'build_parser', 'parse_args', 'project_root', 'template_names']
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+def project_root():
+    """Where the default data, weights and results live: $SBVSR_ROOT if set; else the source
+    checkout the package runs from (``pip install -e .`` or the scripts); else, for a package
+    installed into site-packages (``pip install .``), the current folder: never site-packages."""
+    if os.environ.get('SBVSR_ROOT'):
+        return os.path.abspath(os.environ['SBVSR_ROOT'])
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(checkout, 'pyproject.toml')):
+        return checkout
+    return os.getcwd()
+
+
+ROOT = project_root()
 # The demo template's clips: written there on first use (and only there).
 DEMO_DATA = os.path.join(ROOT, 'dataset', 'demo')
 

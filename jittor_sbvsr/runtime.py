@@ -2,7 +2,10 @@
 
 Jittor 1.3.8.5 reads its settings from environment variables at import time,
 so everything here must run before the first ``import jittor``;
-``jittor_sbvsr/__init__.py`` calls :func:`prepare` for that reason.
+``jittor_sbvsr/__init__.py`` calls :func:`prepare` for that reason. An
+installation that cannot work makes that import raise
+:class:`InstallationError` (an ImportError); the commands turn it into one
+line (``jittor_sbvsr_launcher.py``).
 
 What it fixes, on machines like ours:
 - an ``nvcc`` without a CUDA driver makes Jittor try (and fail) to use CUDA:
@@ -40,7 +43,15 @@ _state = {'prepared': False, 'onednn': False, 'cuda_visible': False, 'interrupte
 
 
 class RuntimeSetupError(RuntimeError):
-    """A problem of the installation, reported as one line by the CLIs."""
+    """A problem of the installation or the machine, reported as one line by the CLIs."""
+
+
+class InstallationError(RuntimeSetupError, ImportError):
+    """An installation Jittor cannot run in (numpy 2, mpirun without mpicc).
+
+    Raised by :func:`prepare`, i.e. by ``import jittor_sbvsr``: an ImportError,
+    so that a library user sees the import fail, with the reason as its message.
+    """
 
 
 def mpi_env():
@@ -56,6 +67,12 @@ def error_line(err):
     mpi = mpi_env()
     tag = f' (rank {mpi[0]}/{mpi[1]})' if mpi else ''
     return f'error{tag}: {" ".join(str(err).split())}'
+
+
+def report(err):
+    """Print ``err`` as :func:`error_line` on stderr; returns the commands' exit code for it, 2."""
+    print(error_line(err), file=sys.stderr)
+    return 2
 
 
 def jittor_home():
@@ -90,7 +107,7 @@ def cuda_driver_present():
 def check_numpy():
     import numpy
     if int(numpy.__version__.split('.')[0]) >= 2:
-        raise RuntimeSetupError(
+        raise InstallationError(
             f'numpy {numpy.__version__} is installed, but Jittor 1.3.8.5 needs numpy<2 '
             '(Var.numpy() returns garbage with numpy 2); run env/setup.sh or '
             "pip install -r env/jittor-1.3.8.5.txt")
@@ -109,10 +126,15 @@ def _cache_float_info():
 
 
 def prepare():
-    """Set Jittor's environment before it is imported. Idempotent."""
+    """Set Jittor's environment before it is imported. Idempotent once it has succeeded:
+    after an :class:`InstallationError` the next call checks again (a retried import fails too)."""
     if _state['prepared']:
         return
+    _prepare()
     _state['prepared'] = True
+
+
+def _prepare():
     check_numpy()
     _cache_float_info()
     if 'jittor' in sys.modules:
@@ -127,7 +149,7 @@ def prepare():
     if mpi:
         mpicc = os.environ.get('mpicc_path') or shutil.which('mpicc')
         if not mpicc or not os.path.isfile(mpicc):
-            raise RuntimeSetupError(
+            raise InstallationError(
                 'started by mpirun, but Open MPI\'s mpicc was not found (Jittor builds its MPI ops '
                 'with it): install libopenmpi-dev (env/setup.sh does, as root) or set mpicc_path')
         if mpi[0] != '0':

@@ -47,3 +47,27 @@ def load_tool(name):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+BROKEN_INSTALLS = {
+    # cause -> what importing jittor_sbvsr must say
+    'numpy 2': 'numpy 2.0.0 is installed, but Jittor 1.3.8.5 needs numpy<2',
+    'mpirun without mpicc': "started by mpirun, but Open MPI's mpicc was not found",
+}
+
+
+@pytest.fixture(scope='session')
+def broken_install(tmp_path_factory):
+    """``broken_install(cause)``: environment variables that make this machine an installation
+    Jittor cannot run in (runtime.InstallationError), for a child process."""
+    fake = tmp_path_factory.mktemp('numpy 2 ü')
+    (fake / 'numpy').mkdir()
+    (fake / 'numpy' / '__init__.py').write_text("__version__ = '2.0.0'\n")
+
+    def env(cause):
+        if cause == 'numpy 2':
+            return {'PYTHONPATH': str(fake)}
+        assert cause == 'mpirun without mpicc', cause
+        return {'OMPI_COMM_WORLD_SIZE': '2', 'OMPI_COMM_WORLD_RANK': '0',
+                'mpicc_path': str(fake / 'no-mpicc')}
+    return env

@@ -105,7 +105,8 @@ def test_other_png_kinds_are_converted(tmp_path, recipe_pkl, mode):
 def test_quick_test_with_data_missing(tmp_path):
     repo = tmp_path / 'repo'
     shutil.copytree(ROOT / 'jittor_sbvsr', repo / 'jittor_sbvsr', ignore=shutil.ignore_patterns('__pycache__'))
-    shutil.copy(ROOT / 'inference.py', repo)
+    for script in ('inference.py', 'jittor_sbvsr_launcher.py'):
+        shutil.copy(ROOT / script, repo)
     r = subprocess.run([sys.executable, str(repo / 'inference.py'), '--quick_test', 'Realistic_REDS4'],
                        capture_output=True, text=True, cwd=tmp_path, timeout=600)
     err = assert_clean_error(r, 'Realistic_REDS4')

@@ -1,15 +1,17 @@
 """pyproject.toml: ``pip install -e .`` gives sbvsr-infer, sbvsr-train and sbvsr-convert with the
-flags of inference.py, main.py and tools/convert_torch_weights.py.
+flags of inference.py, main.py and tools/convert_torch_weights.py; ``pip install .`` a copy in
+site-packages that keeps its data (options.ROOT) in the current folder, not in site-packages.
 
-The install is real: ``pip install --no-deps --no-build-isolation -e <checkout>`` into a
+The installs are real: ``pip install --no-deps --no-build-isolation [-e] <checkout>`` into a
 throwaway venv that sees this environment's packages through a .pth file (measured: 3.6 s
-for the venv and the install on 2 cores). An editable install writes nothing into the
-checkout.
+for the venv and the editable install on 2 cores). An editable install writes nothing into
+the checkout; the non-editable one builds from a copy of it (setuptools builds in the tree).
 """
 import importlib
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -17,11 +19,11 @@ import tomllib
 
 import pytest
 
-from conftest import ROOT
+from conftest import BROKEN_INSTALLS, ROOT
 
 COMMANDS = {'sbvsr-infer': 'inference.py', 'sbvsr-train': 'main.py',
             'sbvsr-convert': 'tools/convert_torch_weights.py'}
-ENV = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'} | {'COLUMNS': '100'}
+ENV = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'SBVSR_ROOT')} | {'COLUMNS': '100'}
 
 
 def scripts():
@@ -39,33 +41,54 @@ def test_entry_points_are_the_scripts_code():
         shim = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(shim)  # the scripts run nothing unless __main__
         assert shim.main is main, f'{COMMANDS[name]} should only import {target}'
+        assert main.__name__ == func and callable(importlib.import_module(f'jittor_sbvsr.cli.{func}').main)
 
 
-@pytest.fixture(scope='module')
-def venv(tmp_path_factory):
+def _make_venv(tmp_path_factory, name, *install):
+    """A venv seeing this environment's packages, with ``pip install <install>`` done in it."""
     try:
         import setuptools
     except ImportError:
-        pytest.skip('setuptools is not installed here (needed for --no-build-isolation)')
-    if int(setuptools.__version__.split('.')[0]) < 64:
-        pytest.skip(f'setuptools {setuptools.__version__} < 64 cannot make editable installs')
-    d = tmp_path_factory.mktemp('venv é')
+        pytest.fail('setuptools is not installed here (env/test-requirements.txt; needed for --no-build-isolation)')
+    version = tuple(int(v) for v in setuptools.__version__.split('.')[:2])
+    assert version >= (70, 1), (f'setuptools {setuptools.__version__} < 70.1 cannot build wheels on its own '
+                                '(env/test-requirements.txt)')
+    d = tmp_path_factory.mktemp(name)
     subprocess.run([sys.executable, '-m', 'venv', '--without-pip', d], check=True, timeout=120)
     py = d / 'bin' / 'python'
     site = subprocess.run([py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
                           capture_output=True, text=True, check=True).stdout.strip()
     with open(os.path.join(site, 'sbvsr_test_base.pth'), 'w') as f:
         f.write(sysconfig.get_paths()['purelib'] + '\n')
+    r = subprocess.run([py, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '--no-deps',
+                        '--no-build-isolation', *map(str, install)], capture_output=True, text=True,
+                       env=ENV, cwd=d, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return d
+
+
+@pytest.fixture(scope='module')
+def venv(tmp_path_factory):
+    """``pip install -e <checkout>``."""
     def artefacts():  # what a non-editable build would leave (other files may come and go)
         return sorted(n for n in os.listdir(ROOT) if n.endswith('.egg-info') or n in ('build', 'dist'))
 
     before = artefacts()
-    r = subprocess.run([py, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '--no-deps',
-                        '--no-build-isolation', '-e', ROOT], capture_output=True, text=True,
-                       env=ENV, cwd=d, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
+    d = _make_venv(tmp_path_factory, 'venv é', '-e', ROOT)
     assert artefacts() == before  # no egg-info or build/ left in the checkout
     return d
+
+
+@pytest.fixture(scope='module')
+def installed(tmp_path_factory):
+    """``pip install <copy of the checkout>``: the package copied into the venv's site-packages."""
+    src = tmp_path_factory.mktemp('source ü')
+    for name in ('pyproject.toml', 'README.md', 'jittor_sbvsr_launcher.py', 'env', 'jittor_sbvsr'):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns('__pycache__'))
+        else:
+            shutil.copy(ROOT / name, src / name)
+    return _make_venv(tmp_path_factory, 'installed é', src)
 
 
 def run(cmd, cwd):
@@ -96,3 +119,44 @@ def test_installed_commands_run_the_checkout(venv, tmp_path):
     assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
     assert len(errors) == 1 and 'missing ü.pt' in errors[0], r.stderr
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('cause', sorted(BROKEN_INSTALLS))
+@pytest.mark.parametrize('name', sorted(COMMANDS))
+def test_commands_on_an_unusable_installation(name, cause, venv, broken_install, tmp_path):
+    """The script and the installed command: one error line naming the problem, exit 2, no traceback
+    (the package's import raises; jittor_sbvsr_launcher turns that into the line)."""
+    env = ENV | broken_install(cause)
+    args = [tmp_path / 'in ü.pt', tmp_path / 'out.pkl'] if name == 'sbvsr-convert' else ['--cpu']
+    for cmd in ([sys.executable, ROOT / COMMANDS[name]], [venv / 'bin' / name]):
+        r = subprocess.run([str(c) for c in cmd + args], capture_output=True, text=True, env=env, cwd=tmp_path,
+                           timeout=120)
+        assert r.returncode == 2 and 'Traceback' not in r.stderr, (cmd, r.stderr)
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+        assert r.stderr.startswith('error') and BROKEN_INSTALLS[cause] in r.stderr, r.stderr
+        assert os.listdir(tmp_path) == []
+
+
+_WHERE = 'import jittor_sbvsr, jittor_sbvsr.options as o; print(jittor_sbvsr.__file__); print(o.ROOT)'
+
+
+def test_an_editable_install_keeps_its_data_in_the_checkout(venv, tmp_path):
+    r = run([venv / 'bin' / 'python', '-c', _WHERE], cwd=tmp_path)
+    assert r.stdout.splitlines() == [str(ROOT / 'jittor_sbvsr' / '__init__.py'), str(ROOT)], r.stderr
+
+
+def test_an_installed_package_keeps_its_data_in_the_current_folder(installed, tmp_path):
+    """Not in site-packages: ROOT is the current folder there, or $SBVSR_ROOT."""
+    work = tmp_path / 'work ü'
+    work.mkdir()
+    r = run([installed / 'bin' / 'python', '-c', _WHERE], cwd=work)
+    package, root = r.stdout.splitlines()
+    assert package.startswith(str(installed)) and package.endswith('__init__.py'), r.stderr
+    assert root == str(work)
+    env = ENV | {'SBVSR_ROOT': str(tmp_path / 'data é')}
+    r = subprocess.run([str(installed / 'bin' / 'python'), '-c', _WHERE], capture_output=True, text=True,
+                       env=env, cwd=work, timeout=120)
+    assert r.stdout.splitlines()[1] == str(tmp_path / 'data é'), r.stderr
+    r = run([installed / 'bin' / 'sbvsr-train', '--help'], cwd=work)
+    assert r.returncode == 0 and r.stdout.startswith('usage: sbvsr-train '), r.stderr
+    assert os.listdir(work) == []

@@ -2,6 +2,7 @@
 
 The prepare() tests load runtime.py on its own (the package __init__ would
 call prepare() for real) and fake the machine: no oneDNN, no CUDA driver.
+What the commands make of an unusable installation: tests/test_packaging.py.
 """
 import importlib.util
 import os
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import BROKEN_INSTALLS
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / 'jittor_sbvsr' / 'runtime.py'
@@ -108,6 +111,50 @@ def test_check_numpy_refuses_numpy_2(monkeypatch):
         rt.check_numpy()
     monkeypatch.setattr(numpy, '__version__', '1.26.4')
     rt.check_numpy()
+
+
+def test_prepare_checks_again_after_a_failure(clean_env):
+    """Done only once it has succeeded: an import retried after an InstallationError fails again."""
+    monkeypatch = clean_env
+    rt = _standalone_runtime()
+    monkeypatch.setattr(rt, 'onednn_installed', lambda: True)
+    monkeypatch.setattr(rt, 'cuda_driver_present', lambda: False)
+    import numpy
+    monkeypatch.setattr(numpy, '__version__', '2.1.0')
+    for _ in range(2):
+        with pytest.raises(rt.InstallationError, match='numpy 2.1.0'):
+            rt.prepare()
+    monkeypatch.setattr(numpy, '__version__', '1.26.4')
+    rt.prepare()
+    monkeypatch.setattr(numpy, '__version__', '2.1.0')
+    rt.prepare()  # done: not checked again
+
+
+_IMPORT_TWICE = """
+import sys
+for attempt in range(2):
+    try:
+        import jittor_sbvsr
+    except ImportError as e:
+        runtime = sys.modules['jittor_sbvsr.runtime']
+        print(type(e).__name__, isinstance(e, runtime.RuntimeSetupError), 'jittor' in sys.modules, e)
+    else:
+        print('imported')
+"""
+
+
+@pytest.mark.parametrize('cause', sorted(BROKEN_INSTALLS))
+def test_library_import_raises_on_an_unusable_installation(cause, broken_install):
+    """``import jittor_sbvsr`` raises an ImportError naming the problem (again when retried),
+    prints nothing, exits nothing, and has not imported Jittor."""
+    env = dict(os.environ, **broken_install(cause))
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [env.get('PYTHONPATH'), str(ROOT)]))
+    r = subprocess.run([sys.executable, '-c', _IMPORT_TWICE], cwd=str(ROOT), env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1], r.stdout
+    assert lines[0].startswith('InstallationError True False ') and BROKEN_INSTALLS[cause] in lines[0]
 
 
 def test_import_in_a_fresh_process():

@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from jittor_sbvsr.cli.convert import main  # noqa: E402
+from jittor_sbvsr_launcher import convert as main  # noqa: E402  (the package is imported inside it)
 
 if __name__ == '__main__':
     sys.exit(main())

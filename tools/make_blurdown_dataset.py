@@ -170,4 +170,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from jittor_sbvsr_launcher import launch  # an unusable installation: one line, not a traceback
+    sys.exit(launch(main))

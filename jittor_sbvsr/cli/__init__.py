@@ -1,11 +1,9 @@
-"""Command-line entry points; the scripts at the repository root call these."""
-import os
+"""Command-line entry points; jittor_sbvsr_launcher.py (the scripts, the installed commands) calls these."""
 import sys
 
 from ..errors import UserError
-from ..runtime import RuntimeSetupError, abandon_compile_pool, error_line, interrupted
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ..options import ROOT  # noqa: F401  (the commands' presets live under it)
+from ..runtime import RuntimeSetupError, abandon_compile_pool, interrupted, report
 
 INTERRUPTED = 'interrupted (Ctrl-C): the files written so far are complete, none is half-written'
 
@@ -21,8 +19,7 @@ def guarded(main):
     except (UserError, RuntimeSetupError) as e:
         if interrupted():
             return _interrupted()
-        print(error_line(e), file=sys.stderr)
-        return 2
+        return report(e)
     except KeyboardInterrupt:
         return _interrupted()
     except Exception:
