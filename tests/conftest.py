@@ -71,3 +71,23 @@ def broken_install(tmp_path_factory):
         return {'OMPI_COMM_WORLD_SIZE': '2', 'OMPI_COMM_WORLD_RANK': '0',
                 'mpicc_path': str(fake / 'no-mpicc')}
     return env
+
+
+@pytest.fixture(scope='session')
+def demo_clips(tmp_path_factory):
+    """Two synthetic 7-frame clips (64x96 HR, HR/ LR_blurdown_x4/ kernels/), for the data tests."""
+    from jittor_sbvsr.data.synthetic import make_demo_videos
+    root = tmp_path_factory.mktemp('demo')
+    make_demo_videos(root, n_videos=2, n_frames=7, hr_size=(64, 96), seed=0)
+    return str(root)
+
+
+def copy_video(src, dst, n=None, size=None):
+    """Copy the first ``n`` frames of the folder ``src`` to ``dst``, cropped to ``size`` (h, w) if given."""
+    from PIL import Image
+    os.makedirs(dst, exist_ok=True)
+    for name in sorted(os.listdir(src))[:n]:
+        img = Image.open(os.path.join(src, name))
+        if size is not None:
+            img = img.crop((0, 0, size[1], size[0]))
+        img.save(os.path.join(dst, name))
