@@ -10,7 +10,7 @@ from PIL import Image
 
 from jittor_sbvsr.data import degrade, kernels
 from jittor_sbvsr.data.datasets import PairedTestSet
-from conftest import ROOT, load_tool
+from conftest import BROKEN_INSTALLS, ROOT, load_tool
 from jittor_sbvsr.data.frames import read_frame
 
 TOOL = ROOT / 'tools' / 'make_blurdown_dataset.py'
@@ -147,4 +147,14 @@ def test_cli_bad_arguments_one_line(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().count('\n') == 0
     assert r.stderr.startswith('error: ') and 'nope' in r.stderr
+    assert not (tmp_path / 'o').exists()
+
+
+@pytest.mark.parametrize('cause', sorted(BROKEN_INSTALLS))
+def test_cli_on_an_unusable_installation_one_line(hr_root, tmp_path, cause, broken_install):
+    r = subprocess.run([sys.executable, str(TOOL), '--hr_root', str(hr_root), '--save_root', str(tmp_path / 'o'),
+                        '--type', 'gaussian'], capture_output=True, text=True,
+                       env=dict(os.environ, **broken_install(cause)))
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and BROKEN_INSTALLS[cause] in r.stderr
     assert not (tmp_path / 'o').exists()
