@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jittor_sbvsr.metrics.psnr_ssim import gaussian_window, psnr, psnr_ssim, shave, ssim
+from jittor_sbvsr.metrics.psnr_ssim import calc_psnr, gaussian_window, psnr, psnr_ssim, shave, ssim
 
 
 def _load(path):
@@ -72,6 +72,15 @@ def test_grayscale_and_known_psnr():
     # no uint8 wrap-around: 0 - 10 must not become 246
     assert psnr(b, a) == psnr(a, b)
     assert 0 < ssim(a, b) < 1
+
+
+def test_training_psnr_of_float_batches():
+    """calc_psnr, the trainer's PSNR on float [0, 1] batches: 100 for identical ones."""
+    a = np.zeros((1, 3, 16, 16), np.float32)
+    assert calc_psnr(a, a) == 100
+    b = a.copy()
+    b[:, :, 4:12, 4:12] = 0.1
+    assert calc_psnr(a, b) == pytest.approx(20.0, abs=1e-5)
 
 
 def test_shape_mismatch_raises():

@@ -160,8 +160,9 @@ def test_only_rank_0_logs_and_reports_the_effective_batch(runs):
     assert 'x 2 MPI ranks' in out
     assert 'effective batch 2 = 1 per rank x 2 rank(s) x 1 accumulated' in out
     assert out.count('Epoch 2 loss') == 1
-    # one progress summary per epoch and evaluation, not one per rank
-    assert sum(line.startswith('epoch 1:') for line in err.splitlines()) == 1, err
+    # one final progress line per epoch and evaluation, not one per rank
+    assert sum(bool(re.match(r'epoch 1: \d+/\d+ batches in ', line)) for line in err.splitlines()) == 1, err
+    assert sum(bool(re.match(r'evaluation: \d+/\d+ windows in ', line)) for line in err.splitlines()) == 2, err
     log = (runs.exp / 'mpi' / 'log.txt').read_text(encoding='utf-8')
     assert log.count('Training epochs') == 1
     assert not [p for p in (runs.exp / 'mpi').rglob('*') if '.tmp' in p.name]

@@ -1,5 +1,7 @@
 """Training: short demo runs on synthetic clips (CPU), resume, fine-tuning, accumulation, bad input.
 
+Options are tested in test_options.py, the curves in test_plots.py.
+
 CLI runs are subprocesses of main.py with a tiny configuration (the demo
 template: n_feat 16, 1 + 2 residual blocks, 24x24 LR patches, batch 2).
 """
@@ -330,20 +332,33 @@ def test_accumulated_update_equals_big_batch(demo):
     assert n_close >= 0.999 * n_all
 
 
-def test_accumulation_weights_uneven_groups():
+def test_loader_weights_uneven_accumulation_groups_like_one_big_batch():
+    """Loader.shares: a batch's loss weight is its share of its accumulation group's samples
+    (x ranks, which Jittor averages); a rank without samples gets 0; the step comes last."""
     from jittor_sbvsr.data.loader import Loader
-    from jittor_sbvsr.trainer.trainer import Trainer
 
     def weights(n, bs, acc, rank=0, world=1):
-        fake = SimpleNamespace(args=SimpleNamespace(batch_size=bs, accumulate=acc), world=world,
-                               loader=Loader([0] * n, batch_size=bs, rank=rank, world=world))
-        w, last, _ = Trainer._batch_weights(fake)
-        return w, last
+        loader = Loader([0] * n, batch_size=bs, rank=rank, world=world, accumulate=acc)
+        shares = loader.shares()
+        return [s.weight for s in shares], [s.step for s in shares]
     assert weights(5, 2, 3) == ([0.4, 0.4, 0.2], [False, False, True])
     assert weights(7, 2, 2) == ([0.5, 0.5, 2 / 3, 1 / 3], [False, True, False, True])
     # two ranks, 7 samples, batch 1 per rank, accumulate 2: global batches 2, 2 | 2, 1
     assert weights(7, 1, 2, rank=0, world=2) == ([0.5, 0.5, 2 / 3, 2 / 3], [False, True, False, True])
     assert weights(7, 1, 2, rank=1, world=2) == ([0.5, 0.5, 2 / 3, 0.0], [False, True, False, True])
+    with pytest.raises(ValueError, match='accumulate'):
+        Loader([0], accumulate=0)
+
+
+def test_evaluation_kernel_images_are_stretched_min_to_max():
+    from jittor_sbvsr.data.kernels import kernel_image_minmax
+    flat = kernel_image_minmax(np.full((13, 13), 1 / 169, np.float32))
+    assert flat.dtype == np.uint8 and flat.shape == (13, 13, 3) and flat.max() == 0
+    k = np.zeros((13, 13), np.float32)
+    k[6, 6] = 1
+    k[0, 0] = np.nan
+    img = kernel_image_minmax(k)
+    assert img[6, 6, 0] == 255 and img[0, 0, 0] == 0
 
 
 def test_out_of_memory_is_one_hint(demo, monkeypatch, tmp_path):
@@ -359,70 +374,6 @@ def test_out_of_memory_is_one_hint(demo, monkeypatch, tmp_path):
     msg = str(e.value)
     assert '\n' not in msg and '--batch_size' in msg and '--accumulate' in msg and '--patch_size' in msg
     assert not (tmp_path / 'oom' / 'training_state.npz').exists()
-
-
-def test_kernel_rgb_minmax_and_training_psnr():
-    from jittor_sbvsr.metrics.psnr_ssim import calc_psnr
-    from jittor_sbvsr.trainer.trainer import kernel_rgb_minmax
-    flat = kernel_rgb_minmax(np.full((13, 13), 1 / 169, np.float32))
-    assert flat.dtype == np.uint8 and flat.shape == (13, 13, 3) and flat.max() == 0
-    k = np.zeros((13, 13), np.float32)
-    k[6, 6] = 1
-    k[0, 0] = np.nan
-    img = kernel_rgb_minmax(k)
-    assert img[6, 6, 0] == 255 and img[0, 0, 0] == 0
-    a = np.zeros((1, 3, 16, 16), np.float32)
-    assert calc_psnr(a, a) == 100
-    b = a.copy()
-    b[:, :, 4:12, 4:12] = 0.1
-    assert calc_psnr(a, b) == pytest.approx(20.0, abs=1e-5)
-
-
-def test_line_plot_png(tmp_path):
-    from PIL import Image
-    from jittor_sbvsr.trainer.plots import save_line_plot
-    p = tmp_path / 'curve.png'
-    save_line_plot(p, {'a': [3.0, 2.0, float('nan'), 1.0], 'b': [1.0]}, x=[1, 2, 3, 4], title='t')
-    img = np.asarray(Image.open(p))
-    assert img.shape == (400, 640, 3) and img.min() < 100  # something was drawn
-    save_line_plot(p, {'const': [5.0, 5.0]})  # a flat curve must not divide by zero
-
-
-def test_options_templates_and_overrides(tmp_path):
-    from jittor_sbvsr.options import ROOT as OPT_ROOT, TEMPLATES, parse_args
-    assert Path(OPT_ROOT) == ROOT
-    a = parse_args(['--template', 'Self_Blind_VSR_Gaussian'])
-    want = dict(lr=1e-4, lr_decay=100, gamma=0.5, epochs=500, batch_size=8, patch_size=160, n_sequence=5,
-                n_frames_per_video=50, n_feat=128, extra_RBS=3, recons_RBS=20, ksize=13, test_every=1000,
-                print_every=100, rgb_range=1, weight_decay=0.0, scale=4, beta1=0.9, beta2=0.999,
-                epsilon=1e-8, seed=1, accumulate=1, save='Self_Blind_VSR_Gaussian', save_middle_models=True,
-                save_images=False, data_train='REDS_BLURDOWN_GAUSSIAN', resume=False, cpu=False)
-    assert {k: getattr(a, k) for k in want} == want
-    assert a.dir_data == str(ROOT / 'dataset' / 'REDS' / 'train')
-    assert a.dir_data_test == str(ROOT / 'dataset' / 'REDS4_BlurDown_Gaussian')
-    assert a.experiment_dir == str(ROOT / 'experiment')
-    assert a.pretrain_models_dir == str(ROOT / 'pretrain_models')
-    r = parse_args(['--template', 'Self_Blind_VSR_Realistic'])
-    assert r.data_train == 'REDS_BLURDOWN_REALISTIC' and r.dir_data_test.endswith('REDS4_BlurDown_Realistic')
-    # flags override the template; command-line paths stay as typed
-    o = parse_args(['--template', 'Self_Blind_VSR_Gaussian', '--batch_size', '2', '--patch_size', '64',
-                    '--epochs', '3', '--dir_data', 'my/data', '--cpu', '--accumulate', '4'])
-    assert (o.batch_size, o.patch_size, o.epochs, o.dir_data, o.cpu, o.accumulate) == (2, 64, 3, 'my/data', True, 4)
-    assert o.n_feat == 128 and o.lr_decay == 100
-    f = parse_args(['--template', 'Self_Blind_VSR_Finetune', '--dir_data', 'my/LR_videos',
-                    '--pre_train', 'm.pt'])
-    assert f.data_train == 'LR_ONLY' and f.dir_data == 'my/LR_videos' and f.pre_train == 'm.pt'
-    assert f.dir_data_test == '' and f.n_frames_per_video is None
-    d = parse_args(['--template', 'Self_Blind_VSR_Demo'])
-    assert d.n_feat == 16 and d.dir_data == str(ROOT / 'dataset' / 'demo')
-    l = parse_args(['--template', 'Self_Blind_VSR_Demo', '--load', 'x'])
-    assert l.save == 'x' and l.resume
-    assert set(TEMPLATES) == {'Self_Blind_VSR_Gaussian', 'Self_Blind_VSR_Realistic', 'Self_Blind_VSR_Finetune',
-                              'Self_Blind_VSR_Demo'}
-    with pytest.raises(UserError, match='Self_Blind_VSR_Demo'):
-        parse_args(['--template', 'Nope'])
-    with pytest.raises(UserError, match='patch_size'):
-        parse_args(['--patch_size', '0'])
 
 
 def test_pwc_weights_pre_train_and_test_only(demo, tmp_path):

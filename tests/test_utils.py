@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from jittor_sbvsr.errors import UserError
-from jittor_sbvsr.utils import (Logger, Progress, atomic_save, atomic_write_bytes, ensure_dir,
+from jittor_sbvsr.utils import (Bar, Logger, atomic_save, atomic_write_bytes, ensure_dir,
                                 format_seconds, save_npy_atomic, save_png_atomic)
 from jittor_sbvsr.utils import progress as progress_mod
 
@@ -181,72 +181,60 @@ def test_format_seconds():
     assert format_seconds(float('inf')) == '--:--'
 
 
-def test_progress_not_a_tty_prints_one_line():
-    s = io.StringIO()
-    bar = Progress(14, 'infer', stream=s)
-    for i in range(14):
-        bar.update(1, psnr=20.0 + i / 10, video='000')
-    assert s.getvalue() == ''  # nothing until close
-    bar.close()
+def test_bar_not_a_tty_prints_one_final_line_not_one_per_update():
+    out = io.StringIO()
+    with Bar(1000, 'epoch 1', unit='batch', stream=out, interval=3600) as bar:
+        for i in range(1000):
+            bar.update(1, f'loss={i / 1000:.4f}')
+        assert out.getvalue() == ''
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and '\r' not in out.getvalue(), lines
+    assert lines[0].startswith('epoch 1: 1000/1000 batches in ') and lines[0].endswith('loss=0.9990')
     bar.close()  # idempotent
-    out = s.getvalue()
-    assert out.count('\n') == 1 and '\r' not in out
-    assert out.startswith('infer: 14/14 100% [')
-    assert 'psnr=21.3' in out and 'video=000' in out
-    assert 'it/s' in out or 's/it' in out
+    assert len(out.getvalue().splitlines()) == 1
 
 
-def test_progress_tty_updates_in_place():
-    s = FakeTTY()
-    with Progress(5, 'frames', stream=s, min_interval=0) as bar:
-        for _ in range(5):
-            bar.update(psnr=20.76500630054121, ssim=0.45127017142100084)
-        assert bar in progress_mod._live
-    assert bar not in progress_mod._live
-    out = s.getvalue()
-    assert out.count('\n') == 1 and out.endswith('\n')
-    assert out.count('\r') >= 6  # initial draw + one per update (+ final)
-    draws = out.rstrip('\n').split('\r')[1:]
-    assert draws[0].startswith('frames: 0/5   0% [00:00<--:--]')
-    assert any(d.startswith('frames: 3/5  60% [') for d in draws)
-    assert 'psnr=20.765' in draws[-1] and 'ssim=0.45127' in draws[-1]
-    assert draws[-1].startswith('frames: 5/5 100% [')
+def test_bar_not_a_tty_prints_a_line_per_interval_with_the_eta(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(progress_mod.time, 'perf_counter', lambda: clock[0])
+    out = io.StringIO()
+    with Bar(4, 'evaluation', unit='window', stream=out, interval=30) as bar:
+        for t in (10, 31, 40, 70):  # seconds since the start, one window each
+            clock[0] = 100.0 + t
+            bar.update(1, f'psnr={t}')
+    lines = out.getvalue().splitlines()
+    # at 31 s (2 of 4 done); none at 40 s (too soon) nor at 70 s (the last window: the final line says it)
+    assert lines == ['evaluation: 2/4 windows, 00:31 elapsed, ETA 00:31, psnr=31',
+                     'evaluation: 4/4 windows in 01:10 (17.50 s/window), psnr=70'], lines
 
 
-def test_progress_tty_throttles_redraws():
-    s = FakeTTY()
-    bar = Progress(1000, 'x', stream=s, min_interval=3600)
-    for _ in range(999):
-        bar.update()
-    assert s.getvalue().count('\r') == 1  # only the initial draw
-    bar.update()  # the last item always redraws
-    assert s.getvalue().count('\r') == 2
-    bar.close()
+def test_bar_tty_updates_in_place():
+    tty = FakeTTY()
+    with Bar(200, 'epoch 3', unit='batch', stream=tty) as bar:
+        for _ in range(200):
+            bar.update(1, 'loss=0.5000')
+    text = tty.getvalue()
+    assert text.count('\n') == 1 and text.endswith('\n')  # the finished bar stays, once
+    assert text.count('\r') >= 2
+    last = text.rstrip('\n').split('\r')[-1]
+    assert last.startswith('epoch 3: 100%') and '200/200' in last and 'loss=0.5000' in last
 
 
-def test_progress_eta_and_unknown_total(monkeypatch):
-    t = [100.0]
-    monkeypatch.setattr(progress_mod.time, 'monotonic', lambda: t[0])
-    bar = Progress(10, 'e', stream=io.StringIO())
-    t[0] += 20
-    bar.update(4)
-    assert '[00:20<00:30]' in bar.format()
-    bar.close()
-    bar2 = Progress(None, 'n', stream=io.StringIO())
-    bar2.update(3)
-    assert bar2.format().startswith('n: 3 [')
-    bar2.close()
+def test_bar_disabled_prints_nothing():
+    for stream in (io.StringIO(), FakeTTY()):
+        with Bar(3, 'x', stream=stream, interval=0, enabled=False) as bar:
+            for _ in range(3):
+                bar.update()
+        assert stream.getvalue() == ''
 
 
-def test_progress_redraw_pads_shorter_line():
-    s = FakeTTY()
-    bar = Progress(2, 'p', stream=s, min_interval=0)
-    bar.update(note='a very long postfix value')
-    bar.update(note='x')
-    last = s.getvalue().split('\r')[-1]
-    prev = s.getvalue().split('\r')[-2]
-    assert len(last) >= len(prev)  # blanks cover the previous text
-    bar.close()
+def test_bar_left_by_an_exception_leaves_no_final_line():
+    for stream in (io.StringIO(), FakeTTY()):
+        with pytest.raises(ValueError):
+            with Bar(5, 'blur-down', unit='frame', stream=stream, interval=3600) as bar:
+                bar.update()
+                raise ValueError('boom')
+        assert '\n' not in stream.getvalue()  # a terminal's bar is cleared with '\r'
 
 
 # ---------------------------------------------------------------- logger
@@ -267,16 +255,17 @@ def test_logger_writes_file_and_stream(tmp_path):
     assert out.getvalue().endswith('no file\n')
 
 
-def test_logger_during_progress_clears_and_redraws():
+def test_logger_during_a_bar_clears_and_redraws_it():
     tty = FakeTTY()
-    bar = Progress(3, 'run', stream=tty, min_interval=0)
-    bar.update(psnr=21.0)
+    bar = Bar(3, 'run', stream=tty)
+    bar.update(1, 'psnr=21.0')
     before = len(tty.getvalue())
     Logger(stream=tty).log('000/00000000 PSNR 21.0')
     added = tty.getvalue()[before:]
-    width = len('run: 1/3  33% [00:00<00:00] psnr=21')
     # blank the bar line, print the message on a clean line, redraw the bar
-    assert added.startswith('\r' + ' ' * width + '\r000/00000000 PSNR 21.0\n\rrun: 1/3')
+    head, _, redraw = added.partition('000/00000000 PSNR 21.0\n')
+    assert head.startswith('\r') and head.endswith('\r') and not head.strip(), repr(added)
+    assert redraw.startswith('\rrun:'), repr(added)
     bar.update(2)
     bar.close()
     Logger(stream=tty).log('done')  # no live bar: plain line
@@ -290,11 +279,6 @@ def test_logger_bad_path(tmp_path):
         Logger(f / 'log.txt')
 
 
-class _TTY(io.StringIO):
-    def isatty(self):
-        return True
-
-
 def test_video_progress_not_a_tty_prints_sparse_lines():
     """Off a terminal (CI logs): no line per frame, one per video at its end (and per interval)."""
     out = io.StringIO()
@@ -305,12 +289,12 @@ def test_video_progress_not_a_tty_prints_sparse_lines():
                 bar.update(psnr='30.000')
     lines = out.getvalue().splitlines()
     assert len(lines) == 2, lines
-    assert lines[1].startswith('b: 500/500 frames, 1000/1000 in all')
+    assert lines[1].startswith('b: 500/500 frames in ') and 'psnr=30.000, 1000/1000 in all' in lines[1]
 
 
 def test_video_progress_tty_updates_in_place_with_total_eta():
     """On a terminal: tqdm redraws one line per video ('\\r'), never a new line per frame."""
-    out = _TTY()
+    out = FakeTTY()
     with progress_mod.VideoProgress(400, stream=out) as bar:
         for name in ('a', 'b'):
             bar.video(name, 200)
@@ -323,7 +307,7 @@ def test_video_progress_tty_updates_in_place_with_total_eta():
 
 def test_logger_line_clears_a_tqdm_bar():
     import sys
-    out = _TTY()
+    out = FakeTTY()
     bar = progress_mod.VideoProgress(10, stream=out)
     bar.video('v', 10)
     bar.update()

@@ -83,7 +83,7 @@ def build(hr_root, save_root, kind, seed, scale=4, log=print):
     from jittor_sbvsr.data.degrade import blur_down_uint8
     from jittor_sbvsr.data.frames import list_videos, read_frame
     from jittor_sbvsr.errors import UserError
-    from jittor_sbvsr.utils import Progress, ensure_dir, save_npy_atomic, save_png_atomic
+    from jittor_sbvsr.utils import Bar, ensure_dir, save_npy_atomic, save_png_atomic
 
     videos = list_videos(hr_root)            # checks hr_root exists and has frames
     if os.path.exists(save_root) and not os.path.isdir(save_root):
@@ -102,31 +102,30 @@ def build(hr_root, save_root, kind, seed, scale=4, log=print):
         raise UserError(f'{save_root}: cannot write ({e.strerror or e})') from None
     n_total = sum(len(f) for _, f in videos)
     done = []
-    bar = Progress(n_total, desc='blur-down')
     try:
-        for name, frames in videos:
-            kernel = make_kernel(kind, seed, name, scale)
-            applied = kernel.astype(np.float32)
-            save_npy_atomic(os.path.join(stage, 'kernels', f'{name}.npy'), applied)
-            save_png_atomic(os.path.join(stage, 'kernels', f'{name}.png'),
-                            kernels.kernel_image(applied))
-            for path in frames:
-                stem = os.path.splitext(os.path.basename(path))[0]
-                hr = read_frame(path)
-                if hr.shape[0] % scale or hr.shape[1] % scale:
-                    raise UserError(f'{path}: frame is {hr.shape[0]}x{hr.shape[1]}, not a multiple '
-                                    f'of the scale {scale}; crop the HR frames first')
-                lr = blur_down_uint8(hr, kernel, scale)
-                save_png_atomic(os.path.join(stage, 'LR_blurdown_x4', name, f'{stem}.png'), lr)
-                if copy_hr:
-                    dst = os.path.join(stage, 'HR', name, f'{stem}.png')
-                    if path.lower().endswith('.png'):
-                        ensure_dir(os.path.dirname(dst))
-                        shutil.copyfile(path, dst)
-                    else:
-                        save_png_atomic(dst, hr)
-                bar.update(1, video=name)
-        bar.close()
+        with Bar(n_total, desc='blur-down', unit='frame') as bar:
+            for name, frames in videos:
+                kernel = make_kernel(kind, seed, name, scale)
+                applied = kernel.astype(np.float32)
+                save_npy_atomic(os.path.join(stage, 'kernels', f'{name}.npy'), applied)
+                save_png_atomic(os.path.join(stage, 'kernels', f'{name}.png'),
+                                kernels.kernel_image(applied))
+                for path in frames:
+                    stem = os.path.splitext(os.path.basename(path))[0]
+                    hr = read_frame(path)
+                    if hr.shape[0] % scale or hr.shape[1] % scale:
+                        raise UserError(f'{path}: frame is {hr.shape[0]}x{hr.shape[1]}, not a multiple '
+                                        f'of the scale {scale}; crop the HR frames first')
+                    lr = blur_down_uint8(hr, kernel, scale)
+                    save_png_atomic(os.path.join(stage, 'LR_blurdown_x4', name, f'{stem}.png'), lr)
+                    if copy_hr:
+                        dst = os.path.join(stage, 'HR', name, f'{stem}.png')
+                        if path.lower().endswith('.png'):
+                            ensure_dir(os.path.dirname(dst))
+                            shutil.copyfile(path, dst)
+                        else:
+                            save_png_atomic(dst, hr)
+                    bar.update(1, f'video={name}')
         # everything is built: move it into place, one video folder at a time
         for sub in SUBDIRS:
             if sub == 'HR' and not copy_hr:
@@ -144,9 +143,6 @@ def build(hr_root, save_root, kind, seed, scale=4, log=print):
     except OSError as e:
         raise UserError(f'{save_root}: cannot write ({e.strerror or e})') from None
     finally:
-        if not bar.closed:  # failed: no summary line before the error line
-            bar.clear()
-            bar.closed = True
         shutil.rmtree(stage, ignore_errors=True)
         if created_root and not done:
             shutil.rmtree(save_root, ignore_errors=True)

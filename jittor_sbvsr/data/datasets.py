@@ -135,6 +135,12 @@ class _WindowSet:
     def n_windows(self):
         return len(self.windows)
 
+    def set_repeat(self, repeat):
+        """Pass over the windows ``repeat`` times per epoch. The trainer's epoch length
+        depends on the number of windows, known only once the set is built."""
+        _check_positive_int('repeat', repeat)
+        self.repeat = int(repeat)
+
     def window_paths(self, index):
         vi, s = self.windows[index % len(self.windows)]
         name, frames = self.videos[vi]

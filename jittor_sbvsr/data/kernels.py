@@ -30,7 +30,7 @@ _EPS64 = 2.220446049250313e-16
 
 __all__ = ['GAUSSIAN_SIGMAS', 'TEST_GAUSSIAN_SIGMA', 'gaussian_kernel_size', 'gaussian_kernel',
            'random_gaussian_kernel', 'realistic_kernel_from_params', 'random_realistic_kernel',
-           'bicubic_resize', 'pad_kernel', 'kernel_image']
+           'bicubic_resize', 'pad_kernel', 'kernel_image', 'kernel_image_minmax']
 
 # The training sigmas, written as the decimal literals the reference uses
 # (so that ceil(3 * sigma) sees the same float values).
@@ -213,7 +213,8 @@ def pad_kernel(kernel, size):
 def kernel_image(kernel, zoom=16):
     """uint8 grey picture of a kernel: divided by its peak, x255, rounded, enlarged ``zoom`` x (nearest).
 
-    The one kernel picture (inference's --save_kernel, the blur-down tool).
+    The kernel picture of inference's --save_kernel and the blur-down tool
+    (training's result images use :func:`kernel_image_minmax`).
     Degenerate kernels still give a picture: NaN taps count as 0, infinite
     ones as the largest float, and a kernel with no positive tap is black.
     """
@@ -222,3 +223,17 @@ def kernel_image(kernel, zoom=16):
     img = k / peak if peak > 0 else np.zeros_like(k)
     img = np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
     return np.repeat(np.repeat(img, zoom, axis=0), zoom, axis=1)
+
+
+def kernel_image_minmax(kernel):
+    """uint8 RGB picture of a kernel at its own size, stretched from its min to its max.
+
+    The training-time result images (``--save_images``), where the contrast
+    of a nearly flat estimated kernel matters more than its scale. An
+    all-equal kernel is black; NaN and infinite taps count as 0.
+    """
+    k = np.nan_to_num(np.asarray(kernel, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(k.min()), float(k.max())
+    k = (k - lo) / (hi - lo) if hi > lo else np.zeros_like(k)
+    k = np.clip(np.round(k * 255), 0, 255).astype(np.uint8)
+    return np.repeat(k[:, :, None], 3, axis=2)

@@ -13,8 +13,15 @@ rank and each global batch of ``batch_size * world`` samples is split in
 rank order: the ranks together see exactly the batches one process with
 ``batch_size * world`` would see, each sample made with the same random
 numbers. A rank whose share of the last, partial batch is empty gets that
-batch's first sample (its gradient weight is 0, see :meth:`Loader.shard_sizes`)
-so that every rank takes part in every collective.
+batch's first sample (its loss weight is 0) so that every rank takes part in
+every collective.
+
+Batch weights live here too, beside the sharding they follow:
+:meth:`Loader.weighted` yields each batch with its :class:`Share` (this
+rank's and the global sample counts, the loss weight, whether the
+optimizer steps after it), so that gradient accumulation over
+``accumulate`` batches and the ranks' averaging together make the update of
+one big batch.
 
 Workers are processes (default; started with 'spawn', which is safe next to
 Jittor and CUDA and works on Windows) or threads; they live as long as the
@@ -27,10 +34,11 @@ from concurrent.futures.process import BrokenProcessPool
 import multiprocessing
 import signal
 from collections import deque
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ['Loader', 'sample_rng', 'epoch_order', 'collate']
+__all__ = ['Loader', 'Share', 'sample_rng', 'epoch_order', 'collate']
 
 _TAG_SAMPLE = 0x5A4D
 _TAG_ORDER = 0x0D3E
@@ -111,22 +119,34 @@ def _local_batch(dataset, seed, epoch, indices):
 
 # -------------------------------------------------------------- loader
 
+class Share(NamedTuple):
+    """This rank's part of one global batch, and what the trainer does with it."""
+    samples: int   # real samples of this rank (0: it got a stand-in sample)
+    total: int     # samples of the global batch, all ranks together
+    weight: float  # loss weight, see Loader.shares
+    step: bool     # the last batch of its accumulation group: step the optimizer after it
+
+
 class Loader:
     """Batches of ``dataset`` as dicts of numpy arrays (plus 'name': list of str, 'index').
 
     ``len(loader)`` is the number of batches of an epoch. Call
     :meth:`set_epoch` before iterating (epoch 0 otherwise). ``num_workers=0``
-    makes every batch in the calling thread.
+    makes every batch in the calling thread. ``accumulate`` groups that many
+    consecutive batches into one update (see :meth:`shares`).
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, num_workers=0, seed=0,
                  drop_last=False, worker_type='process', prefetch=2, start_method='spawn',
-                 rank=0, world=1):
+                 rank=0, world=1, accumulate=1):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
         if not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
             raise ValueError(f'num_workers must be >= 0, got {num_workers!r}')
+        if isinstance(accumulate, bool) or not isinstance(accumulate, (int, np.integer)) \
+                or accumulate < 1:
+            raise ValueError(f'accumulate must be a positive integer, got {accumulate!r}')
         if worker_type not in ('process', 'thread'):
             raise ValueError(f"worker_type must be 'process' or 'thread', got {worker_type!r}")
         self.dataset = dataset
@@ -140,11 +160,13 @@ class Loader:
         self.start_method = start_method
         self.world = int(world)
         self.rank = int(rank)
+        self.accumulate = int(accumulate)
         if self.world < 1 or not 0 <= self.rank < self.world:
             raise ValueError(f'rank {rank} of world {world} is not valid')
         self.epoch = 0
         self.start_batch = 0
         self._pool = None
+        self._plan = (None, None)  # (epoch, its global batches): drawn once per epoch
 
     # -- epoch bookkeeping
     def set_epoch(self, epoch, start_batch=0):
@@ -159,9 +181,11 @@ class Loader:
         return n // gb if self.drop_last else -(-n // gb)
 
     def _global_batches(self, epoch):
-        order = epoch_order(len(self.dataset), self.seed, epoch, self.shuffle)
-        gb = self.batch_size * self.world
-        return [order[b * gb:(b + 1) * gb] for b in range(len(self))]
+        if self._plan[0] != epoch:
+            order = epoch_order(len(self.dataset), self.seed, epoch, self.shuffle)
+            gb = self.batch_size * self.world
+            self._plan = (epoch, [order[b * gb:(b + 1) * gb] for b in range(len(self))])
+        return self._plan[1]
 
     def _share(self, g):
         """This rank's part of the global batch ``g`` (empty for a short last batch)."""
@@ -170,6 +194,29 @@ class Loader:
     def shard_sizes(self):
         """Per batch: (samples in the global batch, real samples of this rank's share)."""
         return [(len(g), len(self._share(g))) for g in self._global_batches(self.epoch)]
+
+    def shares(self):
+        """Per batch of the epoch (before ``start_batch``): this rank's :class:`Share`.
+
+        Batch j of an accumulation group of ``S`` samples (all ranks) with
+        ``s`` of them on this rank gets the weight ``s * world / S``: the
+        ranks' mean (Jittor's all-reduce) of the accumulated, weighted batch
+        means is then the mean over all ``S`` samples, the update of one big
+        batch. A rank with no sample in the batch gets weight 0.
+        """
+        sizes = self.shard_sizes()
+        acc = self.accumulate
+        out = []
+        for j, (total, mine) in enumerate(sizes):
+            g0 = (j // acc) * acc
+            group = sizes[g0:g0 + acc]
+            out.append(Share(mine, total, mine * self.world / sum(g for g, _ in group),
+                             j == g0 + len(group) - 1))
+        return out
+
+    def weighted(self):
+        """Iterate over ``(batch, share)`` pairs of the epoch (from ``start_batch`` on)."""
+        return zip(self, self.shares()[self.start_batch:])
 
     def batch_indices(self, epoch=None):
         """This rank's index lists of all batches of an epoch (before ``start_batch`` is applied)."""

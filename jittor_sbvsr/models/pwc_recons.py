@@ -106,7 +106,10 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
         ``keys`` name the frames so that a frame present twice in the window
         is aligned once: the result is the same, the work is not. ``flows``
         ({key: flow}, as ``neighbour_flows`` returns) may give the flows,
-        e.g. estimated on whole frames when ``frames`` are tiles of them.
+        e.g. estimated on whole frames when ``frames`` are tiles of them;
+        without them ``neighbour_flows`` estimates them with each frame's
+        PWC-Net pyramid computed once (the centre's is shared by its four
+        flows, and so are its gradients: the same sums, less work).
         ``parts`` supplies ``frame_features``, ``recons_net`` and ``tail``
         in place of this network's (an inference engine's deployed ones,
         models/deploy.py); the other layers are always this network's.
@@ -120,6 +123,8 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
             h, w = base.shape[2], base.shape[3]
             base = resize_bilinear(base, (h * self.scale, w * self.scale))
         keys = list(range(self.n_sequence)) if keys is None else list(keys)
+        if flows is None:
+            flows = self.neighbour_flows(frames, keys, pyramids={})
         warped = {}
         aligned = []
         for i in range(self.n_sequence):
@@ -127,8 +132,7 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
                 aligned.append(feats[i])
                 continue
             if keys[i] not in warped:
-                flow = self.flow_net(frames[c], frames[i]) if flows is None else flows[keys[i]]
-                warped[keys[i]] = self.flow_net.warp(feats[i], flow)[0]
+                warped[keys[i]] = self.flow_net.warp(feats[i], flows[keys[i]])[0]
             aligned.append(warped[keys[i]])
         feat = parts.recons_net(self.fusion_conv(jt.concat(aligned, 1)))
         return parts.tail(feat) + base

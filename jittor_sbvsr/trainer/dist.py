@@ -8,7 +8,8 @@ weights from rank 0 at the first step. The rest is ours:
 
 - who does what: only rank 0 logs, draws progress and writes files
   (:func:`rank`); data and evaluation are sharded by rank;
-- small collectives on numpy values (:func:`all_sum`), a :func:`barrier`, and
+- small collectives on numpy values (:func:`all_sum`, :func:`weighted_mean`),
+  a :func:`barrier`, and
   :func:`broadcast_vars` so that every rank starts each epoch from rank 0's
   weights and Adam moments, bit for bit;
 - a :class:`Watchdog`: a rank whose peer died or hangs would wait forever in
@@ -22,7 +23,7 @@ import sys
 
 import numpy as np
 
-__all__ = ['rank', 'world_size', 'all_sum', 'barrier', 'broadcast_vars', 'Watchdog']
+__all__ = ['rank', 'world_size', 'all_sum', 'weighted_mean', 'barrier', 'broadcast_vars', 'Watchdog']
 
 
 def _jt():
@@ -47,6 +48,16 @@ def all_sum(values):
         return a
     jt = _jt()
     return jt.array(a).mpi_all_reduce('add').numpy().astype(np.float64)
+
+
+def weighted_mean(means, n, total):
+    """{name: mean over all ranks' samples}, from this rank's ``means`` over its ``n`` of
+    the ``total`` samples (the dict itself with one rank)."""
+    if world_size() == 1:
+        return means
+    keys = list(means)
+    summed = all_sum([means[k] * n for k in keys]) / total
+    return {k: float(v) for k, v in zip(keys, summed)}
 
 
 def barrier():

@@ -7,6 +7,8 @@ the epoch (which fixes the lr schedule and the data of the next epoch), the
 histories, the best PSNR so far and the configuration. It is the commit
 point of an epoch: the trainer writes it last, after the model files, so a
 crash at any moment leaves either the previous complete state or the new one.
+The random generators need no saved state: each epoch re-seeds them from
+(seed, epoch) alone (:func:`epoch_seed`).
 """
 import json
 import os
@@ -17,11 +19,16 @@ import numpy as np
 from ..errors import UserError
 from ..utils.files import atomic_save
 
-__all__ = ['STATE_NAME', 'FORMAT', 'save_training_state', 'load_training_state']
+__all__ = ['STATE_NAME', 'FORMAT', 'epoch_seed', 'save_training_state', 'load_training_state']
 
 STATE_NAME = 'training_state.npz'
 FORMAT = 'jittor-sbvsr-training-state'
 VERSION = 1
+
+
+def epoch_seed(seed, epoch):
+    """The 31-bit seed of Jittor/numpy/python generators in ``epoch``: from (seed, epoch) only."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), 0x7EED]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def save_training_state(path, meta, model_state, optimizer_state):

@@ -1,13 +1,11 @@
 """Progress bars and a line logger that do not trample each other.
 
-``VideoProgress`` (inference) is tqdm's bar, one per video, with the ETA over
-all videos. ``Progress`` is the older hand-written bar the trainer and
-tools/make_blurdown_dataset.py still use (switching them is a separate change).
-
-On a terminal the bar redraws one line in place with '\\r'; anywhere else (CI
-logs, files) it stays silent until ``close()`` and then prints one summary
-line, so logs do not fill with a line per frame. ``Logger`` clears any live
-bar before printing and redraws it afterwards.
+One bar, :class:`Bar`, serves training (epochs, evaluation), inference
+(:class:`VideoProgress`, a bar per video) and tools/make_blurdown_dataset.py.
+On a terminal it is tqdm's bar, redrawn in place; anywhere else (CI logs,
+files) a plain line at most every ``interval`` seconds and one at the end,
+never a line per item. ``Logger`` clears live bars before printing a line
+and redraws them afterwards (tqdm's ``external_write_mode``).
 """
 import math
 import os
@@ -16,9 +14,7 @@ import time
 
 from ..errors import UserError
 
-__all__ = ['Progress', 'VideoProgress', 'Logger', 'format_seconds']
-
-_live = []  # bars currently drawn on a terminal, so Logger can step around them
+__all__ = ['Bar', 'VideoProgress', 'Logger', 'format_seconds']
 
 
 def format_seconds(s):
@@ -31,12 +27,6 @@ def format_seconds(s):
     return f'{h}:{m:02d}:{sec:02d}' if h else f'{m:02d}:{sec:02d}'
 
 
-def _format_value(v):
-    if isinstance(v, float):
-        return f'{v:.5g}'
-    return str(v)
-
-
 def _isatty(stream):
     try:
         return bool(stream.isatty())
@@ -44,158 +34,102 @@ def _isatty(stream):
         return False
 
 
-def _columns(stream):
-    try:
-        return os.get_terminal_size(stream.fileno()).columns
-    except (AttributeError, ValueError, OSError):
-        return 80
+def _plural(unit):
+    return unit + ('es' if unit.endswith(('s', 'sh', 'ch', 'x')) else 's')
 
 
-class Progress:
-    """Progress over ``total`` items: count/total, elapsed, ETA and a postfix.
+class Bar:
+    """Progress over ``total`` items (batches, windows, frames) of ``unit``.
 
-    ``min_interval`` limits terminal redraws (seconds); the last item always
-    redraws. ``enabled=False`` draws and prints nothing (ranks other than 0).
+    On a terminal: tqdm's bar, redrawn in place. Elsewhere: a plain line at
+    most every ``interval`` seconds while items remain, and one when the bar
+    closes (none for a bar that did nothing). ``enabled=False`` (MPI ranks
+    other than 0) prints nothing. As a context manager, a bar left by an
+    exception is cleared and prints no final line, so an error line stands
+    alone.
     """
 
-    def __init__(self, total, desc='', stream=None, min_interval=0.1, enabled=True):
-        self.total = total
-        self.desc = desc
+    def __init__(self, total, desc='', unit='it', stream=None, interval=30.0, enabled=True):
+        self.total, self.desc, self.unit = total, desc, unit
+        self.n, self.text = 0, ''
         self.stream = sys.stderr if stream is None else stream
-        self.min_interval = min_interval
-        self.n = 0
-        self.postfix = {}
-        self.start = time.monotonic()
-        self.enabled = bool(enabled)
-        self.tty = self.enabled and _isatty(self.stream)
+        self.enabled, self.interval = bool(enabled), interval
+        self.t0 = self._last = time.perf_counter()
         self.closed = False
-        self._width = 0
-        self._last_draw = -math.inf
-        if self.tty:
-            _live.append(self)
-            self._draw()
+        self._tqdm = None
+        if self.enabled and _isatty(self.stream):
+            from tqdm import tqdm
+            self._tqdm = tqdm(total=total, desc=desc, file=self.stream, unit=unit, dynamic_ncols=True,
+                              mininterval=0.2, leave=True)
 
-    # -- state
-    def update(self, n=1, **postfix):
-        """Advance by ``n`` items; keyword arguments replace postfix values (e.g. psnr=...)."""
+    def update(self, n=1, text=None):
+        """Advance by ``n`` items; ``text`` (e.g. 'loss=0.0123') replaces the values shown."""
         self.n += n
-        self.postfix.update(postfix)
-        if self.tty and not self.closed:
-            now = time.monotonic()
-            done = self.total is not None and self.n >= self.total
-            if done or now - self._last_draw >= self.min_interval:
-                self._draw(now)
+        if text is not None:
+            self.text = text
+        if self._tqdm is not None:
+            if text is not None:
+                self._tqdm.set_postfix_str(text, refresh=False)
+            self._tqdm.update(n)
+        elif self.enabled and (self.total is None or self.n < self.total) \
+                and time.perf_counter() - self._last >= self.interval:
+            self._line(final=False)
 
-    def set_postfix(self, **postfix):
-        self.postfix.update(postfix)
-        if self.tty and not self.closed:
-            self._draw()
-
-    def elapsed(self):
-        return time.monotonic() - self.start
-
-    def format(self, final=False):
-        """The bar's text; the final form shows the rate instead of the ETA."""
-        elapsed = self.elapsed()
-        parts = [f'{self.desc}:' if self.desc else '']
-        if self.total:
-            pct = 100.0 * self.n / self.total
-            parts.append(f'{self.n}/{self.total} {pct:3.0f}%')
-        else:
-            parts.append(f'{self.n}')
+    def _line(self, final):
+        self._last = time.perf_counter()
+        elapsed = self._last - self.t0
+        count = f'{self.n}/{self.total}' if self.total is not None else f'{self.n}'
+        parts = [f'{self.desc}: {count} {_plural(self.unit)}']
         if final:
-            if self.n and elapsed > 0:
-                rate = self.n / elapsed
-                speed = f'{rate:.2f} it/s' if rate >= 1 else f'{1 / rate:.2f} s/it'
-            else:
-                speed = '? it/s'
-            parts.append(f'[{format_seconds(elapsed)}, {speed}]')
+            per = elapsed / self.n
+            rate = f'{per:.2f} s/{self.unit}' if per >= 1 else f'{1 / max(per, 1e-9):.2f} {_plural(self.unit)}/s'
+            parts[0] += f' in {format_seconds(elapsed)} ({rate})'
         else:
-            eta = None
-            if self.total and self.n:
-                eta = elapsed / self.n * max(self.total - self.n, 0)
-            parts.append(f'[{format_seconds(elapsed)}<{format_seconds(eta)}]')
-        if self.postfix:
-            parts.append(', '.join(f'{k}={_format_value(v)}' for k, v in self.postfix.items()))
-        return ' '.join(p for p in parts if p)
-
-    # -- terminal drawing
-    def _write(self, text):
+            eta = elapsed / self.n * (self.total - self.n) if self.total is not None and self.n else None
+            parts.append(f'{format_seconds(elapsed)} elapsed, ETA {format_seconds(eta)}')
+        if self.text:
+            parts.append(self.text)
         try:
-            self.stream.write(text)
+            self.stream.write(', '.join(parts) + '\n')
             self.stream.flush()
         except (OSError, ValueError):
             pass  # a closed or broken stream must not stop the computation
 
-    def _draw(self, now=None, final=False):
-        text = self.format(final=final)
-        limit = max(_columns(self.stream) - 1, 10)
-        if len(text) > limit:  # a wrapped line could not be overwritten with '\r'
-            text = text[:limit - 3] + '...'
-        pad = ' ' * max(self._width - len(text), 0)
-        self._write('\r' + text + pad)
-        self._width = len(text)
-        self._last_draw = time.monotonic() if now is None else now
-
-    def clear(self):
-        """Blank the bar's line (terminal only) so another line can be printed."""
-        if self.tty and self._width and not self.closed:
-            self._write('\r' + ' ' * self._width + '\r')
-            self._width = 0
-
-    def refresh(self):
-        if self.tty and not self.closed:
-            self._draw()
-
-    def close(self):
-        """Finish: leave the final bar on the terminal, or print the one summary line."""
+    def close(self, ok=True):
+        """Finish: leave the final bar (terminal) or print the final line; ``ok=False``: neither."""
         if self.closed:
             return
-        if not self.enabled:
-            pass
-        elif self.tty:
-            self._draw(final=True)
-            self._write('\n')
-            if self in _live:
-                _live.remove(self)
-        else:
-            self._write(self.format(final=True) + '\n')
         self.closed = True
+        if self._tqdm is not None:
+            if not ok:
+                self._tqdm.leave = False  # tqdm then clears its line
+            self._tqdm.close()
+        elif self.enabled and ok and self.n:
+            self._line(final=True)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        self.close(ok=exc_type is None)
         return False
 
 
 class VideoProgress:
-    """Progress of a run over videos of ``total`` output frames in all.
-
-    On a terminal: one tqdm bar per video, redrawn in place, its postfix the
-    ETA of the whole run. Elsewhere (CI logs, files): a plain line at most
-    every ``interval`` seconds and one at the end of each video, never one
-    per frame. ``enabled=False`` prints nothing.
-    """
+    """Progress of a run over videos of ``total`` output frames in all: one :class:`Bar`
+    per video, whose values end with the ETA of the whole run."""
 
     def __init__(self, total, stream=None, interval=30.0, enabled=True):
         self.total, self.done = total, 0
-        self.stream = sys.stderr if stream is None else stream
-        self.tty = enabled and _isatty(self.stream)
-        self.enabled, self.interval = enabled, interval
+        self.stream, self.interval, self.enabled = stream, interval, enabled
         self.t0 = time.perf_counter()
         self._bar = None
-        self._name, self._n, self._k, self._last = '', 0, 0, self.t0
 
     def video(self, name, n):
         """Start the bar of the next video, of ``n`` frames."""
-        self._end_video()
-        self._name, self._n, self._k = name, n, 0
-        if self.tty:
-            from tqdm import tqdm
-            self._bar = tqdm(total=n, desc=name, file=self.stream, unit='frame', dynamic_ncols=True,
-                             mininterval=0.2, leave=True)
+        self.close()
+        self._bar = Bar(n, desc=name, unit='frame', stream=self.stream, interval=self.interval,
+                        enabled=self.enabled)
 
     def eta(self):
         """Seconds left for the whole run, from its pace so far (None before the first frame)."""
@@ -204,41 +138,22 @@ class VideoProgress:
         return (time.perf_counter() - self.t0) / self.done * (self.total - self.done)
 
     def update(self, **postfix):
-        """One more frame of the current video."""
+        """One more frame of the current video; ``postfix`` values are shown as k=v."""
         self.done += 1
-        self._k += 1
-        text = ', '.join([f'{k}={v}' for k, v in postfix.items()] + [f'total ETA {format_seconds(self.eta())}'])
-        if self._bar is not None:
-            self._bar.set_postfix_str(text, refresh=False)
-            self._bar.update()
-        elif self.enabled and time.perf_counter() - self._last >= self.interval:
-            self._line(text)
+        self._bar.update(1, ', '.join([f'{k}={v}' for k, v in postfix.items()]
+                                      + [f'{self.done}/{self.total} in all',
+                                         f'total ETA {format_seconds(self.eta())}']))
 
-    def _line(self, text):
-        self._last = time.perf_counter()
-        try:
-            self.stream.write(f'{self._name}: {self._k}/{self._n} frames, {self.done}/{self.total} in all, '
-                              f'{format_seconds(self._last - self.t0)} elapsed, {text}\n')
-            self.stream.flush()
-        except (OSError, ValueError):
-            pass
-
-    def _end_video(self):
+    def close(self, ok=True):
         if self._bar is not None:
-            self._bar.close()
+            self._bar.close(ok)
             self._bar = None
-        elif self.enabled and not self.tty and self._n:
-            self._line(f'total ETA {format_seconds(self.eta())}')
-        self._n = 0
-
-    def close(self):
-        self._end_video()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        self.close(ok=exc_type is None)
         return False
 
 
@@ -273,17 +188,12 @@ class Logger:
 
     def log(self, msg=''):
         text = str(msg)
-        bars = [b for b in _live if not b.closed]
-        for b in bars:
-            b.clear()
         try:
             with _tqdm_write_mode(self.stream):
                 self.stream.write(text + '\n')
                 self.stream.flush()
         except (OSError, ValueError):
             pass
-        for b in bars:
-            b.refresh()
         if self._file is not None:
             self._file.write(text + '\n')
             self._file.flush()
