@@ -8,7 +8,6 @@ import numpy as np
 
 import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.data.frames import list_videos, read_frame, window_indices
-from jittor_sbvsr.data.kernels import kernel_image
 from jittor_sbvsr.engine import VideoSR
 from jittor_sbvsr.models import PWC_Recons
 
@@ -26,9 +25,3 @@ def test_reuse_moves_outputs_by_at_most_1e6_and_kernels_not_at_all(public_case):
         assert k1 == k2
         assert np.abs(r1 - r2).max() <= 1e-6
         assert np.array_equal(ker1, ker2)
-
-
-def test_kernel_image_handles_degenerate_kernels():
-    assert kernel_image(np.zeros((13, 13))).max() == 0
-    img = kernel_image(np.full((13, 13), np.nan))
-    assert img.shape == (208, 208) and img.dtype == np.uint8

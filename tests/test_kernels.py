@@ -143,3 +143,19 @@ def test_pad_kernel_and_png():
     assert img.shape == (80, 80) and img.dtype == np.uint8 and img.max() == 255
     with pytest.raises(ValueError):
         kernels.pad_kernel(np.ones((15, 15)), 13)
+
+
+def test_kernel_image_handles_degenerate_kernels():
+    assert kernels.kernel_image(np.zeros((13, 13))).max() == 0
+    img = kernels.kernel_image(np.full((13, 13), np.nan))
+    assert img.shape == (208, 208) and img.dtype == np.uint8
+
+
+def test_evaluation_kernel_images_are_stretched_min_to_max():
+    flat = kernels.kernel_image_minmax(np.full((13, 13), 1 / 169, np.float32))
+    assert flat.dtype == np.uint8 and flat.shape == (13, 13, 3) and flat.max() == 0
+    k = np.zeros((13, 13), np.float32)
+    k[6, 6] = 1
+    k[0, 0] = np.nan
+    img = kernels.kernel_image_minmax(k)
+    assert img[6, 6, 0] == 255 and img[0, 0, 0] == 0

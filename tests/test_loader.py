@@ -113,3 +113,20 @@ def test_loader_worker_errors_reach_the_caller(demo_clips, tmp_path):
     with Loader(ds, batch_size=1, num_workers=1, worker_type='thread') as loader:
         with pytest.raises(UserError, match='00000004.png: cannot read image'):
             list(loader)
+
+
+def test_loader_weights_uneven_accumulation_groups_like_one_big_batch():
+    """Loader.shares: a batch's loss weight is its share of its accumulation group's samples
+    (x ranks, which Jittor averages); a rank without samples gets 0; the step comes last."""
+
+    def weights(n, bs, acc, rank=0, world=1):
+        loader = Loader([0] * n, batch_size=bs, rank=rank, world=world, accumulate=acc)
+        shares = loader.shares()
+        return [s.weight for s in shares], [s.step for s in shares]
+    assert weights(5, 2, 3) == ([0.4, 0.4, 0.2], [False, False, True])
+    assert weights(7, 2, 2) == ([0.5, 0.5, 2 / 3, 1 / 3], [False, True, False, True])
+    # two ranks, 7 samples, batch 1 per rank, accumulate 2: global batches 2, 2 | 2, 1
+    assert weights(7, 1, 2, rank=0, world=2) == ([0.5, 0.5, 2 / 3, 2 / 3], [False, True, False, True])
+    assert weights(7, 1, 2, rank=1, world=2) == ([0.5, 0.5, 2 / 3, 0.0], [False, True, False, True])
+    with pytest.raises(ValueError, match='accumulate'):
+        Loader([0], accumulate=0)

@@ -1,6 +1,8 @@
 """Training: short demo runs on synthetic clips (CPU), resume, fine-tuning, accumulation, bad input.
 
-Options are tested in test_options.py, the curves in test_plots.py.
+Options are tested in test_options.py, the curves in test_plots.py, the
+loader's batch weights in test_loader.py. One file of end-to-end runs that
+share their module-scoped demo runs (hence its length).
 
 CLI runs are subprocesses of main.py with a tiny configuration (the demo
 template: n_feat 16, 1 + 2 residual blocks, 24x24 LR patches, batch 2).
@@ -330,35 +332,6 @@ def test_accumulated_update_equals_big_batch(demo):
         n_close += int(np.sum(np.abs(pa.astype(np.float64) - pb) <= 1e-6 * lr + np.spacing(np.abs(pa))))
         n_all += pa.size
     assert n_close >= 0.999 * n_all
-
-
-def test_loader_weights_uneven_accumulation_groups_like_one_big_batch():
-    """Loader.shares: a batch's loss weight is its share of its accumulation group's samples
-    (x ranks, which Jittor averages); a rank without samples gets 0; the step comes last."""
-    from jittor_sbvsr.data.loader import Loader
-
-    def weights(n, bs, acc, rank=0, world=1):
-        loader = Loader([0] * n, batch_size=bs, rank=rank, world=world, accumulate=acc)
-        shares = loader.shares()
-        return [s.weight for s in shares], [s.step for s in shares]
-    assert weights(5, 2, 3) == ([0.4, 0.4, 0.2], [False, False, True])
-    assert weights(7, 2, 2) == ([0.5, 0.5, 2 / 3, 1 / 3], [False, True, False, True])
-    # two ranks, 7 samples, batch 1 per rank, accumulate 2: global batches 2, 2 | 2, 1
-    assert weights(7, 1, 2, rank=0, world=2) == ([0.5, 0.5, 2 / 3, 2 / 3], [False, True, False, True])
-    assert weights(7, 1, 2, rank=1, world=2) == ([0.5, 0.5, 2 / 3, 0.0], [False, True, False, True])
-    with pytest.raises(ValueError, match='accumulate'):
-        Loader([0], accumulate=0)
-
-
-def test_evaluation_kernel_images_are_stretched_min_to_max():
-    from jittor_sbvsr.data.kernels import kernel_image_minmax
-    flat = kernel_image_minmax(np.full((13, 13), 1 / 169, np.float32))
-    assert flat.dtype == np.uint8 and flat.shape == (13, 13, 3) and flat.max() == 0
-    k = np.zeros((13, 13), np.float32)
-    k[6, 6] = 1
-    k[0, 0] = np.nan
-    img = kernel_image_minmax(k)
-    assert img[6, 6, 0] == 255 and img[0, 0, 0] == 0
 
 
 def test_out_of_memory_is_one_hint(demo, monkeypatch, tmp_path):
