@@ -165,8 +165,10 @@ def _stem(v, t):
 def _frame_line(v, stem, row):
     """The log line of one output frame; ``row``: PSNR, SSIM, seconds."""
     line = f'> {v.name}-{stem}'
-    if v.gt is not None:
-        line += f' PSNR={row[0]:.5f}, SSIM={row[1]:.4f}' if v.no_metric is None else ' PSNR/SSIM: none (frames too small)'
+    if v.gt is not None and v.no_metric is None:
+        line += f' PSNR={row[0]:.5f}, SSIM={row[1]:.4f}'
+    elif v.gt is not None:
+        line += ' PSNR/SSIM: none (frames too small)'
     return f'{line} forward_time={row[2]:.3f}s'
 
 
