@@ -86,17 +86,19 @@ class VideoSR:
         return [(ys, xs) for ys in tile_spans(h, self.tile, self.overlap)
                 for xs in tile_spans(w, self.tile, self.overlap)]
 
-    def windows(self, frames, windows):
+    def windows(self, frames, windows, start=0, stop=None):
         """Yield (window index, recons [1,3,H,W] float32, kernel [k,k], seconds).
 
         ``frames``: a list of uint8 HxWx3 frames, or a :class:`FrameSource`
         that reads them as the windows need them (same output, bounded memory).
+        ``start`` / ``stop``: only windows start..stop-1 (a share of the video
+        for one MPI rank); each gives the same bits as in a run over them all.
         """
         import jittor as jt
         source = frames if isinstance(frames, FrameSource) else FrameSource(iter(frames), windows, keep=True)
         feats, pyramids = {}, {}  # {(frame, tile): features}, {frame: PWC-Net pyramid}
         tiles = None
-        for k in range(len(windows)):
+        for k in range(start, len(windows) if stop is None else stop):
             window = source.window(k)
             if tiles is None:
                 hw = window[0].shape[:2]
@@ -116,6 +118,9 @@ class VideoSR:
             xs = [x[:, j] for j in range(self.n_seq)]
             kernel = self.net.kernel_net(jt.concat(xs, 1))
             if self.reuse:
+                for j, i in enumerate(idx):
+                    if i not in pyramids:
+                        pyramids[i] = _computed(self.net.flow_net.pyramid(xs[j]))
                 flows = self.net.neighbour_flows(xs, keys=idx, pyramids=pyramids)
             else:
                 flows = self.net.neighbour_flows(xs)
@@ -138,7 +143,7 @@ class VideoSR:
         feats = []
         for j, i in enumerate(idx):
             if (i, t) not in cache:
-                cache[(i, t)] = self.model.frame_features(xs[j])
+                cache[(i, t)] = _computed(self.model.frame_features(xs[j]))
             feats.append(cache[(i, t)])
         return self.model.recons_forward(xs, feats, keys=idx, flows=flows)
 
@@ -156,6 +161,19 @@ class VideoSR:
         return (out / wsum).astype(np.float32)
 
 
+def _computed(v):
+    """``v`` (a Var or a list of them) computed now, on its own.
+
+    A cached frame feature is then the same bits whichever window first
+    needed it: computed lazily inside a window's graph, Jittor would fuse it
+    with that window's other ops, which moves the last float bit. So a run
+    that starts mid-video (an MPI rank's share) gives the bits of a whole run.
+    """
+    import jittor as jt
+    jt.sync(list(v) if isinstance(v, (list, tuple)) else [v])
+    return v
+
+
 class FrameSource:
     """A video's frames read in order as the sliding windows ask for them.
 
@@ -163,14 +181,15 @@ class FrameSource:
     frame files read one by one); ``windows``: the window_indices. Window k
     reads up to its last frame and drops the frames no later window holds, so
     memory is a window's frames, not the video's. ``keep`` keeps everything
-    (a list given to VideoSR.windows is held by the caller anyway).
+    (a list given to VideoSR.windows is held by the caller anyway). ``first``:
+    the iterator starts at that frame (a run over later windows only).
     """
 
-    def __init__(self, frames, windows, keep=False):
+    def __init__(self, frames, windows, keep=False, first=0):
         self._it = iter(frames)
         self._windows = windows
         self._held = {}
-        self._next = 0
+        self._next = first
         self._last_use = {}
         for k, w in enumerate(windows):
             for i in w:

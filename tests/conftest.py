@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -91,3 +92,24 @@ def copy_video(src, dst, n=None, size=None):
         if size is not None:
             img = img.crop((0, 0, size[1], size[0]))
         img.save(os.path.join(dst, name))
+
+
+# Open MPI for the mpirun tests (test_mpi.py, test_inference_mpi.py): two ranks on
+# two cores, one OpenMP thread each. Open MPI's shared-memory single-copy
+# mechanism needs ptrace rights that containers often lack.
+MPIRUN = shutil.which('mpirun')
+HAVE_MPI = bool(MPIRUN and shutil.which('mpicc'))
+MPI_ENV = dict(os.environ, OMP_NUM_THREADS='1', OMPI_MCA_btl_vader_single_copy_mechanism='none')
+
+
+def require_mpi():
+    """Skip without Open MPI, except under SBVSR_REQUIRE_MPI=1 (.ci/run), where that fails."""
+    if not HAVE_MPI:
+        if os.environ.get('SBVSR_REQUIRE_MPI') == '1':
+            pytest.fail('Open MPI (mpirun, mpicc) is not installed, and SBVSR_REQUIRE_MPI=1')
+        pytest.skip('Open MPI is not installed (env/setup.sh --test installs it as root)')
+
+
+def mpirun(n, *args):
+    """The command line that runs ``python *args`` on ``n`` ranks."""
+    return [MPIRUN, '--allow-run-as-root', '-np', str(n), sys.executable, *map(str, args)]

@@ -21,17 +21,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from conftest import MPI_ENV, mpirun, require_mpi
 from jittor_sbvsr.io.checkpoint import load_state
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = str(ROOT / 'main.py')
 DRIVER = str(ROOT / 'tests' / 'mpi_train.py')
-MPIRUN = shutil.which('mpirun')
-HAVE_MPI = bool(MPIRUN and shutil.which('mpicc'))
-
-# Two ranks on two cores: one OpenMP thread each. Open MPI's shared-memory
-# single-copy mechanism needs ptrace rights that containers often lack.
-ENV = dict(os.environ, OMP_NUM_THREADS='1', OMPI_MCA_btl_vader_single_copy_mechanism='none')
+ENV = MPI_ENV
 
 # Two ranks x batch 1 against one process x batch 2, after 4 Adam steps. The
 # gradients are the same sums taken in another order (per-rank means, then
@@ -49,14 +45,7 @@ LOSS_RTOL = 1e-5
 
 @pytest.fixture(scope='module', autouse=True)
 def need_mpi():
-    if not HAVE_MPI:
-        if os.environ.get('SBVSR_REQUIRE_MPI') == '1':
-            pytest.fail('Open MPI (mpirun, mpicc) is not installed, and SBVSR_REQUIRE_MPI=1')
-        pytest.skip('Open MPI is not installed (env/setup.sh --test installs it as root)')
-
-
-def mpirun(n, *args):
-    return [MPIRUN, '--allow-run-as-root', '-np', str(n), sys.executable, *map(str, args)]
+    require_mpi()
 
 
 def run(cmd, timeout=900):

@@ -355,6 +355,16 @@ class VideoReader:
         self.close()
 
 
+def _x264_threads():
+    """x264's own thread count (1.5 per core) from the machine's cores, not this process's.
+
+    x264's output depends on its thread count, and left to itself it counts
+    the cores this process may use: fewer under ``mpirun``, which binds each
+    rank to its cores. Fixed here, the same frames give the same file.
+    """
+    return str(max(1, (os.cpu_count() or 1) * 3 // 2))
+
+
 class VideoWriter:
     """Encode uint8 HxWx3 RGB frames, given one at a time, into an H.264 file.
 
@@ -419,7 +429,7 @@ class VideoWriter:
                '-framerate', str(self.fps), '-i', 'pipe:0',
                '-vf', f'scale=out_color_matrix=bt709:out_range=tv:flags={_SWS},format={pix},'
                       'setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv',
-               '-c:v', 'libx264', '-preset', self.preset, '-crf', str(self.crf),
+               '-c:v', 'libx264', '-preset', self.preset, '-crf', str(self.crf), '-threads', _x264_threads(),
                '-f', self.format, '-y', _arg(self._tmp)]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                       stderr=self._log, **_popen_kwargs())

@@ -23,31 +23,14 @@ import sys
 
 import numpy as np
 
+from ..dist import all_sum, barrier, rank, world_size  # noqa: F401 (shared with inference)
+
 __all__ = ['rank', 'world_size', 'all_sum', 'weighted_mean', 'barrier', 'broadcast_vars', 'Watchdog']
 
 
 def _jt():
     import jittor as jt
     return jt
-
-
-def rank():
-    """This process's MPI rank (Jittor's; 0 without mpirun)."""
-    return int(_jt().rank)
-
-
-def world_size():
-    """The number of MPI ranks (Jittor's; 1 without mpirun)."""
-    return int(_jt().world_size)
-
-
-def all_sum(values):
-    """Element-wise sum over the ranks of a float64 array (a copy of it with one rank)."""
-    a = np.array(values, dtype=np.float64, copy=True)
-    if world_size() == 1:
-        return a
-    jt = _jt()
-    return jt.array(a).mpi_all_reduce('add').numpy().astype(np.float64)
 
 
 def weighted_mean(means, n, total):
@@ -58,11 +41,6 @@ def weighted_mean(means, n, total):
     keys = list(means)
     summed = all_sum([means[k] * n for k in keys]) / total
     return {k: float(v) for k, v in zip(keys, summed)}
-
-
-def barrier():
-    """Wait until every rank got here."""
-    all_sum([0.0])
 
 
 def broadcast_vars(vs, root=0):

@@ -1,0 +1,68 @@
+"""Several processes under ``mpirun``: who this is, and small collectives on numpy values.
+
+Jittor (built with Open MPI's ``mpicc``) calls ``MPI_Init`` at import when
+``mpirun`` started it. Training (trainer/dist.py) and inference
+(infer_split.py) share these helpers; without mpirun every one is a no-op
+(world size 1). Each collective must be reached by every rank, in the same
+order, or the ranks wait forever: callers run the same code on every rank.
+"""
+import numpy as np
+
+__all__ = ['rank', 'world_size', 'all_sum', 'barrier', 'merge_owned', 'broadcast_text']
+
+
+def _jt():
+    import jittor as jt
+    return jt
+
+
+def rank():
+    """This process's MPI rank (Jittor's; 0 without mpirun)."""
+    return int(_jt().rank)
+
+
+def world_size():
+    """The number of MPI ranks (Jittor's; 1 without mpirun)."""
+    return int(_jt().world_size)
+
+
+def all_sum(values):
+    """Element-wise sum over the ranks of an array (a float64 copy of it with one rank).
+
+    Jittor's MPI ops carry float32: the sum is float32-exact, not float64.
+    """
+    a = np.array(values, dtype=np.float64, copy=True)
+    if world_size() == 1:
+        return a
+    jt = _jt()
+    return jt.array(a).mpi_all_reduce('add').numpy().astype(np.float64)
+
+
+def barrier():
+    """Wait until every rank got here."""
+    all_sum([0.0])
+
+
+def merge_owned(values):
+    """Every rank's float64 entries, bit for bit: each entry set on one rank and 0.0 on the others.
+
+    Jittor's MPI reduces float64 as float32, so the bits travel as int32
+    pairs: adding zeros to an integer is exact.
+    """
+    a = np.ascontiguousarray(values, dtype=np.float64)
+    if world_size() == 1:
+        return a.copy()
+    jt = _jt()
+    summed = jt.array(a.reshape(-1).view(np.int32)).mpi_all_reduce('add').numpy()
+    return np.ascontiguousarray(summed, dtype=np.int32).view(np.float64).reshape(a.shape)
+
+
+def broadcast_text(text):
+    """Rank 0's ``text`` on every rank (e.g. a folder name only rank 0 may choose)."""
+    if world_size() == 1:
+        return text
+    mine = np.frombuffer(text.encode('utf-8'), np.uint8) if rank() == 0 else np.zeros(0, np.uint8)
+    n = int(all_sum([len(mine)])[0])
+    buf = np.zeros(n, np.float64)
+    buf[:len(mine)] = mine
+    return all_sum(buf).astype(np.uint8).tobytes().decode('utf-8')

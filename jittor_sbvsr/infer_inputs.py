@@ -1,0 +1,217 @@
+"""The inputs of an inference run: listed, paired with their ground truth, checked, then read.
+
+Split from inference.py: ``check_videos`` checks every frame of every video
+before anything is written; ``frames`` and ``GroundTruth`` read them during
+the run (from any window on, for an MPI rank's share of a video).
+"""
+import os
+import time
+from collections import namedtuple
+
+from .data.frames import (check_gt_size, crop_to_multiple, frames_by_name, list_videos, pair_frames, read_frame,
+                          window_indices)
+from .data.video import DEFAULT_CRF, VideoReader, is_video_file, probe
+from .engine import check_tiles
+from .errors import UserError
+from .metrics.psnr_ssim import metric_problem
+from .utils.files import is_temp_name
+
+# one video of a run: its frames (a list of frame files, or a video file's path) and ground truth
+# (the same kinds, or None), the LR size, that size after the size-multiple crop, why it gets no
+# metrics (None: it does), its frame count and frame rate (video files; None for frame folders)
+Video = namedtuple('Video', 'name lr gt shape size no_metric n fps')
+
+
+def check_flags(args):
+    """The flags that are wrong whatever the data and checkpoint (--scale and --n_seq are checked
+    with the checkpoint, read_checkpoint); before anything is read."""
+    if args.size_must_mode < 1:
+        raise UserError(f'--size_must_mode {args.size_must_mode}: must be >= 1 (1: no crop)')
+    check_tiles(args.tile, args.tile_overlap)
+    crf = getattr(args, 'crf', DEFAULT_CRF)
+    if not 0 <= crf <= 51:
+        raise UserError(f'--crf {crf}: must be 0..51 (x264; lower is better)')
+    flag = args.infer_flag
+    if flag in ('', '..') or os.sep in flag or (os.altsep and os.altsep in flag):
+        raise UserError(f"--infer_flag '{flag}': must be a plain name (it becomes the folder infer_<flag>)")
+
+
+def is_video(src):
+    """True for a video file's path, False for a list of frame files."""
+    return isinstance(src, str)
+
+
+def list_inputs(path, what):
+    """``[(name, source)]``: a video file, a folder of video files (name: file stem; source:
+    its path), or frame folders (list_videos; source: the frame paths)."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return [(os.path.splitext(os.path.basename(path))[0], path)]
+    if os.path.isdir(path):
+        try:
+            entries = sorted(e.name for e in os.scandir(path) if not e.name.startswith('.'))
+        except OSError as e:
+            raise UserError(f'{path}: cannot list folder ({e.strerror or e})') from None
+        files = [n for n in entries if is_video_file(n) and os.path.isfile(os.path.join(path, n))]
+        if files:
+            others = [n for n in entries if n not in files and not is_temp_name(n)]
+            if others:
+                raise UserError(f'{path}: holds video files and other things ({", ".join(others[:3])}); '
+                                'give a folder of video files or a folder of frame folders')
+            names = {}
+            for n in files:
+                stem = os.path.splitext(n)[0]
+                if stem in names:
+                    raise UserError(f'{os.path.join(path, n)}: two videos named {stem} ({names[stem]} too); '
+                                    'their outputs would be the same file')
+                names[stem] = n
+            return [(stem, os.path.join(path, n)) for stem, n in names.items()]
+    return list_videos(path, what)
+
+
+def _pair_videos(inputs, gt_root, notes):
+    """[(name, LR source, GT source or None)]: videos pair by name; frames by file name when both
+    are frame folders, by index when either is a video file."""
+    if gt_root is None:
+        return [(name, src, None) for name, src in inputs]
+    gts = dict(list_inputs(gt_root, 'ground-truth folder (--gt_path)'))
+    single = len(inputs) == 1 and len(gts) == 1
+    pairs = []
+    for name, src in inputs:
+        gt_name = name if name in gts else (next(iter(gts)) if single else None)
+        if gt_name is None:
+            raise UserError(f'{os.path.join(gt_root, name)}: no ground truth for video {name} in '
+                            f'--gt_path (it has {", ".join(list(gts)[:5])}{", ..." * (len(gts) > 5)})')
+        if gt_name != name:
+            notes.append(f'note: the only LR video {name} is paired with the only ground-truth video {gt_name}')
+        gt = gts[gt_name]
+        if not is_video(src) and not is_video(gt):
+            matched, warning = pair_frames(src, gt, os.path.dirname(src[0]), os.path.dirname(gt[0]))
+            if warning:
+                notes.append(warning)
+            gt = [g for _, g in matched]
+        pairs.append((name, src, gt))
+    return pairs
+
+
+def _check_shape(path, shape, first, m):
+    """(h, w) of a frame, which must equal ``first`` ((h, w, path) of its video's first frame)."""
+    h, w = shape[:2]
+    if first is not None and (h, w) != first[:2]:
+        raise UserError(f'{path}: frame is {h}x{w}, but {os.path.basename(first[2])} of the same video is '
+                        f'{first[0]}x{first[1]}; the frames of a video must have one size')
+    if h < m or w < m:
+        raise UserError(f'{path}: frame is {h}x{w}, smaller than --size_must_mode {m}')
+    return h, w
+
+
+def _check_gt(name, lr, gt, n, hw, scale):
+    """A ground truth paired by index (either side a video file): same frame count, scale x size."""
+    where = gt if is_video(gt) else os.path.dirname(gt[0])
+    shapes = [probe(gt).size] if is_video(gt) else None
+    n_gt = probe(gt).n_frames if is_video(gt) else len(gt)
+    if n_gt != n:
+        raise UserError(f'{where}: ground truth of video {name} has {n_gt} frames, the input {n}; '
+                        'frames of a video file pair by index, so the counts must match')
+    for g in ([gt] if is_video(gt) else gt):
+        check_gt_size(hw, shapes[0] if shapes else read_frame(g).shape, scale,
+                      lr if is_video(lr) else lr[0], g)
+    return 1 if is_video(gt) else n_gt
+
+
+def _video_defaults(args, videos, notes):
+    """Video files keep every frame (border windows: the output keeps its length and audio sync)
+    and write PNG frames only when --save_image is given; frame folders write PNGs by default."""
+    if args.save_image is None:
+        args.save_image = not videos
+    if videos and not args.border:
+        args.border = True
+        notes.append('note: video files are restored with --border (every frame gets an output)')
+
+
+def check_videos(args, n_seq, scale, notes):
+    """Every video checked before anything is written: [Video].
+
+    Frame folders: each frame must decode, the frames of a video must have
+    one size, and each ground-truth frame must pair with its LR frame (by
+    name) and be exactly ``scale`` x its size. Video files: ffmpeg must
+    decode them (probe), with at least a window's frames; a ground truth
+    beside a video file pairs by index and must have as many frames. The
+    size-multiple crop then cuts LR and GT the same way. A video whose frames
+    are too small for PSNR/SSIM still runs; its ``no_metric`` says why.
+    """
+    inputs = list_inputs(args.input_path, 'input folder (--input_path)')
+    _video_defaults(args, any(is_video(src) for _, src in inputs), notes)
+    m = args.size_must_mode
+    videos = []
+    t0, n = time.perf_counter(), 0
+    for name, lr, gt in _pair_videos(inputs, args.gt_path, notes):
+        fps = None
+        if is_video(lr):
+            info = probe(lr)
+            count, first = info.n_frames, (*_check_shape(lr, info.size, None, m), lr)
+            fps = info.fps
+            if fps is None:
+                fps = 25
+                notes.append(f'note: {lr} states no frame rate; its output is written at 25 fps')
+            n += 1
+        else:
+            count = len(lr)
+            frames_by_name(lr, os.path.dirname(lr[0]))  # one output file per frame
+            first = None
+            for i, p in enumerate(lr):
+                h, w = _check_shape(p, read_frame(p).shape, first, m)
+                first = first or (h, w, p)
+                if gt is not None and not is_video(gt):
+                    check_gt_size((h, w), read_frame(gt[i]).shape, scale, p, gt[i])
+                n += 1 + (gt is not None and not is_video(gt))
+        window_indices(count, n_seq, border=args.border, name=name)  # enough frames
+        if gt is not None and (is_video(lr) or is_video(gt)):
+            n += _check_gt(name, lr, gt, count, first[:2], scale)
+        size = (first[0] - first[0] % m, first[1] - first[1] % m)
+        why = None if gt is None else metric_problem(size[0] * scale, size[1] * scale)
+        if why:
+            notes.append(f'note: video {name}: no PSNR/SSIM, {why}; its SR frames are still written')
+        videos.append(Video(name, lr, gt, first[:2], size, why, count, fps))
+    notes.append(f'checked {n} frames and video files of {len(videos)} video(s) in '
+                 f'{time.perf_counter() - t0:.1f} s')
+    return videos
+
+
+def frames(video, m, first=0):
+    """A video's LR frames from frame ``first`` on, one at a time, cropped to the size multiple
+    (frame files re-checked against the video's first frame: they may change during a run)."""
+    if is_video(video.lr):
+        with VideoReader(video.lr) as reader:
+            for i, f in enumerate(reader):
+                if i >= first:
+                    yield crop_to_multiple(f, m)
+        return
+    size = (*video.shape, video.lr[0])
+    for p in video.lr[first:]:
+        f = read_frame(p)
+        _check_shape(p, f.shape, size, m)
+        yield crop_to_multiple(f, m)
+
+
+class GroundTruth:
+    """Ground-truth frame t of a video, asked for in increasing t (a video file is decoded once)."""
+
+    def __init__(self, gt):
+        self.gt, self._it, self._next = gt, None, 0
+
+    def __call__(self, t):
+        if not is_video(self.gt):
+            return read_frame(self.gt[t]), self.gt[t]
+        if self._it is None:
+            self._reader = VideoReader(self.gt)
+            self._it = iter(self._reader)
+        while True:
+            f, self._next = next(self._it), self._next + 1
+            if self._next == t + 1:
+                return f, self.gt
+
+    def close(self):
+        if self._it is not None:
+            self._it.close()
+            self._reader.close()
