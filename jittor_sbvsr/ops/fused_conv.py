@@ -8,7 +8,9 @@ the residual add to separate passes over memory. A chain of ResBlocks
 to one reorder out: the first conv of a block carries bias and ReLU as
 post-ops, the second bias and a ``sum`` post-op that accumulates onto the
 block input in place. :func:`upsample_tail` does the same for PWC_Recons'
-upsampling and output convs, PixelShuffle included.
+upsampling and output convs, PixelShuffle included. The chains' 3x3
+convolutions can be Winograd's (oneDNN's kernels for AVX-512's blocked
+layouts): fewer multiplications for the bulk of the model's FLOPs.
 
 The layout is whatever oneDNN prefers on this CPU (``layout='auto'``: e.g.
 ``nChw8c`` with AVX2, NHWC for its brgemm kernels on AVX-512), or one forced
