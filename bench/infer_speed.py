@@ -15,6 +15,8 @@ downloads. Configurations:
 - ``tiled``     : reuse, ``--tile`` x ``--tile``-pixel tiles (memory, PSNR vs ``reuse``);
 - ``unfused``   : reuse without the fused oneDNN convolutions (ops/fused_conv.py)
                   that the CPU engines use by default;
+- ``direct``    : the default engine with direct convolutions in the fused
+                  chains (``--no_winograd``; Winograd runs where oneDNN has it);
 - ``layered``   : reuse with the upsampling and output convs run layer by layer
                   (``--no_compose``), not composed into one LR conv
                   (models/tails.py);
@@ -22,7 +24,7 @@ downloads. Configurations:
                   activation layout forced (default: oneDNN's choice).
 
 Each ablation turns off one thing of the default engine. ``reuse``,
-``baseline``, ``unfused`` and ``layered`` share one process and alternate pass by pass (a
+``baseline``, ``unfused``, ``direct``, ``layered`` and the layouts share one process and alternate pass by pass (a
 change in the machine's load hits both); ``tiled`` runs in its own process,
 so that each peak RSS (``resource.getrusage``) is its own. Each engine first
 runs one untimed pass over the clip (Jittor compiles a kernel for each new
@@ -250,6 +252,7 @@ def run_configs(cfg):
         t0 = time.perf_counter()
         engines[e['name']] = VideoSR(net, reuse=e['reuse'], tile=e['tile'], overlap=cfg['overlap'],
                                      fused=e['name'] != 'unfused', compose=e['name'] != 'layered',
+                                     winograd=e['name'] != 'direct',
                                      layout=e['name'] if e['name'] in LAYOUTS else 'auto')
         deploy_s[e['name']] = time.perf_counter() - t0
     res = {}
@@ -325,50 +328,107 @@ def _timed(fn, reps=2):
 
 
 def profile_window(net, frames, idx):
-    """Seconds of each part of one window (best of 2) and the oneDNN share of a whole window.
+    """Seconds and GFLOP/s of each part of one window, for the default engine and
+    for Jittor's own convolutions (``--no_fused``), beside the machine's peaks.
 
-    Plain ops throughout (no fused oneDNN chains, the composed tail's edge
-    strips included), so that every part and the share count the same kind
-    of convolution.
+    The parts are what a window of the default engine computes with reuse:
+    one new frame's features and PWC-Net pyramid, four flow decoders, four
+    warps, the fusion conv, the ResBlock trunk and the tail (best of 2 each).
+    Peaks, measured in the same process: one 128->128 3x3 conv at the frame
+    size through Jittor's op, through a one-block fused chain (direct and
+    Winograd: FLOPs counted as direct's), and numpy's sgemm.
     """
-    return _profile_parts(net, frames, idx)
+    import jittor as jt
+    from jittor_sbvsr.models.deploy import InferenceNet
+    from jittor_sbvsr.ops import fused_conv
+    engines = {'default': InferenceNet(net, warn=lambda line: None)}
+    engines['unfused'] = InferenceNet(net, fused=False, warn=lambda line: None)
+    out = {name: _profile_parts(m, frames, idx) for name, m in engines.items()}
+    out['paths'] = engines['default'].paths
+    out['peaks'] = _peaks(frames[0].shape[:2], fused_conv.available())
+    out['oneDNN_share_unfused'] = _onednn_share(net, frames, idx)
+    return out
 
 
-def _profile_parts(net, frames, idx):
+def _peaks(hw, fused):
+    import numpy as np
+    import jittor as jt
+    from jittor import nn
+    from jittor_sbvsr.ops import fused_conv
+    h, w = hw
+    c = 128
+    flops = _conv(c, c, 3, h * w)
+    rng = np.random.RandomState(0)
+    x = jt.array(rng.standard_normal((1, c, h, w)).astype(np.float32))
+    wt = rng.standard_normal((2, c, c, 3, 3)).astype(np.float32) * 0.02
+    bias = np.zeros((2, c), np.float32)
+    peaks = {}
+    s, _ = _timed(lambda: nn.conv2d(x, jt.array(wt[0]), jt.array(bias[0]), 1, 1), reps=3)
+    peaks['jittor_conv3x3_128'] = round(flops / s / 1e9, 1)
+    if fused:
+        for alg in ('direct', 'auto'):
+            s, _ = _timed(lambda: fused_conv.resblock_chain(x, wt, bias, 'auto', alg), reps=3)
+            name = 'fused_chain_' + fused_conv.chain_algorithm((1, c, h, w), 'auto', alg)
+            peaks[name] = round(2 * flops / s / 1e9, 1)
+    a = rng.standard_normal((h * w, 9 * c)).astype(np.float32)
+    bm = rng.standard_normal((9 * c, c)).astype(np.float32)
+    best = float('inf')
+    for _ in range(3):
+        t0 = time.perf_counter()
+        a @ bm
+        best = min(best, time.perf_counter() - t0)
+    peaks['numpy_sgemm_im2col_shape'] = round(2 * a.shape[0] * a.shape[1] * c / best / 1e9, 1)
+    return peaks
+
+
+def _profile_parts(model, frames, idx):
     import jittor as jt
     from jittor_sbvsr.data.frames import frames_to_input
     from jittor_sbvsr.ops.sampling import resize_bilinear
+    net = model.net
     x = jt.array(frames_to_input([frames[i] for i in idx]))
     xs = [x[:, j] for j in range(5)]
     x.sync()
     h, w = frames[0].shape[:2]
-    fl = model_flops(h, w)
+    fl, flc = model_flops(h, w), model_flops(h, w, compose=model.paths.get('composed tail') == 'on')
+    pyr_fl = fl['flow_parts']['extractor'] / 2
     parts = {}
 
     def rec(name, fn, flops):
         s, out = _timed(fn)
-        parts[name] = {'s': round(s, 3), 'gflop': round(flops / 1e9, 1), 'gflops': round(flops / s / 1e9, 1)}
+        parts[name] = {'s': round(s, 3), 'gflop': round(flops / 1e9, 1),
+                       'gflops': round(flops / s / 1e9, 1) if flops else None}
         return out
 
     rec('kernel_net', lambda: net.kernel_net(jt.concat(xs, 1)), fl['kernel_net'])
-    flows = rec('flows_x4', lambda: list(net.neighbour_flows(xs).values()), 4 * fl['flow'])
-    feats = [net.frame_features(v) for v in xs]
+    pyramids = {k: net.flow_net.pyramid(v) for k, v in enumerate(xs)}
+    jt.sync([t for p in pyramids.values() for t in p])
+    rec('pwc_pyramid_x1', lambda: net.flow_net.pyramid(xs[0]), pyr_fl)
+    flows = rec('pwc_flows_x4 (pyramids given)',
+                lambda: list(net.neighbour_flows(xs, pyramids=dict(pyramids)).values()),
+                4 * (fl['flow'] - fl['flow_parts']['extractor']))
+    feats = [model.frame_features(v) for v in xs]
     jt.sync(feats)
-    rec('frame_features_x1', lambda: net.frame_features(xs[0]), fl['frame_features'])
+    rec('frame_features_x1', lambda: model.frame_features(xs[0]), fl['frame_features'])
     warped = rec('warp_x4', lambda: [net.flow_net.warp(feats[i], flows[j])[0]
                                      for j, i in enumerate((0, 1, 3, 4))], 0)
     aligned = [warped[0], warped[1], feats[2], warped[2], warped[3]]
     fused = rec('fusion', lambda: net.fusion_conv(jt.concat(aligned, 1)), fl['fusion'])
-    trunk = rec('recons_trunk', lambda: net.recons_net(fused), fl['recons_trunk'])
-    up = rec('upsample', lambda: net.upsample_layers(trunk), fl['upsample'])
-    rec('out_conv', lambda: net.out_conv(up), fl['out_conv'])
-    from jittor_sbvsr.models.tails import ComposedTail, PlainTail, tail_layers
-    composed, flc = ComposedTail(*tail_layers(net), PlainTail(net)), model_flops(h, w, compose=True)
-    rec('composed_tail', lambda: composed(trunk),
-        flc['composed_tail'] + flc['upsample'] + flc['out_conv'])
+    trunk = rec('recons_trunk', lambda: model.recons_net(fused), fl['recons_trunk'])
+    rec('tail', lambda: model.tail(trunk), flc['composed_tail'] + flc['upsample'] + flc['out_conv'])
     rec('bilinear_base', lambda: resize_bilinear(xs[2], (h * 4, w * 4)), 0)
-    del up, trunk, fused
-    # oneDNN's share of one whole window (no reuse: every part runs)
+    total = sum(p['s'] for p in parts.values())
+    for p in parts.values():
+        p['share'] = round(p['s'] / total, 3)
+    return {'parts': parts, 'sum_of_parts_s': round(total, 3)}
+
+
+def _onednn_share(net, frames, idx):
+    """oneDNN's share of the kernel time of one whole window run by Jittor's ops (no reuse)."""
+    import jittor as jt
+    from jittor_sbvsr.data.frames import frames_to_input
+    x = jt.array(frames_to_input([frames[i] for i in idx]))
+    xs = [x[:, j] for j in range(5)]
     jt.sync_all(True)
     jt.profiler.start(0, 0)
     try:
@@ -382,14 +442,7 @@ def _profile_parts(net, frames, idx):
     ti = hdr.index('TotalTime')
     total = sum(float(r[ti]) for r in rows)
     conv = sum(float(r[ti]) for r in rows if r[0].startswith(('mkl_conv', 'cudnn_conv')))
-    top = {}
-    for r in rows:
-        key = r[0].split('\u00ab')[0] or 'fused:' + '+'.join(sorted(set(
-            t.split(':')[1] for t in r[0].split('\u00ab') if t.startswith('opkey'))))
-        top[key] = top.get(key, 0.0) + float(r[ti])
-    return {'parts': parts, 'kernel_time_s': round(total / 1e9, 2),
-            'conv_share': round(conv / total, 3) if total else None,
-            'top_kernels_s': {k: round(v / 1e9, 2) for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:8]}}
+    return round(conv / total, 3) if total else None
 
 
 # ------------------------------------------------------------ train step ---
@@ -485,9 +538,9 @@ def inference_main(args):
     with tempfile.TemporaryDirectory() as d:
         clip = os.path.join(d, 'clip.npy')
         make_clip(clip, h, w, args.frames)
-        save = {name: os.path.join(d, f'{name}.npy') for name in ('reuse', 'tiled', 'unfused', 'layered')}
+        save = {name: os.path.join(d, f'{name}.npy') for name in ('reuse', 'tiled', 'unfused', 'layered', 'direct')}
         # the ablations alternate in one process (same load); tiled alone (its own peak RSS)
-        ablations = ('reuse', 'baseline', 'unfused', 'layered', 'nhwc', 'nChw8c', 'nChw16c')
+        ablations = ('reuse', 'baseline', 'unfused', 'direct', 'layered', 'nhwc', 'nChw8c', 'nChw16c')
         groups = [[n for n in ablations if n in configs],
                   [n for n in ('tiled',) if n in configs]]
         for group in [g for g in groups if g]:
@@ -518,7 +571,7 @@ def inference_main(args):
             out['speedup_vs_no_reuse'] = round(c['baseline']['s_per_frame'] / c['reuse']['s_per_frame'], 3)
             out['speedup_vs_no_reuse_mean'] = round(
                 c['baseline']['mean_s_per_frame'] / c['reuse']['mean_s_per_frame'], 3)
-        for other in ('unfused', 'layered'):
+        for other in ('unfused', 'layered', 'direct'):
             if 'reuse' in c and other in c:
                 a, b = np.load(os.path.join(d, 'reuse.npy')), np.load(os.path.join(d, f'{other}.npy'))
                 out[f'default_vs_{other}'] = {

@@ -71,11 +71,11 @@ class VideoSR:
     """
 
     def __init__(self, net, n_seq=5, reuse=True, tile=0, overlap=16, fused=True, compose=True,
-                 layout='auto', warn=None):
+                 layout='auto', warn=None, winograd=True):
         check_tiles(int(tile or 0), int(overlap))
         from .models.deploy import InferenceNet
         self.net = net
-        self.model = InferenceNet(net, fused=fused, compose=compose, layout=layout, warn=warn)
+        self.model = InferenceNet(net, fused=fused, compose=compose, layout=layout, warn=warn, winograd=winograd)
         self.n_seq = n_seq
         self.reuse = reuse
         self.tile = int(tile or 0)

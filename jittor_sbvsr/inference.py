@@ -58,7 +58,7 @@ def run(args, root):
     net = build_model(state, arch, args.model_path)
     del state
     engine = VideoSR(net, args.n_seq, reuse=not args.no_reuse, tile=args.tile, overlap=args.tile_overlap,
-                     fused=not args.no_fused, compose=not args.no_compose)
+                     fused=not args.no_fused, compose=not args.no_compose, winograd=not args.no_winograd)
     # 2. the run
     stale = None
     if lead:
@@ -68,7 +68,8 @@ def run(args, root):
     log = Logger(os.path.join(out_dir, f"inference_log_{time.strftime('%Y%m%d-%H%M%S')}.txt")) if lead else _Quiet()
     from .io.arch import describe
     for key in ('input_path', 'gt_path', 'model_path', 'border', 'save_image', 'crf', 'n_seq', 'scale',
-                'size_must_mode', 'no_reuse', 'no_fused', 'no_compose', 'tile', 'tile_overlap'):
+                'size_must_mode', 'no_reuse', 'no_fused', 'no_winograd', 'no_compose',
+                'tile', 'tile_overlap'):
         log(f'{key}: {getattr(args, key, None)}')
     log(f'result_path: {out_dir}')
     log(f'runtime: {runtime.describe()}')

@@ -31,7 +31,7 @@ def rel(ref, got):
     return float(np.abs(ref.astype(np.float64) - got).max() / max(1.0, np.abs(ref).max()))
 
 
-out = {'isa': fused_conv.onednn_isa(), 'errors': {}, 'paths': {}}
+out = {'isa': fused_conv.onednn_isa(), 'errors': {}, 'paths': {}, 'winograd': {}}
 for c in (16, 32):
     jt.set_global_seed(c)
     net = PWC_Recons(n_feat=c, extra_RBS=1, recons_RBS=2)
@@ -51,6 +51,14 @@ for c in (16, 32):
                 ref = net.tail(x)
                 out['errors']['tail ' + key] = rel(ref, tail(x))
                 out['errors']['composed ' + key] = rel(ref, composed(x))
+    # Winograd where oneDNN has it (else direct): its 2x3 kernel below 16x16, its 4x3 above
+    for layout in ('auto', 'nChw16c'):
+        chain = FusedChain(net.recons_net, layout, 'auto')
+        out['winograd'][f'{c}/{layout}'] = fused_conv.chain_algorithm((1, c, 16, 20), layout, 'auto')
+        for h, w in [(9, 13), (16, 20)]:
+            x = jt.randn(1, c, h, w)
+            with jt.no_grad():
+                out['errors'][f'winograd chain {c}/{layout}/{h}x{w}'] = rel(net.recons_net(x), chain(x))
     warnings = []
     model = InferenceNet(net, warn=warnings.append)
     out['paths'][c] = model.paths

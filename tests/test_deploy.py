@@ -17,7 +17,7 @@ import jittor as jt
 
 from jittor_sbvsr.engine import VideoSR
 from jittor_sbvsr.models import PWC_Recons
-from jittor_sbvsr.models.deploy import InferenceNet
+from jittor_sbvsr.models.deploy import FusedChain, InferenceNet
 from jittor_sbvsr.models.tails import ComposedTail, FusedTail, PlainTail
 from jittor_sbvsr.ops import fused_conv
 
@@ -48,6 +48,9 @@ def test_default_deploy_uses_every_fast_path_that_can_run():
     if FUSED:
         assert model.paths['fused chains'] == model.paths['fused tail'] == 'on'
         assert isinstance(model.tail.layered, FusedTail)
+        wino = fused_conv.chain_algorithm((1, 16, 16, 20), 'auto', 'auto') == 'winograd'
+        assert (model.paths['winograd'] == 'on') if wino else model.paths['winograd'].startswith('not available')
+        assert model.recons_net.algorithm == ('auto' if wino else 'direct')
     else:
         assert model.paths['fused chains'].startswith('not available')
     assert model.probe_seconds < 5  # well under a second once Jittor's kernels are compiled (bench)
@@ -57,10 +60,13 @@ def test_default_deploy_uses_every_fast_path_that_can_run():
 def test_flags_force_the_plain_paths():
     model = InferenceNet(_net(), fused=False, compose=False, warn=pytest.fail)
     assert model.paths == {'fused chains': 'off (--no_fused)', 'fused tail': 'off (--no_fused)',
-                           'composed tail': 'off (--no_compose)'}
+                           'winograd': 'off (no fused chains)', 'composed tail': 'off (--no_compose)'}
     net = model.net
     assert model.recons_net is net.recons_net and model.extra_feat is net.extra_feat
     assert isinstance(model.tail, PlainTail)
+    if FUSED:
+        direct = InferenceNet(_net(), winograd=False, warn=pytest.fail)
+        assert direct.paths['winograd'] == 'off (--no_winograd)' and direct.recons_net.algorithm == 'direct'
 
 
 def test_the_model_carries_no_inference_state():
@@ -106,6 +112,22 @@ def test_wrong_numbers_are_caught_too(monkeypatch):
     assert len(warnings) == 1 and 'differs from Jittor' in warnings[0]
     assert model.paths['fused tail'].startswith('failed its self-check')
     assert isinstance(model.tail, ComposedTail) and isinstance(model.tail.layered, PlainTail)
+
+
+def test_wrong_winograd_numbers_fall_back_to_direct(monkeypatch):
+    """Winograd chains that differ: one warning, and the chains stay fused with direct convolutions."""
+    if not FUSED:
+        pytest.skip('no oneDNN: the fused path is never tried')
+    real = fused_conv.resblock_chain
+    monkeypatch.setattr(fused_conv, 'chain_algorithm', lambda *a, **k: 'winograd')  # as on AVX-512
+    monkeypatch.setattr(fused_conv, 'resblock_chain',
+                        lambda x, w, b, layout, algorithm: real(x, w, b, layout, algorithm) * (1.001 if algorithm != 'direct' else 1))
+    warnings = []
+    model = InferenceNet(_net(), warn=warnings.append)
+    assert len(warnings) == 1 and 'Winograd' in warnings[0] and '--no_winograd' in warnings[0], warnings
+    assert 'running direct convolutions instead' in warnings[0]
+    assert model.paths['fused chains'] == 'on' and model.paths['winograd'].startswith('failed its self-check')
+    assert isinstance(model.recons_net, FusedChain) and model.recons_net.algorithm == 'direct'
 
 
 def test_a_failing_composed_tail_falls_back(monkeypatch):

@@ -71,6 +71,68 @@ def test_chain_matches_plain(layout, n, c, h, w, nb):
     assert _close(ref, got), np.abs(ref - got).max()
 
 
+def _conv64(x, w, b):
+    """A 3x3 'same' convolution in float64 (x [C,H,W], w [O,C,3,3])."""
+    c, h, wd = x.shape
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    cols = np.stack([p[:, i:i + h, j:j + wd] for i in range(3) for j in range(3)], 1)
+    return np.einsum('ckhw,ock->ohw', cols, w.reshape(w.shape[0], c, 9)) + b[:, None, None]
+
+
+WINOGRAD = FUSED and fused_conv.chain_algorithm((1, 128, 16, 20), 'auto', 'auto') == 'winograd'
+
+
+@pytest.mark.parametrize('h, w', [(9, 13), (24, 40)], ids=['wino2x3', 'wino4x3'])
+def test_winograd_rounds_like_float32(h, w):
+    """Winograd's error against float64 stays at direct's level: RMS <= 2.5x, max <= 4x direct's.
+
+    Measured on an AVX-512 Xeon: 0.64x / 0.60x (F(2x2,3x3), 9x13) and
+    1.79x / 1.80x (F(4x4,3x3), 24x40); direct's RMS is 1.1e-6 of a peak of 7.5.
+
+    Where this oneDNN has no Winograd kernel (CPUs without AVX-512) 'auto'
+    must give the direct convolutions' result exactly, and 'winograd' refuse.
+    """
+    if not FUSED:
+        return
+    blocks = _blocks(128, 3, seed=7)
+    w_, b_ = fused_conv.chain_weights(blocks)
+    for i in range(len(w_)):  # ResNet-like scales: the activations stay O(1) through the chain
+        w_[i] *= 0.5 / np.sqrt(128 * 9) / np.abs(w_[i]).std()
+    x = np.random.RandomState(1).standard_normal((1, 128, h, w)).astype(np.float32)
+    ref = x[0].astype(np.float64)
+    for i in range(0, len(w_), 2):
+        t = np.maximum(_conv64(ref, w_[i].astype(np.float64), b_[i].astype(np.float64)), 0)
+        ref = ref + _conv64(t, w_[i + 1].astype(np.float64), b_[i + 1].astype(np.float64))
+    xv = jt.array(x)
+    direct = fused_conv.resblock_chain(xv, w_, b_, 'auto', 'direct').numpy()[0]
+    auto = fused_conv.resblock_chain(xv, w_, b_, 'auto', 'auto').numpy()[0]
+    if not WINOGRAD:
+        assert fused_conv.chain_algorithm((1, 128, h, w), 'auto', 'auto') == 'direct'
+        assert np.array_equal(auto, direct)
+        with pytest.raises(RuntimeError):
+            fused_conv.resblock_chain(xv, w_, b_, 'auto', 'winograd').sync()
+        return
+    assert fused_conv.chain_algorithm((1, 128, h, w), 'auto', 'auto') == 'winograd'
+    assert not np.array_equal(auto, direct)  # it is another algorithm
+    err_d, err_w = direct - ref, auto - ref
+    rms = lambda e: np.sqrt((e ** 2).mean())  # noqa: E731
+    assert rms(err_d) < 1e-6 * np.abs(ref).max()
+    assert rms(err_w) <= 2.5 * rms(err_d), (rms(err_w), rms(err_d))
+    assert np.abs(err_w).max() <= 4 * np.abs(err_d).max(), (np.abs(err_w).max(), np.abs(err_d).max())
+
+
+def test_winograd_falls_back_where_the_layout_has_no_kernel():
+    if not FUSED:
+        return
+    blocks = _blocks(16, 1)
+    x = jt.randn(1, 16, 16, 20)
+    with jt.no_grad():
+        ref = nn.Sequential(*blocks)(x).numpy()
+        got = FusedChain(blocks, 'nhwc', 'auto')(x).numpy()  # oneDNN 2.2's Winograd: blocked layouts only
+    assert fused_conv.chain_algorithm((1, 16, 16, 20), 'nhwc', 'auto') == 'direct'
+    assert _close(ref, got)
+
+
 def test_many_shapes_and_weights():
     # more shapes than the primitive cache holds, and new weights on a cached shape
     for i, (h, w) in enumerate([(5, 6), (6, 5), (8, 8), (3, 4), (9, 2), (5, 6)]):

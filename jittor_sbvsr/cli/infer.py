@@ -41,6 +41,9 @@ def build_parser():
                    help='recompute every frame feature per window (slower; for benchmarks)')
     p.add_argument('--no_fused', action='store_true',
                    help="run every convolution through Jittor's own op (no fused oneDNN chains on the CPU)")
+    p.add_argument('--no_winograd', action='store_true',
+                   help="direct 3x3 convolutions in the fused chains, not oneDNN's Winograd (AVX-512 CPUs; "
+                        'Winograd is faster and rounds slightly differently)')
     p.add_argument('--no_compose', action='store_true',
                    help='run the upsampling and output convolutions layer by layer, not composed into '
                         'one LR convolution (slower; float rounding differs)')

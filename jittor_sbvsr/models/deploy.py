@@ -27,12 +27,12 @@ TOL = 1e-5  # largest difference from the plain ops, relative to the output's pe
 class FusedChain:
     """A ResBlock chain as one fused oneDNN op, with a snapshot of its weights."""
 
-    def __init__(self, blocks, layout='auto'):
+    def __init__(self, blocks, layout='auto', algorithm='direct'):
         w, b = fused_conv.chain_weights(blocks)
-        self.w, self.b, self.layout = jt.array(w), jt.array(b), layout
+        self.w, self.b, self.layout, self.algorithm = jt.array(w), jt.array(b), layout, algorithm
 
     def __call__(self, x):
-        return fused_conv.resblock_chain(x, self.w, self.b, self.layout)
+        return fused_conv.resblock_chain(x, self.w, self.b, self.layout, self.algorithm)
 
 
 class SelfCheckFailed(Exception):
@@ -67,12 +67,13 @@ class InferenceNet:
     """``net`` for inference, with the fast paths asked for that pass their self-check.
 
     ``fused``: ResBlock chains and the layered tail as fused oneDNN ops (CPU
-    with oneDNN only); ``compose``: the tail as one LR convolution; ``layout``
-    the fused ops' activation layout (ops/fused_conv.py). ``warn`` takes the
-    warning lines (default: stderr). ``paths`` says what runs and why.
+    with oneDNN only); ``winograd``: the chains' 3x3 convs by Winograd where
+    oneDNN has it (AVX-512); ``compose``: the tail as one LR convolution;
+    ``layout`` the fused ops' activation layout (ops/fused_conv.py). ``warn``
+    takes the warning lines (default: stderr). ``paths`` says what runs and why.
     """
 
-    def __init__(self, net, fused=True, compose=True, layout='auto', warn=None):
+    def __init__(self, net, fused=True, compose=True, layout='auto', warn=None, winograd=True):
         self.net, self.layout = net, layout
         self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
         self.extra_feat, self.recons_net = net.extra_feat, net.recons_net
@@ -85,11 +86,22 @@ class InferenceNet:
         if not fused or not fused_conv.available():
             why = 'off (--no_fused)' if not fused else 'not available (needs the CPU with oneDNN)'
             self.paths['fused chains'] = self.paths['fused tail'] = why
+            self.paths['winograd'] = 'off (no fused chains)'
         else:
             chains = {k: getattr(net, k) for k in ('extra_feat', 'recons_net') if len(getattr(net, k))}
-            made = self._try('fused chains', 'the fused oneDNN ResBlock chains', '--no_fused',
-                             lambda: {k: FusedChain(m, layout) for k, m in chains.items()},
-                             lambda f: [(f[k], m, _probe(c, 9, 13, i)) for i, (k, m) in enumerate(chains.items())])
+            build = lambda algorithm: lambda: {k: FusedChain(m, layout, algorithm) for k, m in chains.items()}  # noqa: E731
+            # two probe sizes: oneDNN takes its F(2x2,3x3) Winograd kernel for
+            # tiny images and F(4x4,3x3) from 16x16 up; each must be checked
+            cases = lambda f: [(f[k], m, _probe(c, *hw, i)) for i, (k, m) in enumerate(chains.items())  # noqa: E731
+                               for hw in ((9, 13), (16, 20))]
+            made = self._try('fused chains', 'the fused oneDNN ResBlock chains', '--no_fused', build('direct'), cases)
+            if not made or not winograd:
+                self.paths['winograd'] = 'off (--no_winograd)' if made else 'off (no fused chains)'
+            elif fused_conv.chain_algorithm((1, c, 16, 20), layout, 'auto') != 'winograd':
+                self.paths['winograd'] = "not available (this oneDNN has Winograd kernels for AVX-512's blocked layouts only)"
+            else:
+                made = self._try('winograd', 'the Winograd convolutions of the fused chains', '--no_winograd',
+                                 build('auto'), cases, instead='direct convolutions') or made
             for k, chain in (made or {}).items():
                 setattr(self, k, chain)
             if up and FusedTail.fits(up, out):
@@ -114,7 +126,7 @@ class InferenceNet:
         n = next(n for n in range(4, 64) if tail.fits(n) and tail.fits(n + 1))
         return n, n + 1
 
-    def _try(self, key, name, flag, build, cases):
+    def _try(self, key, name, flag, build, cases, instead="Jittor's plain ops"):
         """build() checked on cases(built); None (with one warning line) if it fails."""
         try:
             made = build()
@@ -132,7 +144,7 @@ class InferenceNet:
             why = str(e) if isinstance(e, SelfCheckFailed) else _reason(e)
             self.paths[key] = f'failed its self-check: {why}'
             self.warn(f'warning: {name} failed the self-check on this machine ({why}); '
-                      f'running Jittor\'s plain ops instead for this run ({flag} skips the fast path)')
+                      f'running {instead} instead for this run ({flag} skips the fast path)')
             return None
 
     def describe(self):

@@ -8,7 +8,9 @@ the residual add to separate passes over memory. A chain of ResBlocks
 to one reorder out: the first conv of a block carries bias and ReLU as
 post-ops, the second bias and a ``sum`` post-op that accumulates onto the
 block input in place. :func:`upsample_tail` does the same for PWC_Recons'
-upsampling and output convs, PixelShuffle included.
+upsampling and output convs, PixelShuffle included. The chains' 3x3
+convolutions can be Winograd's (oneDNN's kernels for AVX-512's blocked
+layouts): fewer multiplications for the bulk of the model's FLOPs.
 
 The layout is whatever oneDNN prefers on this CPU (``layout='auto'``: e.g.
 ``nChw8c`` with AVX2, NHWC for its brgemm kernels on AVX-512), or one forced
@@ -30,6 +32,8 @@ from .. import runtime
 
 # layout name -> the code the C++ side reads (0: oneDNN's choice)
 LAYOUTS = {'auto': 0, 'nhwc': 1, 'nChw8c': 8, 'nChw16c': 16}
+# the chains' convolution algorithm -> its code ('auto': Winograd where oneDNN has it, else direct)
+ALGORITHMS = {'direct': 0, 'winograd': 1, 'auto': 2}
 
 COMMON_HEAD = r'''
 #include <dnnl.hpp>
@@ -53,10 +57,12 @@ CHAIN_HEAD = COMMON_HEAD + r'''
 #include <tuple>
 #include <vector>
 
-// Primitives for one (N, C, H, W, K, L) ResBlock: conv1 with bias + ReLU,
+// Primitives for one (N, C, H, W, K, L, A) ResBlock: conv1 with bias + ReLU,
 // conv2 with bias + sum onto its destination; both read and write one
-// activation layout ``act``. The activation buffers are kept too: freshly
-// mapped pages cost as much as a reorder. At most 4 shapes stay.
+// activation layout ``act``. A: 0 direct convolution, 1 Winograd, 2 Winograd
+// where oneDNN has a kernel for it (AVX-512: blocked layouts), else direct.
+// The activation buffers are kept too: freshly mapped pages cost as much as
+// a reorder. At most 4 shapes stay.
 struct SbvsrResChain {
     dnnl::engine eng{dnnl::engine::kind::cpu, 0};
     dnnl::stream strm{eng};
@@ -65,18 +71,18 @@ struct SbvsrResChain {
     dnnl::reorder rin, rout, rw;
     dnnl::memory X, T;                // block input / residual, conv1 output
     std::vector<dnnl::memory> w;      // weights in the convs' layout, one per conv
+    bool wino = false;
 };
 
-static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K, int L) {
+static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K, int L, int A) {
     using namespace dnnl;
     using tag = memory::format_tag;
-    static std::map<std::tuple<int, int, int, int, int, int>, std::unique_ptr<SbvsrResChain>> cache;
-    const auto key = std::make_tuple(N, C, H, W, K, L);
+    static std::map<std::tuple<int, int, int, int, int, int, int>, std::unique_ptr<SbvsrResChain>> cache;
+    const auto key = std::make_tuple(N, C, H, W, K, L, A);
     auto it = cache.find(key);
     if (it != cache.end()) return *it->second;
     if (cache.size() >= 4) cache.clear();
-    auto& slot = cache[key];
-    slot.reset(new SbvsrResChain());
+    std::unique_ptr<SbvsrResChain> slot(new SbvsrResChain());
     SbvsrResChain& r = *slot;
     const auto f32 = memory::data_type::f32;
     const memory::dims pad = {K / 2, K / 2}, one = {1, 1};
@@ -89,35 +95,45 @@ static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K, int L) 
     primitive_attr a1, a2;
     a1.set_post_ops(p1);
     a2.set_post_ops(p2);
-    auto pd = [&](const memory::desc& io, const primitive_attr& a) {
-        convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, io,
+    auto pd = [&](const memory::desc& io, const primitive_attr& a, algorithm alg) {
+        convolution_forward::desc d(prop_kind::forward_inference, alg, io,
                                     memory::desc({C, C, K, K}, f32, tag::any), r.bmd, io, one, pad, pad);
         return convolution_forward::primitive_desc(d, a, r.eng);
     };
     // the layout asked for, or the one oneDNN picks; then both convs are pinned to it
-    r.act = L ? sbvsr_md(N, C, H, W, L) : pd(sbvsr_md(N, C, H, W, 0), a1).dst_desc();
-    auto pd1 = pd(r.act, a1), pd2 = pd(r.act, a2);
-    if (pd1.src_desc() != r.act || pd2.dst_desc() != r.act || pd1.weights_desc() != pd2.weights_desc())
-        throw std::runtime_error("sbvsr chain: oneDNN changed the pinned layout");
-    r.wmd = pd1.weights_desc();
-    r.c1 = convolution_forward(pd1);
-    r.c2 = convolution_forward(pd2);
+    auto pin = [&](algorithm alg) {
+        r.act = L ? sbvsr_md(N, C, H, W, L) : pd(sbvsr_md(N, C, H, W, 0), a1, alg).dst_desc();
+        auto pd1 = pd(r.act, a1, alg), pd2 = pd(r.act, a2, alg);
+        if (pd1.src_desc() != r.act || pd2.dst_desc() != r.act || pd1.weights_desc() != pd2.weights_desc())
+            throw std::runtime_error("sbvsr chain: oneDNN changed the pinned layout");
+        r.wmd = pd1.weights_desc();
+        r.c1 = convolution_forward(pd1);
+        r.c2 = convolution_forward(pd2);
+    };
+    r.wino = A != 0;
+    try {
+        pin(r.wino ? algorithm::convolution_winograd : algorithm::convolution_direct);
+    } catch (const dnnl::error&) {
+        if (A != 2) throw;  // no Winograd kernel here (e.g. AVX2, NHWC): direct
+        r.wino = false;
+        pin(algorithm::convolution_direct);
+    }
     r.rin = reorder(memory(r.user, r.eng, DNNL_MEMORY_NONE), memory(r.act, r.eng, DNNL_MEMORY_NONE));
     r.rout = reorder(memory(r.act, r.eng, DNNL_MEMORY_NONE), memory(r.user, r.eng, DNNL_MEMORY_NONE));
     r.rw = reorder(memory(r.wuser, r.eng, DNNL_MEMORY_NONE), memory(r.wmd, r.eng, DNNL_MEMORY_NONE));
     r.X = memory(r.act, r.eng);
     r.T = memory(r.act, r.eng);
-    return r;
+    return *(cache[key] = std::move(slot));
 }
 '''
 
 # in0 x [N,C,H,W], in1 weights [2B,C,C,K,K] (conv1, conv2 of each block),
-# in2 biases [2B,C], in3 the layout code [1]; out0 = the chain's output [N,C,H,W].
+# in2 biases [2B,C], in3 [layout code, algorithm code]; out0 = the chain's output [N,C,H,W].
 CHAIN_SRC = r'''
 using namespace dnnl;
 const int N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
 const int B2 = in1_shape0, K = in1_shape3;
-SbvsrResChain& r = sbvsr_res_chain(N, C, H, W, K, in3_p[0]);
+SbvsrResChain& r = sbvsr_res_chain(N, C, H, W, K, in3_p[0], in3_p[1]);
 memory &X = r.X, &T = r.T;
 while ((int)r.w.size() < B2) r.w.emplace_back(r.wmd, r.eng);
 r.rin.execute(r.strm, {{DNNL_ARG_FROM, memory(r.user, r.eng, (void*)in0_p)}, {DNNL_ARG_TO, X}});
@@ -228,7 +244,7 @@ static void sbvsr_shuffle(const dnnl::memory& u, dnnl::memory& p, long long N, l
 
 # in0 x [N,C,h,w]; in1 up weights [S,4C,C,K,K], in2 up biases [S,4C] (permuted,
 # see above); in3/in4 out conv 1 [C,C,K,K]/[C]; in5/in6 out conv 2 [Co,C,K,K]/[Co];
-# in7 the layout code [1].
+# in7 [layout code, algorithm code] (the tail runs direct convolutions).
 TAIL_SRC = r"""
 using namespace dnnl;
 using tag = memory::format_tag;
@@ -274,10 +290,12 @@ def _need():
         raise RuntimeError('fused oneDNN convolutions need the CPU with Jittor\'s oneDNN enabled')
 
 
-def _layout(layout):
+def _codes(layout, algorithm='direct'):
     if layout not in LAYOUTS:
         raise ValueError(f'layout must be one of {", ".join(LAYOUTS)}, not {layout!r}')
-    return jt.array(np.array([LAYOUTS[layout]], np.int32))
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f'algorithm must be one of {", ".join(ALGORITHMS)}, not {algorithm!r}')
+    return jt.array(np.array([LAYOUTS[layout], ALGORITHMS[algorithm]], np.int32))
 
 
 def onednn_isa():
@@ -313,21 +331,38 @@ def chain_weights(blocks):
             np.stack([c.bias.numpy().astype(np.float32) for c in convs]))
 
 
-def resblock_chain(x, weights, biases, layout='auto'):
+def resblock_chain(x, weights, biases, layout='auto', algorithm='direct'):
     """ResBlocks (conv-ReLU-conv + x, 'same' padding) applied to x [N,C,H,W].
 
     ``weights``/``biases`` as :func:`chain_weights` gives them (numpy or
     Vars). Same result as the blocks run by Jittor to float rounding; no
-    gradient.
+    gradient. ``algorithm`` (:data:`ALGORITHMS`): Winograd (oneDNN's F(4x4,3x3)
+    and F(2x2,3x3) kernels, AVX-512 only in this oneDNN) does 3x3 convs
+    with fewer multiplications; its rounding error against a float64
+    evaluation is 0.6x (F(2x2,3x3)) to 1.8x (F(4x4,3x3)) direct's RMS
+    (tests/test_fused_conv.py).
     """
     _need()
     if x.ndim != 4 or x.shape[1] != weights.shape[1]:
         raise ValueError(f'resblock_chain: input {tuple(x.shape)} does not fit {weights.shape[1]} channels')
     with jt.no_grad():
-        y = jt.code(x.shape, 'float32', [x.float32(), jt.array(weights), jt.array(biases), _layout(layout)],
+        y = jt.code(x.shape, 'float32', [x.float32(), jt.array(weights), jt.array(biases), _codes(layout, algorithm)],
                     cpu_header=CHAIN_HEAD, cpu_src=CHAIN_SRC)
     y.compile_options = {'FLAGS:' + _flags(): 1}
     return y
+
+
+def chain_algorithm(shape, layout='auto', algorithm='auto'):
+    """The algorithm :func:`resblock_chain` runs for x of ``shape`` [N,C,H,W] and 3x3
+    blocks: 'winograd' or 'direct' (what 'auto' becomes on this CPU)."""
+    _need()
+    n, c, h, w = shape
+    dims = jt.array(np.array([n, c, h, w, 3], np.int32))
+    y = jt.code((1,), 'int32', [dims, _codes(layout, algorithm)], cpu_header=CHAIN_HEAD,
+                cpu_src='out0_p[0] = sbvsr_res_chain(in0_p[0], in0_p[1], in0_p[2], in0_p[3], in0_p[4], '
+                        'in1_p[0], in1_p[1]).wino;')
+    y.compile_options = {'FLAGS:' + _flags(): 1}
+    return 'winograd' if int(y.numpy()[0]) else 'direct'
 
 
 def tail_fits(up_convs, out_convs):
@@ -371,7 +406,7 @@ def upsample_tail(x, weights, layout='auto'):
     n, c, h, w = x.shape
     s = wu.shape[0]
     with jt.no_grad():
-        args = [x.float32()] + [jt.array(v) for v in weights] + [_layout(layout)]
+        args = [x.float32()] + [jt.array(v) for v in weights] + [_codes(layout)]
         y = jt.code((n, w2.shape[0], h << s, w << s), 'float32', args, cpu_header=TAIL_HEAD, cpu_src=TAIL_SRC)
     y.compile_options = {'FLAGS:' + _flags(): 1}
     return y
