@@ -1,4 +1,5 @@
-"""Fused oneDNN ResBlock chains and tail: the same output as Jittor's own ops, in every layout.
+"""Fused oneDNN ResBlock chains (with and without a conv before them) and tail: the same output as
+Jittor's own ops, in every layout.
 
 Every test runs with each activation layout forced (8- and 16-channel
 blocks, NHWC) and with oneDNN's own choice, whatever this CPU is: oneDNN
@@ -133,6 +134,49 @@ def test_winograd_falls_back_where_the_layout_has_no_kernel():
     assert _close(ref, got)
 
 
+def _head(cin, c, k=3, seed=0):
+    jt.set_global_seed(seed + 100)
+    conv = nn.Conv2d(cin, c, k, padding=k // 2)
+    conv.bias.assign(jt.randn(c) * 0.1)
+    return conv
+
+
+@pytest.mark.parametrize('algorithm', ['direct', 'auto'])
+@pytest.mark.parametrize('layout', LAYOUTS)
+@pytest.mark.parametrize('n, c, h, w, nb', CHAIN_SHAPES)
+def test_head_and_chain_match_plain(algorithm, layout, n, c, h, w, nb):
+    """A conv before the chain (in_conv: 3 channels; fusion_conv: 5 frames' features, e.g. 60, 640)."""
+    blocks = _blocks(c, nb)
+    for cin in (3, 5 * c):
+        head = _head(cin, c)
+        x = jt.randn(n, cin, h, w)
+        with jt.no_grad():
+            ref = nn.Sequential(head, *blocks)(x).numpy()
+            if not FUSED:
+                with pytest.raises(RuntimeError, match='oneDNN'):
+                    FusedChain(blocks, layout, algorithm, head)(x)
+                continue
+            got = FusedChain(blocks, layout, algorithm, head)(x).numpy()
+        assert got.shape == ref.shape
+        assert _close(ref, got), (cin, np.abs(ref - got).max())
+
+
+def test_head_falls_back_to_direct_alone():
+    """With 'auto' a head oneDNN has no Winograd kernel for (5x5) runs direct, the blocks still Winograd."""
+    if not FUSED:
+        return
+    blocks, head = _blocks(16, 2), _head(60, 16, k=5)
+    x = jt.randn(1, 60, 16, 20)
+    with jt.no_grad():
+        ref = nn.Sequential(head, *blocks)(x).numpy()
+        got = FusedChain(blocks, 'nChw16c', 'auto', head)(x).numpy()
+    assert _close(ref, got)
+    assert fused_conv.chain_algorithm((1, 16, 16, 20), 'nChw16c', 'auto', head=(60, 5)) == 'direct'
+    assert fused_conv.chain_algorithm((1, 16, 16, 20), 'nChw16c', 'auto') == ('winograd' if WINOGRAD else 'direct')
+    with pytest.raises(RuntimeError):  # forced Winograd: refused for that conv
+        FusedChain(blocks, 'nChw16c', 'winograd', head)(x).sync()
+
+
 def test_many_shapes_and_weights():
     # more shapes than the primitive cache holds, and new weights on a cached shape
     for i, (h, w) in enumerate([(5, 6), (6, 5), (8, 8), (3, 4), (9, 2), (5, 6)]):
@@ -166,6 +210,14 @@ def test_rejects_other_blocks():
             FusedChain([ResBlock(8, 8)])(jt.randn(1, 4, 4, 4))
         with pytest.raises(ValueError, match='layout'):
             FusedChain([ResBlock(8, 8)], 'nchw')(jt.randn(1, 8, 4, 4))
+    w, _ = fused_conv.chain_weights([ResBlock(8, 8)])
+    for head in (nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1, stride=2),
+                 nn.Conv2d(3, 8, 3, padding=0), nn.Conv2d(3, 8, 3, padding=1, bias=False)):
+        with pytest.raises(ValueError):
+            fused_conv.head_weights(head, w)
+    if FUSED:
+        with pytest.raises(ValueError):  # an input that is not the head's
+            FusedChain([ResBlock(8, 8)], head=nn.Conv2d(3, 8, 3, padding=1))(jt.randn(1, 8, 4, 4))
 
 
 def _tail_layers(c, s, seed=0):
