@@ -75,6 +75,10 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
     def frame_features(self, frame):
         return self.extra_feat(self.in_conv(frame))
 
+    def trunk(self, aligned):
+        """``recons_net(fusion_conv(aligned))``: the aligned features [B, n_sequence * n_feat, H, W] fused."""
+        return self.recons_net(self.fusion_conv(aligned))
+
     def blur_down(self, x, kernel, scale=None):
         return blur_down(x, kernel, self.scale if scale is None else scale)
 
@@ -107,7 +111,7 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
         is aligned once: the result is the same, the work is not. ``flows``
         ({key: flow}, as ``neighbour_flows`` returns) may give the flows,
         e.g. estimated on whole frames when ``frames`` are tiles of them.
-        ``parts`` supplies ``frame_features``, ``recons_net`` and ``tail``
+        ``parts`` supplies ``frame_features``, ``trunk`` and ``tail``
         in place of this network's (an inference engine's deployed ones,
         models/deploy.py); the other layers are always this network's.
         """
@@ -130,8 +134,7 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
                 flow = self.flow_net(frames[c], frames[i]) if flows is None else flows[keys[i]]
                 warped[keys[i]] = self.flow_net.warp(feats[i], flow)[0]
             aligned.append(warped[keys[i]])
-        feat = parts.recons_net(self.fusion_conv(jt.concat(aligned, 1)))
-        return parts.tail(feat) + base
+        return parts.tail(parts.trunk(jt.concat(aligned, 1))) + base
 
     # -- the reference's entry point ----------------------------------------
     def execute(self, input_dict):
