@@ -49,7 +49,9 @@ def test_default_deploy_uses_every_fast_path_that_can_run():
         assert model.paths['fused chains'] == model.paths['fused tail'] == 'on'
         assert isinstance(model.tail.layered, FusedTail)
         wino = fused_conv.chain_algorithm((1, 16, 16, 20), 'auto', 'auto') == 'winograd'
-        assert model.paths['winograd'].startswith('on' if wino else 'not available')
+        # in_conv's 3 channels: direct (ops/fused_conv.py)
+        assert model.paths['winograd'] == 'on (direct for in_conv)' if wino \
+            else model.paths['winograd'].startswith('not available')
         for op in (model.frame_features, model.trunk):  # each with its conv before the chain
             assert isinstance(op, FusedChain) and op.head is not None and op.algorithm == ('auto' if wino else 'direct')
     else:

@@ -103,8 +103,8 @@ class InferenceNet:
             self.paths['winograd'] = 'off (no fused chains)'
         else:
             ops = {k: hb for k, hb in FUSED_OPS.items() if len(getattr(net, hb[1]))}
-            build = lambda algorithm: lambda: {  # noqa: E731
-                k: FusedChain(getattr(net, b), layout, algorithm, _only_conv(getattr(net, h))) for k, (h, b) in ops.items()}
+            build = lambda algorithm: lambda: {k: FusedChain(getattr(net, b), layout, algorithm,  # noqa: E731
+                                                             _only_conv(getattr(net, h))) for k, (h, b) in ops.items()}
             # two probe sizes: oneDNN takes its F(2x2,3x3) Winograd kernel for
             # tiny images and F(4x4,3x3) from 16x16 up; each must be checked
             cases = lambda f: [(op, getattr(net, k), _probe(op.in_channels, *hw, i))  # noqa: E731
@@ -120,7 +120,7 @@ class InferenceNet:
                 direct = [h for k, (h, _) in ops.items() if wino and fused_conv.chain_algorithm(
                     (1, c, 16, 20), layout, 'auto', tuple(wino[k].head[0].shape[1:3])) == 'direct']
                 if direct:
-                    self.paths['winograd'] += f" (direct for {', '.join(direct)}: no Winograd kernel)"
+                    self.paths['winograd'] += f" (direct for {', '.join(direct)})"
                 made = wino or made
             for k, chain in (made or {}).items():
                 setattr(self, k, chain)

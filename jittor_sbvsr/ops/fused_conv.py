@@ -160,7 +160,9 @@ static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K, int L, 
 }
 
 // The head Ci -> C, K x K of chain r: its own algorithm (r.A; Winograd falls
-// back to direct for this conv alone), its output pinned to r.act.
+// back to direct for this conv alone), its output pinned to r.act. 'auto'
+// keeps heads of under 16 input channels direct: Winograd pads them to 16
+// (in_conv's 3 channels: 45 ms against direct's 23 at 180x320, AVX-512).
 static SbvsrHead& sbvsr_head(SbvsrResChain& r, int Ci, int K) {
     using namespace dnnl;
     using tag = memory::format_tag;
@@ -175,7 +177,7 @@ static SbvsrHead& sbvsr_head(SbvsrResChain& r, int Ci, int K) {
     h.user = memory::desc({N, Ci, H, W}, f32, tag::nchw);
     h.wuser = memory::desc({C, Ci, K, K}, f32, tag::oihw);
     memory::desc src, wmd;
-    h.wino = sbvsr_algorithm(r.A, [&](algorithm alg) {
+    h.wino = sbvsr_algorithm(r.A == 2 && Ci < 16 ? 0 : r.A, [&](algorithm alg) {
         convolution_forward::primitive_desc pd(
             sbvsr_conv_desc(alg, memory::desc({N, Ci, H, W}, f32, tag::any), r.act, K), r.eng);
         if (pd.dst_desc() != r.act) throw std::runtime_error("sbvsr chain: oneDNN changed the pinned layout");
@@ -427,7 +429,7 @@ def resblock_chain(x, weights, biases, layout='auto', algorithm='direct', head=N
     the layers run by Jittor to float rounding; no gradient. ``algorithm``
     (:data:`ALGORITHMS`), for each conv: Winograd (oneDNN's F(4x4,3x3) and
     F(2x2,3x3) kernels, AVX-512 only in this oneDNN) does 3x3 convs with
-    fewer multiplications; its rounding error against a float64 evaluation
+    fewer multiplications ('auto': not for a head of under 16 channels); its rounding error against a float64 evaluation
     is 0.6x (F(2x2,3x3)) to 1.8x (F(4x4,3x3)) direct's RMS
     (tests/test_fused_conv.py).
     """
