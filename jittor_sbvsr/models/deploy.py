@@ -3,14 +3,13 @@
 Why: the model class stays the reference's layers (training and gradients
 need exactly them) and carries no inference switches. Deploying, in the
 spirit of RepVGG's re-parameterisation, builds once what inference runs
-instead: the ResBlock chains, each after the conv before it, as fused
-oneDNN ops on the CPU, the tail fused
-or composed into one LR convolution (models/tails.py). Whether a fast path
-runs right depends on the machine (oneDNN picks other kernels and layouts
-per instruction set), so each is run once on a small probe against Jittor's
-plain operators; one that raises or differs by more than :data:`TOL` is
-switched off for the run with one warning line, and the run goes on with
-the plain path. Weights loaded into the network afterwards are not seen:
+instead: the ResBlock chains, each with the conv before it, as fused oneDNN
+ops on the CPU, the tail fused or composed into one LR convolution
+(models/tails.py). Whether a fast path runs right depends on the machine
+(oneDNN picks other kernels and layouts per instruction set), so each is
+run once on a small probe against Jittor's plain operators; one that
+raises or differs by more than :data:`TOL` is switched off for the run
+with one warning line, and the run goes on with the plain path. Weights loaded into the network afterwards are not seen:
 deploy again.
 """
 import sys
@@ -82,9 +81,10 @@ class InferenceNet:
 
     ``fused``: :data:`FUSED_OPS` (a conv, then a ResBlock chain) and the
     layered tail as fused oneDNN ops (CPU with oneDNN only); ``winograd``:
-    the chains' 3x3 convs by Winograd where oneDNN has it (AVX-512); ``compose``: the tail as one LR convolution;
-    ``layout`` the fused ops' activation layout (ops/fused_conv.py). ``warn``
-    takes the warning lines (default: stderr). ``paths`` says what runs and why.
+    the chains' 3x3 convs by Winograd where oneDNN has it (AVX-512);
+    ``compose``: the tail as one LR convolution; ``layout`` the fused ops'
+    activation layout (ops/fused_conv.py). ``warn`` takes the warning lines
+    (default: stderr). ``paths`` says what runs and why.
     """
 
     def __init__(self, net, fused=True, compose=True, layout='auto', warn=None, winograd=True):

@@ -72,7 +72,7 @@ CHAIN_HEAD = COMMON_HEAD + r'''
 #include <vector>
 
 // build(algorithm) with A: 0 direct, 1 Winograd, 2 Winograd where oneDNN has
-// a kernel for it (AVX-512: blocked layouts, channels in 16s), else direct.
+// a kernel for it (AVX-512: blocked layouts, 3x3), else direct.
 // Returns whether it built Winograd.
 template <class Build>
 static bool sbvsr_algorithm(int A, Build build) {
@@ -81,7 +81,7 @@ static bool sbvsr_algorithm(int A, Build build) {
             build(dnnl::algorithm::convolution_winograd);
             return true;
         } catch (const dnnl::error&) {
-            if (A != 2) throw;  // no Winograd kernel here (e.g. AVX2, NHWC, 3 input channels)
+            if (A != 2) throw;  // no Winograd kernel here (e.g. AVX2, NHWC, a 5x5 head)
         }
     }
     build(dnnl::algorithm::convolution_direct);
@@ -90,7 +90,8 @@ static bool sbvsr_algorithm(int A, Build build) {
 
 // A head convolution Ci -> C (bias, no activation) before the blocks: it reads
 // the NCHW input, reordered into S where oneDNN wants another layout for it
-// (nchw: it reads the input as it is), and writes the blocks' input X.
+// (nchw: it reads the input as it is; S is kept like X and T: 147 MB for
+// fusion_conv's 640 channels at 180x320), and writes the blocks' input X.
 struct SbvsrHead {
     dnnl::memory::desc user, wuser;
     dnnl::convolution_forward conv;
