@@ -56,18 +56,32 @@ def test_onednn_reports_its_isa():
 CHAIN_SHAPES = [(2, 16, 11, 13, 3), (1, 12, 7, 9, 2), (1, 32, 1, 3, 2), (1, 16, 3, 1, 1), (1, 128, 6, 10, 2)]
 
 
+def _head(cin, c, k=3):
+    jt.set_global_seed(100)
+    conv = nn.Conv2d(cin, c, k, padding=k // 2)
+    conv.bias.assign(jt.randn(c) * 0.1)  # non-zero, so that a dropped bias shows
+    return conv
+
+
+# the conv before a chain: none, in_conv (3 channels), fusion_conv (5 frames' features: 60, 80, ..., 640)
+HEADS = {'none': None, 'in_conv': lambda c: 3, 'fusion_conv': lambda c: 5 * c}
+
+
+@pytest.mark.parametrize('algorithm', ['direct', 'auto'])
+@pytest.mark.parametrize('head', list(HEADS))
 @pytest.mark.parametrize('layout', LAYOUTS)
 @pytest.mark.parametrize('n, c, h, w, nb', CHAIN_SHAPES)
-def test_chain_matches_plain(layout, n, c, h, w, nb):
+def test_chain_matches_plain(algorithm, head, layout, n, c, h, w, nb):
     blocks = _blocks(c, nb)
-    x = jt.randn(n, c, h, w)
+    conv = [] if HEADS[head] is None else [_head(HEADS[head](c), c)]
+    x = jt.randn(n, conv[0].weight.shape[1] if conv else c, h, w)
     with jt.no_grad():
-        ref = nn.Sequential(*blocks)(x).numpy()
+        ref = nn.Sequential(*conv, *blocks)(x).numpy()
         if not FUSED:
             with pytest.raises(RuntimeError, match='oneDNN'):
-                FusedChain(blocks, layout)(x)
+                FusedChain(blocks, layout, algorithm, *conv)(x)
             return
-        got = FusedChain(blocks, layout)(x).numpy()
+        got = FusedChain(blocks, layout, algorithm, *conv)(x).numpy()
     assert got.shape == ref.shape
     assert _close(ref, got), np.abs(ref - got).max()
 
@@ -132,33 +146,6 @@ def test_winograd_falls_back_where_the_layout_has_no_kernel():
         got = FusedChain(blocks, 'nhwc', 'auto')(x).numpy()  # oneDNN 2.2's Winograd: blocked layouts only
     assert fused_conv.chain_algorithm((1, 16, 16, 20), 'nhwc', 'auto') == 'direct'
     assert _close(ref, got)
-
-
-def _head(cin, c, k=3, seed=0):
-    jt.set_global_seed(seed + 100)
-    conv = nn.Conv2d(cin, c, k, padding=k // 2)
-    conv.bias.assign(jt.randn(c) * 0.1)
-    return conv
-
-
-@pytest.mark.parametrize('algorithm', ['direct', 'auto'])
-@pytest.mark.parametrize('layout', LAYOUTS)
-@pytest.mark.parametrize('n, c, h, w, nb', CHAIN_SHAPES)
-def test_head_and_chain_match_plain(algorithm, layout, n, c, h, w, nb):
-    """A conv before the chain (in_conv: 3 channels; fusion_conv: 5 frames' features, e.g. 60, 640)."""
-    blocks = _blocks(c, nb)
-    for cin in (3, 5 * c):
-        head = _head(cin, c)
-        x = jt.randn(n, cin, h, w)
-        with jt.no_grad():
-            ref = nn.Sequential(head, *blocks)(x).numpy()
-            if not FUSED:
-                with pytest.raises(RuntimeError, match='oneDNN'):
-                    FusedChain(blocks, layout, algorithm, head)(x)
-                continue
-            got = FusedChain(blocks, layout, algorithm, head)(x).numpy()
-        assert got.shape == ref.shape
-        assert _close(ref, got), (cin, np.abs(ref - got).max())
 
 
 def test_head_falls_back_to_direct_alone():
