@@ -6,7 +6,10 @@
 Times the 20-ResBlock trunk and the upsampling + output convs of PWC_Recons
 (n_feat 128) at one LR size, plain and fused alternating in one process
 (best of ``--reps``, each after ``jt.sync_all(True)``), and prints the
-largest output differences. Prints one JSON object.
+largest output differences. The parts ``fusion_conv+trunk`` and
+``in_conv+extra_feat`` time the conv before a chain: Jittor's conv, then the
+fused chain ("plain") against the conv fused into the chain. Prints one
+JSON object.
 """
 import argparse
 import json
@@ -24,6 +27,8 @@ def main():
     p.add_argument('--reps', type=int, default=3)
     p.add_argument('--blocks', type=int, default=20)
     p.add_argument('--layout', default='auto', help='auto | nhwc | nChw8c | nChw16c (ops/fused_conv.py)')
+    p.add_argument('--algorithm', default='direct', help="the fused chains': direct | winograd | auto")
+    p.add_argument('--parts', default='trunk,tail,fusion_conv+trunk,in_conv+extra_feat')
     args = p.parse_args()
     os.environ['OMP_NUM_THREADS'] = str(args.threads)
     import numpy as np
@@ -43,12 +48,20 @@ def main():
     net = PWC_Recons(recons_RBS=args.blocks)
     x = jt.randn(1, 128, h, w) * 0.1
     x.sync()
-    chain, tail = FusedChain(net.recons_net, args.layout), FusedTail(*tail_layers(net), args.layout)
+    xa, xf = jt.randn(1, 5 * 128, h, w) * 0.1, jt.rand(1, 3, h, w)
+    jt.sync([xa, xf])
+    chain, tail = FusedChain(net.recons_net, args.layout, args.algorithm), FusedTail(*tail_layers(net), args.layout)
+    feat = FusedChain(net.extra_feat, args.layout, args.algorithm)
+    trunk_h = FusedChain(net.recons_net, args.layout, args.algorithm, net.fusion_conv[0])
+    feat_h = FusedChain(net.extra_feat, args.layout, args.algorithm, net.in_conv[0])
     parts = {'trunk': (lambda: net.recons_net(x), lambda: chain(x)),
-             'tail': (lambda: net.tail(x), lambda: tail(x))}
+             'tail': (lambda: net.tail(x), lambda: tail(x)),
+             'fusion_conv+trunk': (lambda: chain(net.fusion_conv(xa)), lambda: trunk_h(xa)),
+             'in_conv+extra_feat': (lambda: feat(net.in_conv(xf)), lambda: feat_h(xf))}
     res = {'lr_size': args.lr_size, 'threads': args.threads, 'blocks': args.blocks, 'layout': args.layout,
-           'onednn_isa': fused_conv.onednn_isa()}
-    for name, fns in parts.items():
+           'algorithm': args.algorithm, 'onednn_isa': fused_conv.onednn_isa()}
+    for name in args.parts.split(','):
+        fns = parts[name]
         best, outs = [float('inf')] * 2, [None] * 2
         with jt.no_grad():
             for _ in range(args.reps):

@@ -413,8 +413,7 @@ def _profile_parts(model, frames, idx):
     warped = rec('warp_x4', lambda: [net.flow_net.warp(feats[i], flows[j])[0]
                                      for j, i in enumerate((0, 1, 3, 4))], 0)
     aligned = [warped[0], warped[1], feats[2], warped[2], warped[3]]
-    fused = rec('fusion', lambda: net.fusion_conv(jt.concat(aligned, 1)), fl['fusion'])
-    trunk = rec('recons_trunk', lambda: model.recons_net(fused), fl['recons_trunk'])
+    trunk = rec('fusion+recons_trunk', lambda: model.trunk(jt.concat(aligned, 1)), fl['fusion'] + fl['recons_trunk'])
     rec('tail', lambda: model.tail(trunk), flc['composed_tail'] + flc['upsample'] + flc['out_conv'])
     rec('bilinear_base', lambda: resize_bilinear(xs[2], (h * 4, w * 4)), 0)
     total = sum(p['s'] for p in parts.values())

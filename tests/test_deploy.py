@@ -49,8 +49,11 @@ def test_default_deploy_uses_every_fast_path_that_can_run():
         assert model.paths['fused chains'] == model.paths['fused tail'] == 'on'
         assert isinstance(model.tail.layered, FusedTail)
         wino = fused_conv.chain_algorithm((1, 16, 16, 20), 'auto', 'auto') == 'winograd'
-        assert (model.paths['winograd'] == 'on') if wino else model.paths['winograd'].startswith('not available')
-        assert model.recons_net.algorithm == ('auto' if wino else 'direct')
+        # in_conv's 3 channels: direct (ops/fused_conv.py)
+        assert model.paths['winograd'] == 'on (direct for in_conv)' if wino \
+            else model.paths['winograd'].startswith('not available')
+        for op in (model.frame_features, model.trunk):  # each with its conv before the chain
+            assert isinstance(op, FusedChain) and op.head is not None and op.algorithm == ('auto' if wino else 'direct')
     else:
         assert model.paths['fused chains'].startswith('not available')
     assert model.probe_seconds < 5  # well under a second once Jittor's kernels are compiled (bench)
@@ -62,11 +65,11 @@ def test_flags_force_the_plain_paths():
     assert model.paths == {'fused chains': 'off (--no_fused)', 'fused tail': 'off (--no_fused)',
                            'winograd': 'off (no fused chains)', 'composed tail': 'off (--no_compose)'}
     net = model.net
-    assert model.recons_net is net.recons_net and model.extra_feat is net.extra_feat
+    assert model.trunk == net.trunk and model.frame_features == net.frame_features
     assert isinstance(model.tail, PlainTail)
     if FUSED:
         direct = InferenceNet(_net(), winograd=False, warn=pytest.fail)
-        assert direct.paths['winograd'] == 'off (--no_winograd)' and direct.recons_net.algorithm == 'direct'
+        assert direct.paths['winograd'] == 'off (--no_winograd)' and direct.trunk.algorithm == 'direct'
 
 
 def test_the_model_carries_no_inference_state():
@@ -121,13 +124,14 @@ def test_wrong_winograd_numbers_fall_back_to_direct(monkeypatch):
     real = fused_conv.resblock_chain
     monkeypatch.setattr(fused_conv, 'chain_algorithm', lambda *a, **k: 'winograd')  # as on AVX-512
     monkeypatch.setattr(fused_conv, 'resblock_chain',
-                        lambda x, w, b, layout, algorithm: real(x, w, b, layout, algorithm) * (1.001 if algorithm != 'direct' else 1))
+                        lambda x, w, b, layout, algorithm, head: real(x, w, b, layout, algorithm, head)
+                        * (1.001 if algorithm != 'direct' else 1))
     warnings = []
     model = InferenceNet(_net(), warn=warnings.append)
     assert len(warnings) == 1 and 'Winograd' in warnings[0] and '--no_winograd' in warnings[0], warnings
     assert 'running direct convolutions instead' in warnings[0]
     assert model.paths['fused chains'] == 'on' and model.paths['winograd'].startswith('failed its self-check')
-    assert isinstance(model.recons_net, FusedChain) and model.recons_net.algorithm == 'direct'
+    assert isinstance(model.trunk, FusedChain) and model.trunk.algorithm == 'direct'
 
 
 def test_a_failing_composed_tail_falls_back(monkeypatch):

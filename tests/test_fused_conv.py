@@ -1,4 +1,5 @@
-"""Fused oneDNN ResBlock chains and tail: the same output as Jittor's own ops, in every layout.
+"""Fused oneDNN ResBlock chains (with and without a conv before them) and tail: the same output as
+Jittor's own ops, in every layout.
 
 Every test runs with each activation layout forced (8- and 16-channel
 blocks, NHWC) and with oneDNN's own choice, whatever this CPU is: oneDNN
@@ -55,18 +56,32 @@ def test_onednn_reports_its_isa():
 CHAIN_SHAPES = [(2, 16, 11, 13, 3), (1, 12, 7, 9, 2), (1, 32, 1, 3, 2), (1, 16, 3, 1, 1), (1, 128, 6, 10, 2)]
 
 
+def _head(cin, c, k=3):
+    jt.set_global_seed(100)
+    conv = nn.Conv2d(cin, c, k, padding=k // 2)
+    conv.bias.assign(jt.randn(c) * 0.1)  # non-zero, so that a dropped bias shows
+    return conv
+
+
+# the conv before a chain: none, in_conv (3 channels), fusion_conv (5 frames' features: 60, 80, ..., 640)
+HEADS = {'none': None, 'in_conv': lambda c: 3, 'fusion_conv': lambda c: 5 * c}
+
+
+@pytest.mark.parametrize('algorithm', ['direct', 'auto'])
+@pytest.mark.parametrize('head', list(HEADS))
 @pytest.mark.parametrize('layout', LAYOUTS)
 @pytest.mark.parametrize('n, c, h, w, nb', CHAIN_SHAPES)
-def test_chain_matches_plain(layout, n, c, h, w, nb):
+def test_chain_matches_plain(algorithm, head, layout, n, c, h, w, nb):
     blocks = _blocks(c, nb)
-    x = jt.randn(n, c, h, w)
+    conv = [] if HEADS[head] is None else [_head(HEADS[head](c), c)]
+    x = jt.randn(n, conv[0].weight.shape[1] if conv else c, h, w)
     with jt.no_grad():
-        ref = nn.Sequential(*blocks)(x).numpy()
+        ref = nn.Sequential(*conv, *blocks)(x).numpy()
         if not FUSED:
             with pytest.raises(RuntimeError, match='oneDNN'):
-                FusedChain(blocks, layout)(x)
+                FusedChain(blocks, layout, algorithm, *conv)(x)
             return
-        got = FusedChain(blocks, layout)(x).numpy()
+        got = FusedChain(blocks, layout, algorithm, *conv)(x).numpy()
     assert got.shape == ref.shape
     assert _close(ref, got), np.abs(ref - got).max()
 
@@ -133,6 +148,26 @@ def test_winograd_falls_back_where_the_layout_has_no_kernel():
     assert _close(ref, got)
 
 
+def test_head_falls_back_to_direct_alone():
+    """With 'auto' a head oneDNN has no Winograd kernel for (5x5) runs direct, the blocks still Winograd;
+    so does one of under 16 input channels (in_conv's 3), where Winograd's padding to 16 costs more."""
+    if not FUSED:
+        return
+    wino = 'winograd' if WINOGRAD else 'direct'
+    assert fused_conv.chain_algorithm((1, 16, 16, 20), 'nChw16c', 'auto', head=(3, 3)) == 'direct'
+    assert fused_conv.chain_algorithm((1, 16, 16, 20), 'nChw16c', 'auto', head=(60, 3)) == wino
+    blocks, head = _blocks(16, 2), _head(60, 16, k=5)
+    x = jt.randn(1, 60, 16, 20)
+    with jt.no_grad():
+        ref = nn.Sequential(head, *blocks)(x).numpy()
+        got = FusedChain(blocks, 'nChw16c', 'auto', head)(x).numpy()
+    assert _close(ref, got)
+    assert fused_conv.chain_algorithm((1, 16, 16, 20), 'nChw16c', 'auto', head=(60, 5)) == 'direct'
+    assert fused_conv.chain_algorithm((1, 16, 16, 20), 'nChw16c', 'auto') == wino
+    with pytest.raises(RuntimeError):  # forced Winograd: refused for that conv
+        FusedChain(blocks, 'nChw16c', 'winograd', head)(x).sync()
+
+
 def test_many_shapes_and_weights():
     # more shapes than the primitive cache holds, and new weights on a cached shape
     for i, (h, w) in enumerate([(5, 6), (6, 5), (8, 8), (3, 4), (9, 2), (5, 6)]):
@@ -166,6 +201,14 @@ def test_rejects_other_blocks():
             FusedChain([ResBlock(8, 8)])(jt.randn(1, 4, 4, 4))
         with pytest.raises(ValueError, match='layout'):
             FusedChain([ResBlock(8, 8)], 'nchw')(jt.randn(1, 8, 4, 4))
+    w, _ = fused_conv.chain_weights([ResBlock(8, 8)])
+    for head in (nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1, stride=2),
+                 nn.Conv2d(3, 8, 3, padding=0), nn.Conv2d(3, 8, 3, padding=1, bias=False)):
+        with pytest.raises(ValueError):
+            fused_conv.head_weights(head, w)
+    if FUSED:
+        with pytest.raises(ValueError):  # an input that is not the head's
+            FusedChain([ResBlock(8, 8)], head=nn.Conv2d(3, 8, 3, padding=1))(jt.randn(1, 8, 4, 4))
 
 
 def _tail_layers(c, s, seed=0):

@@ -3,13 +3,13 @@
 Why: the model class stays the reference's layers (training and gradients
 need exactly them) and carries no inference switches. Deploying, in the
 spirit of RepVGG's re-parameterisation, builds once what inference runs
-instead: the ResBlock chains as fused oneDNN ops on the CPU, the tail fused
-or composed into one LR convolution (models/tails.py). Whether a fast path
-runs right depends on the machine (oneDNN picks other kernels and layouts
-per instruction set), so each is run once on a small probe against Jittor's
-plain operators; one that raises or differs by more than :data:`TOL` is
-switched off for the run with one warning line, and the run goes on with
-the plain path. Weights loaded into the network afterwards are not seen:
+instead: the ResBlock chains, each with the conv before it, as fused oneDNN
+ops on the CPU, the tail fused or composed into one LR convolution
+(models/tails.py). Whether a fast path runs right depends on the machine
+(oneDNN picks other kernels and layouts per instruction set), so each is
+run once on a small probe against Jittor's plain operators; one that
+raises or differs by more than :data:`TOL` is switched off for the run
+with one warning line, and the run goes on with the plain path. Weights loaded into the network afterwards are not seen:
 deploy again.
 """
 import sys
@@ -17,22 +17,35 @@ import time
 
 import numpy as np
 import jittor as jt
+from jittor import nn
 
 from ..ops import fused_conv
 from .tails import ComposedTail, FusedTail, PlainTail, tail_layers
 
 TOL = 1e-5  # largest difference from the plain ops, relative to the output's peak (at least 1)
+# PWC_Recons' methods that run one conv, then a ResBlock chain: (the conv's Sequential, the chain)
+FUSED_OPS = {'frame_features': ('in_conv', 'extra_feat'), 'trunk': ('fusion_conv', 'recons_net')}
 
 
 class FusedChain:
-    """A ResBlock chain as one fused oneDNN op, with a snapshot of its weights."""
+    """A ResBlock chain, after a ``head`` conv if given, as one fused oneDNN op, with a snapshot of its weights."""
 
-    def __init__(self, blocks, layout='auto', algorithm='direct'):
+    def __init__(self, blocks, layout='auto', algorithm='direct', head=None):
         w, b = fused_conv.chain_weights(blocks)
         self.w, self.b, self.layout, self.algorithm = jt.array(w), jt.array(b), layout, algorithm
+        self.head = None if head is None else [jt.array(a) for a in fused_conv.head_weights(head, w)]
+        self.in_channels = (w if head is None else head.weight).shape[1]
 
     def __call__(self, x):
-        return fused_conv.resblock_chain(x, self.w, self.b, self.layout, self.algorithm)
+        return fused_conv.resblock_chain(x, self.w, self.b, self.layout, self.algorithm, self.head)
+
+
+def _only_conv(seq):
+    """The one layer of a Sequential holding one Conv2d (in_conv, fusion_conv)."""
+    layers = list(seq)
+    if len(layers) != 1 or not isinstance(layers[0], nn.Conv2d):
+        raise ValueError(f'a fused head takes one Conv2d, not {[type(m).__name__ for m in layers]}')
+    return layers[0]
 
 
 class SelfCheckFailed(Exception):
@@ -66,17 +79,18 @@ def _probe(c, h, w, seed):
 class InferenceNet:
     """``net`` for inference, with the fast paths asked for that pass their self-check.
 
-    ``fused``: ResBlock chains and the layered tail as fused oneDNN ops (CPU
-    with oneDNN only); ``winograd``: the chains' 3x3 convs by Winograd where
-    oneDNN has it (AVX-512); ``compose``: the tail as one LR convolution;
-    ``layout`` the fused ops' activation layout (ops/fused_conv.py). ``warn``
-    takes the warning lines (default: stderr). ``paths`` says what runs and why.
+    ``fused``: :data:`FUSED_OPS` (a conv, then a ResBlock chain) and the
+    layered tail as fused oneDNN ops (CPU with oneDNN only); ``winograd``:
+    the chains' 3x3 convs by Winograd where oneDNN has it (AVX-512);
+    ``compose``: the tail as one LR convolution; ``layout`` the fused ops'
+    activation layout (ops/fused_conv.py). ``warn`` takes the warning lines
+    (default: stderr). ``paths`` says what runs and why.
     """
 
     def __init__(self, net, fused=True, compose=True, layout='auto', warn=None, winograd=True):
         self.net, self.layout = net, layout
         self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.extra_feat, self.recons_net = net.extra_feat, net.recons_net
+        self.frame_features, self.trunk = net.frame_features, net.trunk
         self.tail = PlainTail(net)
         self.paths = {}
         self.probe_seconds = 0.0  # of build_seconds: running the probes
@@ -88,20 +102,26 @@ class InferenceNet:
             self.paths['fused chains'] = self.paths['fused tail'] = why
             self.paths['winograd'] = 'off (no fused chains)'
         else:
-            chains = {k: getattr(net, k) for k in ('extra_feat', 'recons_net') if len(getattr(net, k))}
-            build = lambda algorithm: lambda: {k: FusedChain(m, layout, algorithm) for k, m in chains.items()}  # noqa: E731
+            ops = {k: hb for k, hb in FUSED_OPS.items() if len(getattr(net, hb[1]))}
+            build = lambda algorithm: lambda: {k: FusedChain(getattr(net, b), layout, algorithm,  # noqa: E731
+                                                             _only_conv(getattr(net, h))) for k, (h, b) in ops.items()}
             # two probe sizes: oneDNN takes its F(2x2,3x3) Winograd kernel for
             # tiny images and F(4x4,3x3) from 16x16 up; each must be checked
-            cases = lambda f: [(f[k], m, _probe(c, *hw, i)) for i, (k, m) in enumerate(chains.items())  # noqa: E731
-                               for hw in ((9, 13), (16, 20))]
+            cases = lambda f: [(op, getattr(net, k), _probe(op.in_channels, *hw, i))  # noqa: E731
+                               for i, (k, op) in enumerate(f.items()) for hw in ((9, 13), (16, 20))]
             made = self._try('fused chains', 'the fused oneDNN ResBlock chains', '--no_fused', build('direct'), cases)
             if not made or not winograd:
                 self.paths['winograd'] = 'off (--no_winograd)' if made else 'off (no fused chains)'
             elif fused_conv.chain_algorithm((1, c, 16, 20), layout, 'auto') != 'winograd':
                 self.paths['winograd'] = "not available (this oneDNN has Winograd kernels for AVX-512's blocked layouts only)"
             else:
-                made = self._try('winograd', 'the Winograd convolutions of the fused chains', '--no_winograd',
-                                 build('auto'), cases, instead='direct convolutions') or made
+                wino = self._try('winograd', 'the Winograd convolutions of the fused chains', '--no_winograd',
+                                 build('auto'), cases, instead='direct convolutions')
+                direct = [h for k, (h, _) in ops.items() if wino and fused_conv.chain_algorithm(
+                    (1, c, 16, 20), layout, 'auto', tuple(wino[k].head[0].shape[1:3])) == 'direct']
+                if direct:
+                    self.paths['winograd'] += f" (direct for {', '.join(direct)})"
+                made = wino or made
             for k, chain in (made or {}).items():
                 setattr(self, k, chain)
             if up and FusedTail.fits(up, out):
@@ -152,9 +172,6 @@ class InferenceNet:
         return (f"fast paths: {', '.join(on) if on else 'none'} (oneDNN layout {self.layout}; built in "
                 f'{self.build_seconds:.2f} s, self-check {self.probe_seconds:.2f} s); ' + '; '.join(f'{k}: {v}' for k, v in self.paths.items()))
 
-    # -- what the engine runs ----------------------------------------------
-    def frame_features(self, frame):
-        return self.extra_feat(self.net.in_conv(frame))
-
+    # -- what the engine runs (and frame_features, trunk, tail) --------------
     def recons_forward(self, frames, feats=None, keys=None, flows=None):
         return self.net.recons_forward(frames, feats, keys, flows, parts=self)

@@ -75,6 +75,10 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
     def frame_features(self, frame):
         return self.extra_feat(self.in_conv(frame))
 
+    def trunk(self, aligned):
+        """``recons_net(fusion_conv(aligned))``: the aligned features [B, n_sequence * n_feat, H, W] fused."""
+        return self.recons_net(self.fusion_conv(aligned))
+
     def blur_down(self, x, kernel, scale=None):
         return blur_down(x, kernel, self.scale if scale is None else scale)
 
@@ -110,7 +114,7 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
         without them ``neighbour_flows`` estimates them with each frame's
         PWC-Net pyramid computed once (the centre's is shared by its four
         flows, and so are its gradients: the same sums, less work).
-        ``parts`` supplies ``frame_features``, ``recons_net`` and ``tail``
+        ``parts`` supplies ``frame_features``, ``trunk`` and ``tail``
         in place of this network's (an inference engine's deployed ones,
         models/deploy.py); the other layers are always this network's.
         """
@@ -134,8 +138,7 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
             if keys[i] not in warped:
                 warped[keys[i]] = self.flow_net.warp(feats[i], flows[keys[i]])[0]
             aligned.append(warped[keys[i]])
-        feat = parts.recons_net(self.fusion_conv(jt.concat(aligned, 1)))
-        return parts.tail(feat) + base
+        return parts.tail(parts.trunk(jt.concat(aligned, 1))) + base
 
     # -- the reference's entry point ----------------------------------------
     def execute(self, input_dict):

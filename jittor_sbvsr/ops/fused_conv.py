@@ -7,9 +7,12 @@ the residual add to separate passes over memory. A chain of ResBlocks
 (conv-ReLU-conv + x) here runs in one activation layout from one reorder in
 to one reorder out: the first conv of a block carries bias and ReLU as
 post-ops, the second bias and a ``sum`` post-op that accumulates onto the
-block input in place. :func:`upsample_tail` does the same for PWC_Recons'
-upsampling and output convs, PixelShuffle included. The chains' 3x3
-convolutions can be Winograd's (oneDNN's kernels for AVX-512's blocked
+block input in place. The conv before a chain (PWC_Recons' ``in_conv``,
+``fusion_conv``) may run as the chain's head: it reads the NCHW input in
+the layout oneDNN wants for it and writes the chain's layout, so that the
+blocks start without a reorder. :func:`upsample_tail` does the same for
+PWC_Recons' upsampling and output convs, PixelShuffle included. The chains'
+3x3 convolutions can be Winograd's (oneDNN's kernels for AVX-512's blocked
 layouts): fewer multiplications for the bulk of the model's FLOPs.
 
 The layout is whatever oneDNN prefers on this CPU (``layout='auto'``: e.g.
@@ -49,20 +52,61 @@ static dnnl::memory::desc sbvsr_md(long long n, long long c, long long h, long l
     if (t == tag::undef) throw std::runtime_error("sbvsr: unknown layout code");
     return dnnl::memory::desc({n, c, h, w}, dnnl::memory::data_type::f32, t);
 }
+
+// A K x K convolution src -> dst [N, O, H, W], stride 1, 'same' padding, with bias.
+static dnnl::convolution_forward::desc sbvsr_conv_desc(dnnl::algorithm alg, const dnnl::memory::desc& src,
+                                                       const dnnl::memory::desc& dst, long long K) {
+    using namespace dnnl;
+    const auto f32 = memory::data_type::f32;
+    const memory::dim O = dst.dims()[1], I = src.dims()[1];
+    return convolution_forward::desc(prop_kind::forward_inference, alg, src,
+                                     memory::desc({O, I, K, K}, f32, memory::format_tag::any),
+                                     memory::desc({O}, f32, memory::format_tag::x), dst,
+                                     {1, 1}, {K / 2, K / 2}, {K / 2, K / 2});
+}
 '''
 
 CHAIN_HEAD = COMMON_HEAD + r'''
 #include <map>
 #include <memory>
 #include <tuple>
+#include <utility>
 #include <vector>
+
+// build(algorithm) with A: 0 direct, 1 Winograd, 2 Winograd where oneDNN has
+// a kernel for it (AVX-512: blocked layouts, 3x3), else direct.
+// Returns whether it built Winograd.
+template <class Build>
+static bool sbvsr_algorithm(int A, Build build) {
+    if (A != 0) {
+        try {
+            build(dnnl::algorithm::convolution_winograd);
+            return true;
+        } catch (const dnnl::error&) {
+            if (A != 2) throw;  // no Winograd kernel here (e.g. AVX2, NHWC, a 5x5 head)
+        }
+    }
+    build(dnnl::algorithm::convolution_direct);
+    return false;
+}
+
+// A head convolution Ci -> C (bias, no activation) before the blocks: it reads
+// the NCHW input, reordered into S where oneDNN wants another layout for it
+// (nchw: it reads the input as it is; S is kept like X and T: 147 MB for
+// fusion_conv's 640 channels at 180x320), and writes the blocks' input X.
+struct SbvsrHead {
+    dnnl::memory::desc user, wuser;
+    dnnl::convolution_forward conv;
+    dnnl::reorder rin, rw;
+    dnnl::memory S, w;
+    bool nchw = false, wino = false;
+};
 
 // Primitives for one (N, C, H, W, K, L, A) ResBlock: conv1 with bias + ReLU,
 // conv2 with bias + sum onto its destination; both read and write one
-// activation layout ``act``. A: 0 direct convolution, 1 Winograd, 2 Winograd
-// where oneDNN has a kernel for it (AVX-512: blocked layouts), else direct.
-// The activation buffers are kept too: freshly mapped pages cost as much as
-// a reorder. At most 4 shapes stay.
+// activation layout ``act``; A as sbvsr_algorithm takes it. The activation
+// buffers are kept too: freshly mapped pages cost as much as a reorder. At
+// most 4 shapes stay, each with its heads.
 struct SbvsrResChain {
     dnnl::engine eng{dnnl::engine::kind::cpu, 0};
     dnnl::stream strm{eng};
@@ -72,6 +116,8 @@ struct SbvsrResChain {
     dnnl::memory X, T;                // block input / residual, conv1 output
     std::vector<dnnl::memory> w;      // weights in the convs' layout, one per conv
     bool wino = false;
+    int A = 0;
+    std::map<std::pair<int, int>, std::unique_ptr<SbvsrHead>> heads;  // by (Ci, K)
 };
 
 static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K, int L, int A) {
@@ -85,7 +131,6 @@ static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K, int L, 
     std::unique_ptr<SbvsrResChain> slot(new SbvsrResChain());
     SbvsrResChain& r = *slot;
     const auto f32 = memory::data_type::f32;
-    const memory::dims pad = {K / 2, K / 2}, one = {1, 1};
     r.user = memory::desc({N, C, H, W}, f32, tag::nchw);
     r.wuser = memory::desc({C, C, K, K}, f32, tag::oihw);
     r.bmd = memory::desc({C}, f32, tag::x);
@@ -96,12 +141,11 @@ static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K, int L, 
     a1.set_post_ops(p1);
     a2.set_post_ops(p2);
     auto pd = [&](const memory::desc& io, const primitive_attr& a, algorithm alg) {
-        convolution_forward::desc d(prop_kind::forward_inference, alg, io,
-                                    memory::desc({C, C, K, K}, f32, tag::any), r.bmd, io, one, pad, pad);
-        return convolution_forward::primitive_desc(d, a, r.eng);
+        return convolution_forward::primitive_desc(sbvsr_conv_desc(alg, io, io, K), a, r.eng);
     };
     // the layout asked for, or the one oneDNN picks; then both convs are pinned to it
-    auto pin = [&](algorithm alg) {
+    r.A = A;
+    r.wino = sbvsr_algorithm(A, [&](algorithm alg) {
         r.act = L ? sbvsr_md(N, C, H, W, L) : pd(sbvsr_md(N, C, H, W, 0), a1, alg).dst_desc();
         auto pd1 = pd(r.act, a1, alg), pd2 = pd(r.act, a2, alg);
         if (pd1.src_desc() != r.act || pd2.dst_desc() != r.act || pd1.weights_desc() != pd2.weights_desc())
@@ -109,15 +153,7 @@ static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K, int L, 
         r.wmd = pd1.weights_desc();
         r.c1 = convolution_forward(pd1);
         r.c2 = convolution_forward(pd2);
-    };
-    r.wino = A != 0;
-    try {
-        pin(r.wino ? algorithm::convolution_winograd : algorithm::convolution_direct);
-    } catch (const dnnl::error&) {
-        if (A != 2) throw;  // no Winograd kernel here (e.g. AVX2, NHWC): direct
-        r.wino = false;
-        pin(algorithm::convolution_direct);
-    }
+    });
     r.rin = reorder(memory(r.user, r.eng, DNNL_MEMORY_NONE), memory(r.act, r.eng, DNNL_MEMORY_NONE));
     r.rout = reorder(memory(r.act, r.eng, DNNL_MEMORY_NONE), memory(r.user, r.eng, DNNL_MEMORY_NONE));
     r.rw = reorder(memory(r.wuser, r.eng, DNNL_MEMORY_NONE), memory(r.wmd, r.eng, DNNL_MEMORY_NONE));
@@ -125,18 +161,65 @@ static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K, int L, 
     r.T = memory(r.act, r.eng);
     return *(cache[key] = std::move(slot));
 }
+
+// The head Ci -> C, K x K of chain r: its own algorithm (r.A; Winograd falls
+// back to direct for this conv alone), its output pinned to r.act. 'auto'
+// keeps heads of under 16 input channels direct: Winograd pads them to 16
+// (in_conv's 3 channels: 45 ms against direct's 23 at 180x320, AVX-512).
+static SbvsrHead& sbvsr_head(SbvsrResChain& r, int Ci, int K) {
+    using namespace dnnl;
+    using tag = memory::format_tag;
+    const auto key = std::make_pair(Ci, K);
+    auto it = r.heads.find(key);
+    if (it != r.heads.end()) return *it->second;
+    std::unique_ptr<SbvsrHead> slot(new SbvsrHead());
+    SbvsrHead& h = *slot;
+    const auto f32 = memory::data_type::f32;
+    const memory::dims d = r.act.dims();
+    const memory::dim N = d[0], C = d[1], H = d[2], W = d[3];
+    h.user = memory::desc({N, Ci, H, W}, f32, tag::nchw);
+    h.wuser = memory::desc({C, Ci, K, K}, f32, tag::oihw);
+    memory::desc src, wmd;
+    h.wino = sbvsr_algorithm(r.A == 2 && Ci < 16 ? 0 : r.A, [&](algorithm alg) {
+        convolution_forward::primitive_desc pd(
+            sbvsr_conv_desc(alg, memory::desc({N, Ci, H, W}, f32, tag::any), r.act, K), r.eng);
+        if (pd.dst_desc() != r.act) throw std::runtime_error("sbvsr chain: oneDNN changed the pinned layout");
+        src = pd.src_desc();
+        wmd = pd.weights_desc();
+        h.conv = convolution_forward(pd);
+    });
+    h.nchw = src == h.user;
+    if (!h.nchw) {
+        h.rin = reorder(memory(h.user, r.eng, DNNL_MEMORY_NONE), memory(src, r.eng, DNNL_MEMORY_NONE));
+        h.S = memory(src, r.eng);
+    }
+    h.rw = reorder(memory(h.wuser, r.eng, DNNL_MEMORY_NONE), memory(wmd, r.eng, DNNL_MEMORY_NONE));
+    h.w = memory(wmd, r.eng);
+    return *(r.heads[key] = std::move(slot));
+}
 '''
 
-# in0 x [N,C,H,W], in1 weights [2B,C,C,K,K] (conv1, conv2 of each block),
-# in2 biases [2B,C], in3 [layout code, algorithm code]; out0 = the chain's output [N,C,H,W].
+# in0 x [N,C,H,W] ([N,Ci,H,W] with a head), in1 weights [2B,C,C,K,K] (conv1,
+# conv2 of each block), in2 biases [2B,C], in3 [layout code, algorithm code];
+# with SBVSR_HEAD defined in4/in5 the head's weights [C,Ci,Kh,Kh] / bias [C].
+# out0 = the chain's output [N,C,H,W].
 CHAIN_SRC = r'''
 using namespace dnnl;
-const int N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
-const int B2 = in1_shape0, K = in1_shape3;
+const int N = in0_shape0, H = in0_shape2, W = in0_shape3;
+const int B2 = in1_shape0, C = in1_shape1, K = in1_shape3;
 SbvsrResChain& r = sbvsr_res_chain(N, C, H, W, K, in3_p[0], in3_p[1]);
 memory &X = r.X, &T = r.T;
 while ((int)r.w.size() < B2) r.w.emplace_back(r.wmd, r.eng);
+#ifdef SBVSR_HEAD  // X = head(x) + bias
+SbvsrHead& h = sbvsr_head(r, in0_shape1, in4_shape2);
+memory x(h.user, r.eng, (void*)in0_p);
+if (!h.nchw) h.rin.execute(r.strm, {{DNNL_ARG_FROM, x}, {DNNL_ARG_TO, h.S}});
+h.rw.execute(r.strm, {{DNNL_ARG_FROM, memory(h.wuser, r.eng, (void*)in4_p)}, {DNNL_ARG_TO, h.w}});
+h.conv.execute(r.strm, {{DNNL_ARG_SRC, h.nchw ? x : h.S}, {DNNL_ARG_WEIGHTS, h.w},
+                        {DNNL_ARG_BIAS, memory(r.bmd, r.eng, (void*)in5_p)}, {DNNL_ARG_DST, X}});
+#else
 r.rin.execute(r.strm, {{DNNL_ARG_FROM, memory(r.user, r.eng, (void*)in0_p)}, {DNNL_ARG_TO, X}});
+#endif
 for (int i = 0; i < B2; i++) {
     memory &w = r.w[i], b(r.bmd, r.eng, (void*)(in2_p + (long long)i * C));
     r.rw.execute(r.strm, {{DNNL_ARG_FROM, memory(r.wuser, r.eng, (void*)(in1_p + (long long)i * C * C * K * K))},
@@ -199,11 +282,8 @@ static dnnl::memory sbvsr_conv(dnnl::stream& s, const dnnl::engine& eng, const d
     const auto f32 = memory::data_type::f32;
     const auto dims = src.get_desc().dims();
     const memory::dim N = dims[0], I = dims[1], H = dims[2], W = dims[3];
-    convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, sbvsr_md(N, I, H, W, L),
-                                memory::desc({O, I, K, K}, f32, memory::format_tag::any),
-                                memory::desc({O}, f32, memory::format_tag::x), sbvsr_md(N, O, H, W, L),
-                                {1, 1}, {K / 2, K / 2}, {K / 2, K / 2});
-    convolution_forward::primitive_desc pd(d, eng);
+    convolution_forward::primitive_desc pd(
+        sbvsr_conv_desc(algorithm::convolution_direct, sbvsr_md(N, I, H, W, L), sbvsr_md(N, O, H, W, L), K), eng);
     memory x = src;
     if (pd.src_desc() != src.get_desc()) {
         x = memory(pd.src_desc(), eng);
@@ -331,36 +411,57 @@ def chain_weights(blocks):
             np.stack([c.bias.numpy().astype(np.float32) for c in convs]))
 
 
-def resblock_chain(x, weights, biases, layout='auto', algorithm='direct'):
-    """ResBlocks (conv-ReLU-conv + x, 'same' padding) applied to x [N,C,H,W].
+def head_weights(conv, blocks_weights):
+    """(weights [C,Ci,K,K], bias [C]) of a head conv for :func:`resblock_chain`, as numpy:
+    a same-padded conv with bias onto the blocks' C channels (``blocks_weights`` as
+    :func:`chain_weights` gives them)."""
+    k = conv.weight.shape[2]
+    if not (k % 2 and same_conv(conv, k) and conv.weight.shape[0] == blocks_weights.shape[1]):
+        raise ValueError(f'resblock_chain takes a head conv stride 1, dilation 1, same-padded, with a bias, '
+                         f'onto {blocks_weights.shape[1]} channels')
+    return conv.weight.numpy().astype(np.float32), conv.bias.numpy().astype(np.float32)
+
+
+def resblock_chain(x, weights, biases, layout='auto', algorithm='direct', head=None):
+    """ResBlocks (conv-ReLU-conv + x, 'same' padding) applied to x [N,C,H,W], or to head(x).
 
     ``weights``/``biases`` as :func:`chain_weights` gives them (numpy or
-    Vars). Same result as the blocks run by Jittor to float rounding; no
-    gradient. ``algorithm`` (:data:`ALGORITHMS`): Winograd (oneDNN's F(4x4,3x3)
-    and F(2x2,3x3) kernels, AVX-512 only in this oneDNN) does 3x3 convs
-    with fewer multiplications; its rounding error against a float64
-    evaluation is 0.6x (F(2x2,3x3)) to 1.8x (F(4x4,3x3)) direct's RMS
+    Vars); ``head`` (weights [C,Ci,K,K], bias [C], as :func:`head_weights`
+    gives them) a conv first, on x [N,Ci,H,W], written straight into the
+    blocks' layout: no reorder between it and the blocks. Same result as
+    the layers run by Jittor to float rounding; no gradient. ``algorithm``
+    (:data:`ALGORITHMS`), for each conv: Winograd (oneDNN's F(4x4,3x3) and
+    F(2x2,3x3) kernels, AVX-512 only in this oneDNN) does 3x3 convs with
+    fewer multiplications ('auto': not for a head of under 16 channels); its rounding error against a float64 evaluation
+    is 0.6x (F(2x2,3x3)) to 1.8x (F(4x4,3x3)) direct's RMS
     (tests/test_fused_conv.py).
     """
     _need()
-    if x.ndim != 4 or x.shape[1] != weights.shape[1]:
-        raise ValueError(f'resblock_chain: input {tuple(x.shape)} does not fit {weights.shape[1]} channels')
+    cin = weights.shape[1] if head is None else head[0].shape[1]
+    if x.ndim != 4 or x.shape[1] != cin or (head is not None and tuple(head[0].shape[:2]) != (weights.shape[1], cin)):
+        raise ValueError(f'resblock_chain: input {tuple(x.shape)} does not fit {cin} channels')
+    args = [x.float32(), jt.array(weights), jt.array(biases), _codes(layout, algorithm)]
+    if head is not None:
+        args += [jt.array(head[0]), jt.array(head[1])]
     with jt.no_grad():
-        y = jt.code(x.shape, 'float32', [x.float32(), jt.array(weights), jt.array(biases), _codes(layout, algorithm)],
-                    cpu_header=CHAIN_HEAD, cpu_src=CHAIN_SRC)
+        y = jt.code((x.shape[0], weights.shape[1]) + tuple(x.shape[2:]), 'float32', args, cpu_header=CHAIN_HEAD,
+                    cpu_src=('#define SBVSR_HEAD\n' if head is not None else '') + CHAIN_SRC)
     y.compile_options = {'FLAGS:' + _flags(): 1}
     return y
 
 
-def chain_algorithm(shape, layout='auto', algorithm='auto'):
+def chain_algorithm(shape, layout='auto', algorithm='auto', head=None):
     """The algorithm :func:`resblock_chain` runs for x of ``shape`` [N,C,H,W] and 3x3
-    blocks: 'winograd' or 'direct' (what 'auto' becomes on this CPU)."""
+    blocks, or with ``head`` = (Ci, K) for its K x K head conv from Ci channels:
+    'winograd' or 'direct' (what 'auto' becomes on this CPU)."""
     _need()
     n, c, h, w = shape
-    dims = jt.array(np.array([n, c, h, w, 3], np.int32))
+    ci, k = head or (0, 0)
+    dims = jt.array(np.array([n, c, h, w, 3, ci, k], np.int32))
     y = jt.code((1,), 'int32', [dims, _codes(layout, algorithm)], cpu_header=CHAIN_HEAD,
-                cpu_src='out0_p[0] = sbvsr_res_chain(in0_p[0], in0_p[1], in0_p[2], in0_p[3], in0_p[4], '
-                        'in1_p[0], in1_p[1]).wino;')
+                cpu_src='SbvsrResChain& r = sbvsr_res_chain(in0_p[0], in0_p[1], in0_p[2], in0_p[3], in0_p[4], '
+                        'in1_p[0], in1_p[1]);\n'
+                        'out0_p[0] = in0_p[5] ? sbvsr_head(r, in0_p[5], in0_p[6]).wino : r.wino;')
     y.compile_options = {'FLAGS:' + _flags(): 1}
     return 'winograd' if int(y.numpy()[0]) else 'direct'
 
