@@ -598,13 +598,17 @@ def main(argv=None):
     sys.path.insert(0, ROOT)
     if args.child:
         return child_main(args)
-    res = run_train_step(args) if args.train_step else inference_main(args)
+    emit(run_train_step(args) if args.train_step else inference_main(args), args.json)
+    return 0
+
+
+def emit(res, path=None):
+    """Print the result as JSON, and write it to ``path`` too if given."""
     text = json.dumps(res, indent=1)
     print(text)
-    if args.json:
-        with open(args.json, 'w') as fh:
+    if path:
+        with open(path, 'w') as fh:
             fh.write(text + '\n')
-    return 0
 
 
 if __name__ == '__main__':

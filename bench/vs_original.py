@@ -24,6 +24,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'bench'))
+from infer_speed import emit  # noqa: E402
 
 
 def _json_of(cmd, env):
@@ -75,11 +77,7 @@ def main(argv=None):
            'isa_cap': os.environ.get('DNNL_MAX_CPU_ISA'), 'command': 'python ' + ' '.join(sys.argv),
            'ratio_median': {n: round(statistics.median(r['ratio'][n] for r in rounds), 3) for n in names},
            'rounds': rounds}
-    text = json.dumps(res, indent=1)
-    print(text)
-    if args.json:
-        with open(args.json, 'w') as fh:
-            fh.write(text + '\n')
+    emit(res, args.json)
     return 0
 
 
