@@ -3,6 +3,7 @@
 Everything here follows the reference inference protocol bit for bit
 (docs/porting.md, trap 14): how frames are ordered and windowed, how
 pixels become float32 and how the float32 output becomes uint8.
+One file, because that protocol is one thing to check against the reference.
 """
 import logging
 import os

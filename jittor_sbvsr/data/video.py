@@ -17,6 +17,9 @@ our file, and a two-step atomic write that adds the source's audio.
 Bad input (missing file, no video stream, a file ffmpeg cannot decode) is a
 :class:`~jittor_sbvsr.errors.UserError` naming the file; wrong arrays handed
 to the writer are a ``ValueError`` (a bug in the caller, not in the input).
+
+One file: reader, writer and probe share the ffmpeg command-line
+conventions and its error parsing.
 """
 import os
 import re

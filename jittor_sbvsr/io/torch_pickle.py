@@ -12,6 +12,9 @@ run (a checkpoint is data, never code).
 Views: a tensor is (storage, offset, shape, strides). Several tensors may share
 one storage (legacy storages can even be views of other storages), so every
 tensor is cut out of its storage buffer with numpy strides and then copied.
+
+One file: both formats share the restricted unpickler and the storage
+rebuild, and a reader of the security rules wants them in one place.
 """
 import io
 import os

@@ -25,6 +25,9 @@ reports.
 
 No gradients: training keeps Jittor's own ops. :func:`available` says
 whether this path can run (CPU, Jittor's oneDNN loaded).
+
+One file: the C++ kernels sit beside the launchers that feed them (the
+shapes and codes each side reads), as in ops/correlation.py.
 """
 import os
 
