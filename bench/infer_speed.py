@@ -563,7 +563,7 @@ def inference_main(args):
             out['gflops_achieved'] = r['gflops_achieved']
             out['flags'] = {'onednn': r['onednn'], 'reuse': True, 'tile': 0, 'device': r['device'],
                             'use_cuda': r['use_cuda'], 'threads': args.threads}
-            if (h, w) == (180, 320):  # the target: <= 10 s per output frame at 180x320
+            if (h, w) == (180, 320):  # the 10 s per output frame target at 180x320 (bench/RESULTS.md)
                 out['target_s_per_frame'] = 10.0
                 out['meets_target'] = r['s_per_frame'] <= 10.0
         if 'reuse' in c and 'baseline' in c:
