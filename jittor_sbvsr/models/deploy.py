@@ -9,8 +9,8 @@ ops on the CPU, the tail fused or composed into one LR convolution
 (oneDNN picks other kernels and layouts per instruction set), so each is
 run once on a small probe against Jittor's plain operators; one that
 raises or differs by more than :data:`TOL` is switched off for the run
-with one warning line, and the run goes on with the plain path. Weights loaded into the network afterwards are not seen:
-deploy again.
+with one warning line, and the run goes on with the plain path. Weights
+loaded into the network afterwards are not seen: deploy again.
 """
 import sys
 import time
@@ -113,7 +113,8 @@ class InferenceNet:
             if not made or not winograd:
                 self.paths['winograd'] = 'off (--no_winograd)' if made else 'off (no fused chains)'
             elif fused_conv.chain_algorithm((1, c, 16, 20), layout, 'auto') != 'winograd':
-                self.paths['winograd'] = "not available (this oneDNN has Winograd kernels for AVX-512's blocked layouts only)"
+                self.paths['winograd'] = ('not available (this oneDNN has Winograd kernels '
+                                          "for AVX-512's blocked layouts only)")
             else:
                 wino = self._try('winograd', 'the Winograd convolutions of the fused chains', '--no_winograd',
                                  build('auto'), cases, instead='direct convolutions')

@@ -435,8 +435,9 @@ def resblock_chain(x, weights, biases, layout='auto', algorithm='direct', head=N
     the layers run by Jittor to float rounding; no gradient. ``algorithm``
     (:data:`ALGORITHMS`), for each conv: Winograd (oneDNN's F(4x4,3x3) and
     F(2x2,3x3) kernels, AVX-512 only in this oneDNN) does 3x3 convs with
-    fewer multiplications ('auto': not for a head of under 16 channels); its rounding error against a float64 evaluation
-    is 0.6x (F(2x2,3x3)) to 1.8x (F(4x4,3x3)) direct's RMS
+    fewer multiplications ('auto': not for a head of under 16 channels);
+    its rounding error against a float64 evaluation is 0.6x (F(2x2,3x3))
+    to 1.8x (F(4x4,3x3)) direct's RMS
     (tests/test_fused_conv.py).
     """
     _need()
