@@ -236,7 +236,7 @@ def run_configs(cfg):
     import jittor as jt
     from jittor_sbvsr import runtime
     from jittor_sbvsr.data.frames import window_indices
-    from jittor_sbvsr.engine import VideoSR
+    from jittor_sbvsr.infer.engine import VideoSR
     from jittor_sbvsr.ops import fused_conv
     from jittor_sbvsr.ops.fused_conv import LAYOUTS
     device = runtime.select_device(cfg['device'])

@@ -2,7 +2,7 @@
 
 Jittor (built with Open MPI's ``mpicc``) calls ``MPI_Init`` at import when
 ``mpirun`` started it. Training (trainer/dist.py) and inference
-(infer_split.py) share these helpers; without mpirun every one is a no-op
+(infer/split.py) share these helpers; without mpirun every one is a no-op
 (world size 1). Each collective must be reached by every rank, in the same
 order, or the ranks wait forever: callers run the same code on every rank.
 """

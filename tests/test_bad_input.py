@@ -359,7 +359,7 @@ def test_ctrl_c_exits_130_with_one_line_and_no_sigchld_message(tmp_path, tiny):
 
 
 def test_log_records_the_error_that_stopped_the_run(tmp_path, tiny, monkeypatch):
-    from jittor_sbvsr import inference
+    from jittor_sbvsr.infer import run as inference
     from jittor_sbvsr.cli.infer import build_parser
     _frames(tmp_path / 'LR' / 'v', _names(3), (32, 48), 0)
     args = build_parser().parse_args(['--input_path', str(tmp_path / 'LR'), '--model_path', str(tiny['x4']),
@@ -392,7 +392,7 @@ def test_reused_infer_flag_is_refused_and_the_old_run_kept(tmp_path, tiny):
 
 
 def test_automatic_run_names_move_to_a_fresh_folder(tmp_path):
-    from jittor_sbvsr.inference import choose_output_dir
+    from jittor_sbvsr.infer.run import choose_output_dir
     base = tmp_path / 'infer_demo'
     assert choose_output_dir(str(tmp_path), 'demo', named=False) == (str(base), None)
     (base / 'v').mkdir(parents=True)

@@ -15,7 +15,7 @@ from conftest import ROOT
 import jittor_sbvsr  # noqa: F401
 import jittor as jt
 
-from jittor_sbvsr.engine import VideoSR
+from jittor_sbvsr.infer.engine import VideoSR
 from jittor_sbvsr.models import PWC_Recons
 from jittor_sbvsr.models.deploy import FusedChain, InferenceNet
 from jittor_sbvsr.models.tails import ComposedTail, FusedTail, PlainTail

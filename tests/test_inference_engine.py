@@ -9,7 +9,7 @@ import pytest
 
 import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.data.frames import list_videos, read_frame, window_indices
-from jittor_sbvsr.engine import FrameSource, VideoSR
+from jittor_sbvsr.infer.engine import FrameSource, VideoSR
 from jittor_sbvsr.models import PWC_Recons
 
 
@@ -35,7 +35,7 @@ def test_reuse_moves_outputs_by_at_most_1e6_and_kernels_not_at_all(case):
 
 
 def test_a_run_from_mid_video_gives_the_bits_of_a_whole_run(case):
-    """An MPI rank's share (infer_split.py) starts with empty caches at its first window."""
+    """An MPI rank's share (infer/split.py) starts with empty caches at its first window."""
     net, frames, windows = case
     engine = VideoSR(net, reuse=True)
     whole = [r for _, r, _, _ in engine.windows(FrameSource(iter(frames), windows), windows)]

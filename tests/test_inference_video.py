@@ -12,7 +12,7 @@ from test_video import FPS, H, W, make_clip
 import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.data.frames import window_indices
 from jittor_sbvsr.data.video import VideoReader, probe
-from jittor_sbvsr.engine import FrameSource
+from jittor_sbvsr.infer.engine import FrameSource
 
 
 @pytest.mark.parametrize('border', [True, False])
@@ -82,7 +82,7 @@ def test_streaming_memory_does_not_grow_with_length(tmp_path, recipe_pkl):
     """Peak Python/numpy memory of a 60-frame clip is that of a 12-frame one: frames are
     decoded as windows need them and written when done (60 HR recons would be ~18 MB)."""
     from jittor_sbvsr.cli.infer import build_parser
-    from jittor_sbvsr.inference import run
+    from jittor_sbvsr.infer.run import run
 
     def peak(n, flag, measure=True):
         clip = make_clip(tmp_path / f'c{n}.mp4', n=n, audio=False)

@@ -12,7 +12,7 @@ import pytest
 import jittor_sbvsr  # noqa: F401  (configures Jittor)
 import jittor as jt
 from jittor_sbvsr.data.frames import frames_to_input, list_videos, read_frame, to_uint8, window_indices
-from jittor_sbvsr.engine import VideoSR
+from jittor_sbvsr.infer.engine import VideoSR
 from jittor_sbvsr.io.recipe import recipe_state, state_sha256
 from jittor_sbvsr.metrics.psnr_ssim import psnr_ssim
 from jittor_sbvsr.models import PWC_Recons

@@ -12,7 +12,7 @@ import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.cli.infer import build_parser
 from jittor_sbvsr.data.frames import list_videos, read_frame, window_indices
 from jittor_sbvsr.errors import UserError
-from jittor_sbvsr.engine import VideoSR, _ramp, check_tiles, tile_spans
+from jittor_sbvsr.infer.engine import VideoSR, _ramp, check_tiles, tile_spans
 from jittor_sbvsr.io.recipe import recipe_state
 from jittor_sbvsr.models import PWC_Recons
 

@@ -59,7 +59,7 @@ def main(argv=None):
     def work():
         args = build_parser().parse_args(argv)
         from .. import runtime
-        from ..inference import run
+        from ..infer.run import run
         runtime.quiet_jittor(args.verbose)
         if args.gt_path in ('', '.'):
             args.gt_path = None

@@ -12,27 +12,27 @@ paired by name and exactly scale x LR). A number it logs is therefore never
 computed on mismatched frames; what it cannot score it says so.
 
 Here: the run and its log. The inputs are listed and checked in
-infer_inputs.py, the model and output folder in infer_setup.py; under
-``mpirun`` the windows are shared out as infer_split.py explains.
+inputs.py, the model and output folder in setup.py; under
+``mpirun`` the windows are shared out as split.py explains.
 """
 import os
 import time
 
 import numpy as np
 
-from . import dist, runtime
-from .data.frames import check_gt_size, to_uint8, window_indices
-from .data.kernels import kernel_image
-from .data.video import DEFAULT_CRF, VideoWriter
+from .. import dist, runtime
+from ..data.frames import check_gt_size, to_uint8, window_indices
+from ..data.kernels import kernel_image
+from ..data.video import DEFAULT_CRF, VideoWriter
 from .engine import FrameSource, VideoSR
-from .errors import UserError
-from .infer_inputs import GroundTruth, Video, check_flags, check_videos, frames, is_video, list_inputs  # noqa: F401
-from .infer_setup import (PRESETS, apply_preset, build_model, choose_output_dir, load_model,  # noqa: F401
+from ..errors import UserError
+from .inputs import GroundTruth, Video, check_flags, check_videos, frames, is_video, list_inputs  # noqa: F401
+from .setup import (PRESETS, apply_preset, build_model, choose_output_dir, load_model,  # noqa: F401
                           prepare_demo, read_checkpoint)
-from .infer_split import encode_parts, part_path, remove_parts, shares, write_part
-from .metrics.psnr_ssim import psnr_ssim
-from .utils import Logger, VideoProgress, ensure_dir, save_npy_atomic, save_png_atomic
-from .utils.files import remove_stale_temps, stale_note
+from .split import encode_parts, part_path, remove_parts, shares, write_part
+from ..metrics.psnr_ssim import psnr_ssim
+from ..utils import Logger, VideoProgress, ensure_dir, save_npy_atomic, save_png_atomic
+from ..utils.files import remove_stale_temps, stale_note
 
 
 def run(args, root):
@@ -66,7 +66,7 @@ def run(args, root):
         stale = stale_note(remove_stale_temps(out_dir, recursive=True))
     dist.barrier()  # no rank writes before rank 0 removed the stale temporary files
     log = Logger(os.path.join(out_dir, f"inference_log_{time.strftime('%Y%m%d-%H%M%S')}.txt")) if lead else _Quiet()
-    from .io.arch import describe
+    from ..io.arch import describe
     for key in ('input_path', 'gt_path', 'model_path', 'border', 'save_image', 'crf', 'n_seq', 'scale',
                 'size_must_mode', 'no_reuse', 'no_fused', 'no_winograd', 'no_compose',
                 'tile', 'tile_overlap'):

@@ -1,14 +1,14 @@
 """The inference engine: a loaded model run window by window over one video.
 
-Split from inference.py (the CLI's validation and output): this file is what
-the numbers depend on; tests and benchmarks drive it directly.
+Apart from the run (run.py: validation and outputs), this file is what the
+numbers depend on; tests and benchmarks drive it directly.
 """
 import time
 
 import numpy as np
 
-from .data.frames import frames_to_input
-from .errors import UserError
+from ..data.frames import frames_to_input
+from ..errors import UserError
 
 
 def tile_spans(n, tile, overlap):
@@ -73,7 +73,7 @@ class VideoSR:
     def __init__(self, net, n_seq=5, reuse=True, tile=0, overlap=16, fused=True, compose=True,
                  layout='auto', warn=None, winograd=True):
         check_tiles(int(tile or 0), int(overlap))
-        from .models.deploy import InferenceNet
+        from ..models.deploy import InferenceNet
         self.net = net
         self.model = InferenceNet(net, fused=fused, compose=compose, layout=layout, warn=warn, winograd=winograd)
         self.n_seq = n_seq

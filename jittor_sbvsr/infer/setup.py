@@ -1,13 +1,13 @@
 """What an inference run needs before it starts: preset or demo paths, the model, the output folder.
 
-Split from inference.py. Everything here reads or checks; only ``prepare_demo``
+Everything here reads or checks; only ``prepare_demo``
 writes (the demo's synthetic clip and weights), and nothing here imports
 Jittor before the checkpoint has been checked (numpy only).
 """
 import os
 
-from .errors import UserError
-from .utils.files import is_temp_name, remove_stale_temps, stale_note
+from ..errors import UserError
+from ..utils.files import is_temp_name, remove_stale_temps, stale_note
 
 # preset -> (dataset folder under dataset/, checkpoint stem under pretrain_models/)
 PRESETS = {
@@ -48,7 +48,7 @@ def prepare_demo(args, root):
     the pipeline runs, the pictures are not better than bilinear). Returns
     the lines to log.
     """
-    from .data.synthetic import make_demo_videos
+    from ..data.synthetic import make_demo_videos
     demo = os.path.join(root, 'demo_results')
     data = os.path.join(demo, 'input')
     if not os.path.isdir(os.path.join(data, 'LR_blurdown_x4')):
@@ -64,9 +64,9 @@ def prepare_demo(args, root):
     if found:
         args.model_path = found[0]
         return []
-    from .io.checkpoint import save_state_atomic
-    from .io.recipe import recipe_state
-    from .models import PWC_Recons
+    from ..io.checkpoint import save_state_atomic
+    from ..io.recipe import recipe_state
+    from ..models import PWC_Recons
     args.model_path = os.path.join(demo, 'recipe_weights_seed1234.pkl')
     stale = stale_note(remove_stale_temps(demo, of=os.path.basename(args.model_path)))  # a killed first demo's
     if not os.path.isfile(args.model_path):
@@ -82,8 +82,8 @@ def read_checkpoint(model_path, n_seq=None, scale=None):
     numpy only: a wrong file or flag is reported before Jittor starts.
     ``n_seq`` / ``scale`` None take the checkpoint's values.
     """
-    from .io.arch import conflict_error, conflicts, derive_arch
-    from .io.checkpoint import check_finite, load_state
+    from ..io.arch import conflict_error, conflicts, derive_arch
+    from ..io.checkpoint import check_finite, load_state
     model_path = os.fspath(model_path)
     if os.path.isdir(model_path):
         raise UserError(f'{model_path}: is a folder; --model_path takes a weights file (.pkl or .pt)')
@@ -122,9 +122,9 @@ def _is_training_state(path):
 def build_model(state, arch, model_path):
     """The PWC_Recons ``arch`` describes, with ``state`` loaded strictly (finite values only)."""
     import jittor_sbvsr  # noqa: F401
-    from .io.arch import describe
-    from .io.checkpoint import expected_shapes, load_into_module, validate_state
-    from .models import PWC_Recons
+    from ..io.arch import describe
+    from ..io.checkpoint import expected_shapes, load_into_module, validate_state
+    from ..models import PWC_Recons
     net = PWC_Recons(**arch)
     validate_state(state, expected_shapes(net), model_path,
                    what=f'the model its own tensors describe ({describe(arch)})')

@@ -1,6 +1,6 @@
 """The inputs of an inference run: listed, paired with their ground truth, checked, then read.
 
-Split from inference.py: ``check_videos`` checks every frame of every video
+``check_videos`` checks every frame of every video
 before anything is written; ``frames`` and ``GroundTruth`` read them during
 the run (from any window on, for an MPI rank's share of a video).
 """
@@ -8,13 +8,13 @@ import os
 import time
 from collections import namedtuple
 
-from .data.frames import (check_gt_size, crop_to_multiple, frames_by_name, list_videos, pair_frames, read_frame,
+from ..data.frames import (check_gt_size, crop_to_multiple, frames_by_name, list_videos, pair_frames, read_frame,
                           window_indices)
-from .data.video import DEFAULT_CRF, VideoReader, is_video_file, probe
+from ..data.video import DEFAULT_CRF, VideoReader, is_video_file, probe
 from .engine import check_tiles
-from .errors import UserError
-from .metrics.psnr_ssim import metric_problem
-from .utils.files import is_temp_name
+from ..errors import UserError
+from ..metrics.psnr_ssim import metric_problem
+from ..utils.files import is_temp_name
 
 # one video of a run: its frames (a list of frame files, or a video file's path) and ground truth
 # (the same kinds, or None), the LR size, that size after the size-multiple crop, why it gets no
