@@ -11,6 +11,7 @@ import argparse
 import os
 
 from .errors import UserError
+from .utils.memory import size_arg
 
 __all__ = ['ROOT', 'DEMO_DATA', 'TEMPLATES', 'build_parser', 'parse_args', 'project_root', 'template_names']
 
@@ -97,6 +98,11 @@ _nonneg_int = _checked(int, lambda v: v >= 0, '>= 0')
 _positive_float = _checked(float, lambda v: v > 0, '> 0')
 
 
+def _accumulate(text):
+    """--accumulate: a positive count, or 'auto' (trainer/micro.py chooses it from --max_memory)."""
+    return 'auto' if text.strip().lower() == 'auto' else _positive_int(text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises (one line) instead of printing usage and exiting."""
 
@@ -114,6 +120,9 @@ def build_parser():
     g.add_argument('--n_threads', type=_nonneg_int, default=4,
                    help='data-loading worker processes (0: load in the main process)')
     g.add_argument('--cpu', action='store_true', help='use the CPU even when CUDA is available')
+    g.add_argument('--max_memory', type=size_arg, default=None,
+                   help='memory a training step may use, e.g. 2G or 512M (--accumulate auto; default: '
+                        'on CUDA the free device memory less a margin, on the CPU 75%% of the available RAM)')
     g.add_argument('--n_GPUs', type=_positive_int, default=1, help='accepted for compatibility; one device is used')
     g.add_argument('--seed', type=_nonneg_int, default=1, help='random seed (data sampling, initial weights)')
     g.add_argument('--dist_timeout', type=float, default=1800.0,
@@ -153,8 +162,9 @@ def build_parser():
                    help='batches per epoch: the training set is repeated to about this many')
     g.add_argument('--epochs', type=_nonneg_int, default=500, help='epochs to train (0: no limit)')
     g.add_argument('--batch_size', type=_positive_int, default=16, help='batch size')
-    g.add_argument('--accumulate', type=_positive_int, default=1,
-                   help='accumulate gradients over N batches per update (effective batch = batch_size x N)')
+    g.add_argument('--accumulate', type=_accumulate, default=1,
+                   help='accumulate gradients over N batches per update (effective batch = batch_size x N); '
+                        'auto: split each batch into the micro-batches that fit --max_memory (same update)')
     g.add_argument('--test_only', action='store_true', help='only evaluate (--pre_train, else model_best)')
     g.add_argument('--task', default='FlowVideoSR', help='task (only FlowVideoSR)')
 

@@ -1,6 +1,7 @@
 """``inference.py``: the reference's flags, plus --device, --save_kernel, --no_save_image, --crf."""
 from ..data.video import DEFAULT_CRF
 from ..options import _Parser
+from ..utils.memory import size_arg
 from . import ROOT, guarded
 
 
@@ -52,6 +53,10 @@ def build_parser():
                         'the kernel and flows are still estimated on whole frames')
     p.add_argument('--tile_overlap', type=int, default=16,
                    help='overlap of neighbouring tiles in LR pixels (blended linearly)')
+    p.add_argument('--max_memory', type=size_arg, default=None,
+                   help='memory a window may use beyond the loaded model, e.g. 2G or 512M: without --tile, '
+                        'the largest tile that fits is chosen (default: on CUDA the free device memory '
+                        'less a margin, on the CPU 75%% of the available RAM)')
     return p
 
 
