@@ -7,21 +7,15 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from test_tiling import _psnr, clip, recipe_net  # noqa: F401  (fixtures: the recipe model, two windows at 32x48)
 
 import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.cli.infer import build_parser as infer_parser
-from jittor_sbvsr.data.frames import list_videos, read_frame, window_indices
 from jittor_sbvsr.errors import UserError
 from jittor_sbvsr.infer.engine import VideoSR, choose_tile, min_tile, window_bytes
-from jittor_sbvsr.io.recipe import recipe_state
-from jittor_sbvsr.models import PWC_Recons
 from jittor_sbvsr.options import parse_args as train_args
 from jittor_sbvsr.trainer.micro import STEP_FIXED_BYTES, sample_bytes, split_batch
 from jittor_sbvsr.utils import memory
-
-
-def _psnr(a, b):
-    return 10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2))
 
 
 # ------------------------------------------------------------ sizes ----
@@ -98,22 +92,6 @@ def test_tile_choice_follows_the_budget():
     # the measured runs (bench/RESULTS.md) lie below the model: 540x960 in 192-px tiles, whole
     assert window_bytes(540, 960, 192) > 2413 * 2 ** 20 and window_bytes(540, 960) > 8937 * 2 ** 20
     assert window_bytes(180, 320) > 1243 * 2 ** 20 and window_bytes(180, 320, 64) > 428 * 2 ** 20
-
-
-@pytest.fixture(scope='module')
-def recipe_net():
-    net = PWC_Recons()
-    net.eval()
-    net.load_parameters(recipe_state({k: v.shape for k, v in net.state_dict().items()}, seed=1234))
-    return net
-
-
-@pytest.fixture(scope='module')
-def clip(public_case):
-    _, paths = list_videos(public_case / 'LR')[0]
-    frames = [read_frame(p) for p in paths]
-    assert frames[0].shape[:2] == (32, 48)
-    return frames, window_indices(len(frames), 5, border=True)[1:3]
 
 
 @pytest.fixture(scope='module')
@@ -215,11 +193,11 @@ def demo(tmp_path_factory):
     return root
 
 
-def _trained(demo, steps=2, **over):
-    """Parameters after one epoch of ``steps`` updates of 4 samples, the loader's plan, the notes."""
+def _trained(demo, **over):
+    """Parameters after one epoch (2 updates of 2 samples: --test_every 2), the loader's plan, the notes."""
     from jittor_sbvsr.trainer.trainer import Trainer
     a = train_args(['--template', 'Self_Blind_VSR_Demo', '--cpu', '--dir_data', str(demo / 'clips'),
-                    '--dir_data_test', '', '--n_threads', '0', '--test_every', str(steps)])
+                    '--dir_data_test', '', '--n_threads', '0', '--test_every', '2'])
     a.n_feat, a.recons_RBS = 8, 1
     for k, v in over.items():
         setattr(a, k, v)
@@ -232,16 +210,16 @@ def _trained(demo, steps=2, **over):
 
 
 def test_accumulate_auto_makes_the_updates_of_explicit_accumulation(demo):
-    """--batch_size 4 --accumulate auto under a small budget runs what --batch_size 1 --accumulate 4
-    runs, bit for bit; under a large one what --batch_size 4 runs."""
+    """--batch_size 2 --accumulate auto under a small budget runs what --batch_size 1 --accumulate 2
+    runs, bit for bit; under a large one what --batch_size 2 runs."""
     small = STEP_FIXED_BYTES + sample_bytes(24, n_feat=8)  # one sample of the demo's patch 24
-    p_auto, plan_auto, notes = _trained(demo, batch_size=4, accumulate='auto', max_memory=small)
-    p_acc, plan_acc, _ = _trained(demo, batch_size=1, accumulate=4)
-    assert plan_auto == plan_acc == (1, 4, 4, plan_auto[3]) and plan_auto[3] >= 2
-    assert any('--accumulate auto: batch 4 as 4 micro-batch(es) of 1' in m for m in notes)
+    p_auto, plan_auto, notes = _trained(demo, batch_size=2, accumulate='auto', max_memory=small)
+    p_acc, plan_acc, _ = _trained(demo, batch_size=1, accumulate=2)
+    assert plan_auto == plan_acc == (1, 2, 2, 2)  # micro-batch 1, 2 of them, batch 2, 2 updates
+    assert any('--accumulate auto: batch 2 as 2 micro-batch(es) of 1' in m for m in notes)
     assert all(np.array_equal(a, b) for a, b in zip(p_auto, p_acc))
-    p_big, plan_big, _ = _trained(demo, batch_size=4, accumulate='auto', max_memory=2 ** 50)
-    p_one, plan_one, _ = _trained(demo, batch_size=4, accumulate=1)
-    assert plan_big == plan_one == (4, 1, 4, plan_big[3])
+    p_big, plan_big, _ = _trained(demo, batch_size=2, accumulate='auto', max_memory=2 ** 50)
+    p_one, plan_one, _ = _trained(demo, batch_size=2, accumulate=1)
+    assert plan_big == plan_one == (2, 1, 2, 2)
     assert all(np.array_equal(a, b) for a, b in zip(p_big, p_one))
     assert not all(np.array_equal(a, b) for a, b in zip(p_big, p_auto))  # the test can tell them apart

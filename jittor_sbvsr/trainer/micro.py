@@ -10,9 +10,16 @@ weighted by its share of the update (data/loader.py: Loader.shares), so the
 update is that of the whole batch; only the float rounding of the summed
 gradients differs from one big batch.
 
-Memory of one training sample, fitted to peak RSS measured on the CPU
-(bench/infer_speed.py --train-step, the paper model, n_feat 128, 5 frames):
-see :data:`SAMPLE_BYTES_PER_HR_PIXEL` and :data:`STEP_FIXED_BYTES`.
+Memory of one training sample, measured on the CPU (bench/infer_speed.py
+--train-step --patch 64 --steps 1, the paper model with the recipe weights,
+2 threads; bench/results/2026-12-05_cpu2_train_step_b*.json): peak RSS
+882 MiB at batch 1, 1432 at batch 4 (1091 at batch 2 in an earlier run),
+so 183 MiB a sample at LR patch 64 (256x256 HR), 2.9 KB per HR pixel of the
+5-frame window. :data:`SAMPLE_BYTES_PER_HR_PIXEL` is that plus a third;
+the per-step fixed part (above the loaded model and the process's own
+~640 MiB) was within the fit's noise, :data:`STEP_FIXED_BYTES` allows for
+it. On CUDA the same counts are used (not measured there: cuDNN workspaces
+come on top, which GPU_MARGIN in utils/memory.py leaves room for).
 """
 from ..errors import UserError
 from ..utils.memory import default_budget, format_size
@@ -21,8 +28,8 @@ __all__ = ['sample_bytes', 'split_batch', 'plan_batches']
 
 # Peak RSS of a training step = fixed + samples x per-sample bytes; per-sample
 # bytes = SAMPLE_BYTES_PER_HR_PIXEL x (patch_size x scale)^2 x n_sequence / 5 x n_feat / 128.
-SAMPLE_BYTES_PER_HR_PIXEL = 8000
-STEP_FIXED_BYTES = 300 * 2 ** 20  # gradients, Adam moments, Jittor's compiled graphs
+SAMPLE_BYTES_PER_HR_PIXEL = 4000
+STEP_FIXED_BYTES = 256 * 2 ** 20  # gradients, Adam's moments, Jittor's compiled graphs
 
 
 def sample_bytes(patch_size, scale=4, n_sequence=5, n_feat=128):
