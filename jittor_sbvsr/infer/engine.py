@@ -155,7 +155,6 @@ class VideoSR:
         self.overlap = int(overlap)
         self.max_memory = _default_budget() if max_memory is None else max_memory
         self.plan = None  # (h, w, tile) of the last video: the tile it ran with
-        self._keep = True  # keep frame features across windows (False: recompute them per tile)
 
     def tiles(self, h, w, tile=None):
         """[((y0, y1), (x0, x1)), ...] LR tiles of an h x w frame (``tile``: default the engine's)."""
@@ -193,19 +192,19 @@ class VideoSR:
             window = source.window(k)
             if tiles is None:
                 hw = window[0].shape[:2]
-                tile, self._keep = self.tile_for(*hw)
+                tile, keep = self.tile_for(*hw)  # keep: frame features across windows
                 tiles = self.tiles(*hw, tile)
             jt.sync_all(True)
             t0 = time.perf_counter()
             while True:
                 try:
-                    recons_np, kernel_np = self._window(window, windows, k, feats, pyramids, tiles, hw)
+                    recons_np, kernel_np = self._window(window, windows, k, feats, pyramids, tiles, hw, keep)
                     break
                 except Exception as e:
                     if not is_out_of_memory(e):
                         raise
                     tile = self._smaller(e, k, *hw, tile, retried)
-                    tiles, retried, self._keep = self.tiles(*hw, tile), True, False
+                    tiles, retried, keep = self.tiles(*hw, tile), True, False
                     feats.clear()  # keyed by tile number: the old tiles' features are no use now
                     jt.sync_all(True)
                     jt.gc()
@@ -226,7 +225,7 @@ class VideoSR:
                   f'retrying it and the rest of this video in {new}x{new} tiles')
         return new
 
-    def _window(self, window, windows, k, feats, pyramids, tiles, hw):
+    def _window(self, window, windows, k, feats, pyramids, tiles, hw, keep=True):
         """Window k's (recons, kernel) as numpy; drops the cached frames no later window needs."""
         import jittor as jt
         idx = windows[k]
@@ -244,7 +243,7 @@ class VideoSR:
             if len(tiles) == 1:
                 recons_np = self._recons(xs, idx, feats, 0, flows).numpy()
             else:
-                recons_np = self._recons_tiled(xs, idx, feats, tiles, flows, *hw)
+                recons_np = self._recons_tiled(xs, idx, feats, tiles, flows, *hw, keep)
             if self.reuse:
                 later = set(i for wi in windows[k + 1:k + self.n_seq] for i in wi)
                 for key in [key for key in feats if key[0] not in later]:
@@ -264,7 +263,7 @@ class VideoSR:
             feats.append(cache[(i, t)])
         return self.model.recons_forward(xs, feats, keys=idx, flows=flows)
 
-    def _recons_tiled(self, xs, idx, cache, tiles, flows, h, w):
+    def _recons_tiled(self, xs, idx, cache, tiles, flows, h, w, keep=True):
         s = self.net.scale
         out = np.zeros((1, 3, h * s, w * s), np.float64)
         wsum = np.zeros((h * s, w * s), np.float64)
@@ -272,7 +271,7 @@ class VideoSR:
             xt = [v[:, :, y0:y1, x0:x1] for v in xs]
             ft = {key: f[:, :, y0:y1, x0:x1] for key, f in flows.items()}
             r = self._recons(xt, idx, cache, t, ft).numpy()
-            if not self._keep:  # over budget: this tile's features are recomputed in the next window
+            if not keep:  # over budget: this tile's features are recomputed in the next window
                 for key in [key for key in cache if key[1] == t]:
                     del cache[key]
             wt = np.outer(_ramp((y0, y1), h, self.overlap, s), _ramp((x0, x1), w, self.overlap, s))
