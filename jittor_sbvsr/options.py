@@ -100,7 +100,12 @@ _positive_float = _checked(float, lambda v: v > 0, '> 0')
 
 def _accumulate(text):
     """--accumulate: a positive count, or 'auto' (trainer/micro.py chooses it from --max_memory)."""
-    return 'auto' if text.strip().lower() == 'auto' else _positive_int(text)
+    if text.strip().lower() == 'auto':
+        return 'auto'
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f'expected a positive integer or auto, got {text!r}') from None
 
 
 class _Parser(argparse.ArgumentParser):
