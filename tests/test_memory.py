@@ -8,6 +8,7 @@ import pytest
 
 from conftest import ROOT
 from test_tiling import _psnr, clip, recipe_net  # noqa: F401  (fixtures: the recipe model, two windows at 32x48)
+from test_training import _tiny_args, demo  # noqa: F401  (fixture: the demo clips)
 
 import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.cli.infer import build_parser as infer_parser
@@ -185,23 +186,10 @@ def test_split_batch():
     assert sample_bytes(64) * 4 == pytest.approx(sample_bytes(128), rel=1e-6)
 
 
-@pytest.fixture(scope='module')
-def demo(tmp_path_factory):
-    from jittor_sbvsr.data.synthetic import make_demo_videos
-    root = tmp_path_factory.mktemp('demo')
-    make_demo_videos(root / 'clips', n_videos=2, n_frames=5)
-    return root
-
-
 def _trained(demo, **over):
     """Parameters after one epoch (2 updates of 2 samples: --test_every 2), the loader's plan, the notes."""
     from jittor_sbvsr.trainer.trainer import Trainer
-    a = train_args(['--template', 'Self_Blind_VSR_Demo', '--cpu', '--dir_data', str(demo / 'clips'),
-                    '--dir_data_test', '', '--n_threads', '0', '--test_every', '2'])
-    a.n_feat, a.recons_RBS = 8, 1
-    for k, v in over.items():
-        setattr(a, k, v)
-    t = Trainer(a)
+    t = Trainer(_tiny_args(demo, **over))
     t.train_epoch(1)
     params = [p.numpy().copy() for p in t.model.parameters()]
     plan = (t.loader.batch_size, t.loader.accumulate, t.effective_batch(), t.optimizer.steps)
