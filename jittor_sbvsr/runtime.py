@@ -11,9 +11,14 @@ What it fixes, on machines like ours:
 - an ``nvcc`` without a CUDA driver makes Jittor try (and fail) to use CUDA:
   without a loadable ``libcuda`` we hide nvcc (``nvcc_path=''``);
 - Jittor downloads oneDNN on import when it is missing: we never let it.
-  ``env/setup.sh`` installs oneDNN 2.2 from PyPI wheels where Jittor looks
-  for it; without it we turn Jittor's oneDNN path off (``use_mkl=0``) and
-  warn once that CPU convolutions will be very slow;
+  The set-up installs oneDNN 2.2 inside the installation (:func:`onednn_dir`),
+  so every user of it runs at full speed; Jittor 1.3.8.5 only looks in the
+  user's ``<jittor home>/.cache/jittor/mkl`` (its ``mkl_include_path`` and
+  ``mkl_lib_path`` variables end in an UnboundLocalError), so we link that
+  folder there (:func:`link_onednn`). Without it we turn Jittor's oneDNN path
+  off (``use_mkl=0``) and warn once that CPU convolutions will be very slow;
+- the CUDA driver is ``libcuda.so.1`` on Linux (WSL2: in ``/usr/lib/wsl/lib``)
+  and ``nvcuda.dll`` on Windows (:func:`cuda_driver`);
 - numpy 2 makes ``Var.numpy()`` return garbage: refuse to start;
 - Jittor names its compile cache after the git branch of the folder it is
   installed in (our repo's branch, for a venv inside a checkout), so two
@@ -32,11 +37,25 @@ import hashlib
 import importlib.util
 import json
 import os
+import platform
 import shutil
 import sys
 from pathlib import Path
 
-ONEDNN_NAME = 'dnnl_lnx_2.2.0_cpu_gomp'
+
+
+def onednn_name(system=None, machine=None):
+    """The folder name of the oneDNN 2.2 build Jittor 1.3.8.5 takes on this platform (its install_mkl's)."""
+    system = system or platform.system()
+    machine = (machine or platform.machine()).lower()
+    if system == 'Windows':
+        return 'dnnl_win_2.2.0_cpu_vcomp'  # built with MSVC's OpenMP, as Jittor's MSVC build uses
+    if system == 'Darwin':
+        return 'dnnl_mac_2.2.0_cpu_omp_' + ('arm64' if machine == 'arm64' else 'x86_64')
+    return 'dnnl_lnx_2.2.0_cpu_gomp' + ('_aarch64' if machine in ('aarch64', 'arm64') else '')
+
+
+ONEDNN_NAME = onednn_name()
 PINNED_JITTOR = '1.3.8.5'
 
 _state = {'prepared': False, 'onednn': False, 'cuda_visible': False, 'interrupted': False}
@@ -86,22 +105,94 @@ def jittor_home():
         return str(Path.home())
 
 
-def onednn_dir():
+def onednn_install_dir():
+    """Where the set-up installs oneDNN: inside the installation (the venv), for every user of it."""
+    return os.path.join(sys.prefix, 'onednn', ONEDNN_NAME)
+
+
+def jittor_onednn_dir():
+    """Where Jittor 1.3.8.5 loads oneDNN from: ``<jittor home>/.cache/jittor/mkl/<name>``.
+
+    (It takes the first ``dnnl*`` folder there; an older set-up installed
+    oneDNN into it, for one user.)
+    """
     return os.path.join(jittor_home(), '.cache', 'jittor', 'mkl', ONEDNN_NAME)
 
 
-def onednn_installed():
-    d = onednn_dir()
-    return (os.path.isfile(os.path.join(d, 'lib', 'libmkldnn.so'))
-            and os.path.isfile(os.path.join(d, 'include', 'dnnl.h')))
+def onednn_dir():
+    """oneDNN's folder: the installation's, or the per-user one an older set-up made when only that exists."""
+    installed = onednn_install_dir()
+    if not onednn_installed(installed) and onednn_installed(jittor_onednn_dir()):
+        return jittor_onednn_dir()
+    return installed
+
+
+def onednn_files(system=None):
+    """The files (relative to oneDNN's folder) that Jittor 1.3.8.5 and the fused ops need, per platform."""
+    system = system or platform.system()
+    if system == 'Windows':  # Jittor links dnnl.lib and loads bin/dnnl.dll
+        return ['include/dnnl.h', 'lib/dnnl.lib', 'bin/dnnl.dll']
+    return ['include/dnnl.h', 'lib/libmkldnn.dylib' if system == 'Darwin' else 'lib/libmkldnn.so']
+
+
+def onednn_installed(d=None):
+    d = onednn_dir() if d is None else d
+    return all(os.path.isfile(os.path.join(d, *f.split('/'))) for f in onednn_files())
+
+
+def _dir_link(target, link):
+    """A link to a folder; on Windows a junction (no admin rights or developer mode needed)."""
+    if os.name == 'nt':
+        import _winapi
+        _winapi.CreateJunction(target, link)
+    else:
+        os.symlink(target, link, target_is_directory=True)
+
+
+def link_onednn(d):
+    """Make Jittor load oneDNN from ``d``: a link to it at :func:`jittor_onednn_dir`, unless one works there.
+
+    Returns None, or why it could not (a read-only home, say).
+    """
+    where = jittor_onednn_dir()
+    if os.path.normcase(os.path.abspath(where)) == os.path.normcase(os.path.abspath(d)) or onednn_installed(where):
+        return None  # Jittor finds it (a link made before, or an older set-up's copy: the same 2.2)
+    try:
+        if os.path.lexists(where):  # a link left by an installation that has gone
+            try:
+                os.unlink(where)
+            except OSError:
+                os.rmdir(where)  # a Windows junction
+        os.makedirs(os.path.dirname(where), exist_ok=True)
+        _dir_link(d, where)
+    except FileExistsError:  # another process made it at the same moment
+        pass
+    except OSError as e:
+        return f'cannot link {where} to {d}: {e}'
+    return None if onednn_installed(where) else f'{where} does not lead to oneDNN'
+
+
+# Where the NVIDIA driver's library is, per platform: WSL2 keeps it (and the
+# loader may not be told) in /usr/lib/wsl/lib; Windows' is nvcuda.dll in System32.
+CUDA_DRIVERS = {'posix': ['libcuda.so.1', '/usr/lib/wsl/lib/libcuda.so.1'], 'nt': ['nvcuda.dll']}
+
+
+def cuda_driver(load=None):
+    """The CUDA driver library that loads here (its name or path), or None."""
+    load = load or ctypes.CDLL
+    for name in CUDA_DRIVERS.get(os.name, []):
+        if os.path.isabs(name) and not os.path.isfile(name):
+            continue
+        try:
+            load(name)
+            return name
+        except OSError:
+            pass
+    return None
 
 
 def cuda_driver_present():
-    try:
-        ctypes.CDLL('libcuda.so.1')
-        return True
-    except OSError:
-        return False
+    return cuda_driver() is not None
 
 
 def check_numpy():
@@ -168,12 +259,13 @@ def _prepare():
         _use_system_nccl()
     if os.environ.get('use_mkl') == '0':
         _state['onednn'] = False
-    elif onednn_installed():
-        _state['onednn'] = True
-    else:
+        return
+    why = None if onednn_installed() else 'oneDNN is not installed'
+    why = why or link_onednn(onednn_dir())
+    _state['onednn'] = why is None
+    if why:
         os.environ['use_mkl'] = '0'
-        _state['onednn'] = False
-        print('jittor-sbvsr: warning: oneDNN is not installed, CPU convolutions will be ~80x slower '
+        print(f'jittor-sbvsr: warning: {why}, CPU convolutions will be ~80x slower '
               '(run env/setup.sh to install it)', file=sys.stderr)
 
 
@@ -267,11 +359,17 @@ def python_sigint():
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
+# Without OpenMP (Jittor's MSVC build passes no flag for it) there is one thread.
+_FTZ_HEAD = '#include <xmmintrin.h>\n#ifdef _OPENMP\n#include <omp.h>\n#endif\n'
 _FTZ_SRC = """
+_mm_setcsr(_mm_getcsr() | 0x8040);
+#ifdef _OPENMP
 #pragma omp parallel
 { _mm_setcsr(_mm_getcsr() | 0x8040); }
-_mm_setcsr(_mm_getcsr() | 0x8040);
 @out(0) = omp_get_max_threads();
+#else
+@out(0) = 1;
+#endif
 """
 
 
@@ -290,8 +388,7 @@ def flush_denormals():
         return
     import jittor as jt
     with jt.flag_scope(use_cuda=0):
-        jt.code([1], 'int32', [], cpu_header='#include <xmmintrin.h>\n#include <omp.h>',
-                cpu_src=_FTZ_SRC).sync()
+        jt.code([1], 'int32', [], cpu_header=_FTZ_HEAD, cpu_src=_FTZ_SRC).sync()
 
 
 def quiet_jittor(verbose=False):
@@ -313,12 +410,12 @@ def quiet_jittor(verbose=False):
 
 
 def _core_cached():
-    """Whether Jittor's compiled core for our cache_name exists (a warm start)."""
+    """Whether Jittor's compiled core for our cache_name exists (a warm start): a ``.so``, on Windows a ``.pyd``."""
     import glob
     name = os.environ.get('cache_name', '*')
     pattern = os.path.join(glob.escape(jittor_home()), '.cache', 'jittor', 'jt*', '*', '*', '*', '*',
-                           name, 'jittor_core*.so')
-    return bool(glob.glob(pattern))
+                           name, 'jittor_core*')
+    return any(p.endswith(('.so', '.pyd')) for p in glob.glob(pattern))
 
 
 def select_device(device='auto'):

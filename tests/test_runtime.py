@@ -48,7 +48,7 @@ def _standalone_runtime():
 def test_prepare_without_onednn_or_cuda(clean_env, capsys):
     monkeypatch = clean_env
     rt = _standalone_runtime()
-    monkeypatch.setattr(rt, 'onednn_installed', lambda: False)
+    monkeypatch.setattr(rt, 'onednn_installed', lambda d=None: False)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: False)
     rt.prepare()
     assert os.environ['use_mkl'] == '0'
@@ -65,7 +65,7 @@ def test_prepare_without_onednn_or_cuda(clean_env, capsys):
 def test_prepare_keeps_an_explicit_nvcc_path_and_installed_onednn(clean_env, capsys):
     monkeypatch = clean_env
     rt = _standalone_runtime()
-    monkeypatch.setattr(rt, 'onednn_installed', lambda: True)
+    monkeypatch.setattr(rt, 'onednn_installed', lambda d=None: True)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: False)
     monkeypatch.setenv('nvcc_path', '/opt/cuda/bin/nvcc')
     rt.prepare()
@@ -78,7 +78,7 @@ def test_prepare_keeps_an_explicit_nvcc_path_and_installed_onednn(clean_env, cap
 def test_prepare_with_cuda_keeps_tf32_off_and_downloads_away(clean_env):
     monkeypatch = clean_env
     rt = _standalone_runtime()
-    monkeypatch.setattr(rt, 'onednn_installed', lambda: True)
+    monkeypatch.setattr(rt, 'onednn_installed', lambda d=None: True)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: True)
     monkeypatch.setattr(rt, 'find_system_nccl', lambda: None)
     rt.prepare()
@@ -87,7 +87,7 @@ def test_prepare_with_cuda_keeps_tf32_off_and_downloads_away(clean_env):
     assert os.environ['use_cutt'] == '0' and os.environ['use_nccl'] == '0'
     # a user's own choice stays
     rt = _standalone_runtime()
-    monkeypatch.setattr(rt, 'onednn_installed', lambda: True)
+    monkeypatch.setattr(rt, 'onednn_installed', lambda d=None: True)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: True)
     monkeypatch.setenv('NVIDIA_TF32_OVERRIDE', '1')
     rt.prepare()
@@ -97,7 +97,7 @@ def test_prepare_with_cuda_keeps_tf32_off_and_downloads_away(clean_env):
 def test_prepare_without_cuda_leaves_gpu_settings_alone(clean_env):
     monkeypatch = clean_env
     rt = _standalone_runtime()
-    monkeypatch.setattr(rt, 'onednn_installed', lambda: True)
+    monkeypatch.setattr(rt, 'onednn_installed', lambda d=None: True)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: False)
     rt.prepare()
     assert not {'NVIDIA_TF32_OVERRIDE', 'use_cutt', 'use_nccl'} & set(os.environ)
@@ -117,7 +117,7 @@ def test_prepare_checks_again_after_a_failure(clean_env):
     """Done only once it has succeeded: an import retried after an InstallationError fails again."""
     monkeypatch = clean_env
     rt = _standalone_runtime()
-    monkeypatch.setattr(rt, 'onednn_installed', lambda: True)
+    monkeypatch.setattr(rt, 'onednn_installed', lambda d=None: True)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: False)
     import numpy
     monkeypatch.setattr(numpy, '__version__', '2.1.0')
