@@ -360,17 +360,23 @@ def python_sigint():
 
 
 # Without OpenMP (Jittor's MSVC build passes no flag for it) there is one thread.
-_FTZ_HEAD = '#include <xmmintrin.h>\n#ifdef _OPENMP\n#include <omp.h>\n#endif\n'
-_FTZ_SRC = """
-_mm_setcsr(_mm_getcsr() | 0x8040);
+_FTZ_HEAD = """
+#include <xmmintrin.h>
 #ifdef _OPENMP
-#pragma omp parallel
-{ _mm_setcsr(_mm_getcsr() | 0x8040); }
-@out(0) = omp_get_max_threads();
-#else
-@out(0) = 1;
+#include <omp.h>
 #endif
+static int sbvsr_flush_denormals() {
+    _mm_setcsr(_mm_getcsr() | 0x8040);
+#ifdef _OPENMP
+    #pragma omp parallel
+    { _mm_setcsr(_mm_getcsr() | 0x8040); }
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
 """
+_FTZ_SRC = '@out(0) = sbvsr_flush_denormals();'  # (a source starting with '_' would be taken for a CUDA kernel)
 
 
 def flush_denormals():
