@@ -222,8 +222,10 @@ def _cuda(f, add, problems):
     """The CUDA lines: driver, toolkit, GPUs against Jittor's sm cap, cuDNN, the CUDA changes."""
     names = ' or '.join(runtime.CUDA_DRIVERS['nt' if f['windows'] else 'posix'])
     if not f['driver']:
-        add('CUDA', f'no NVIDIA driver ({names} does not load): runs on the CPU'
-            + ('; the GPUs nvidia-smi lists are not usable' if f['gpus'] else ''))
+        add('CUDA', f'no NVIDIA driver ({names} does not load): runs on the CPU')
+        if f['gpus']:
+            problems.append(f'nvidia-smi lists {f["gpus"][0]["name"]}, but {names} does not load: the GPU '
+                            'is not used; fix: reinstall the NVIDIA driver (WSL2: the Windows one, not a Linux one)')
         return
     if not f.get('nvcc'):
         add('CUDA', f'driver {f["driver"]}, no CUDA toolkit (nvcc): runs on the CPU')
