@@ -37,25 +37,14 @@ import hashlib
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import sys
 from pathlib import Path
 
 
-
-def onednn_name(system=None, machine=None):
-    """The folder name of the oneDNN 2.2 build Jittor 1.3.8.5 takes on this platform (its install_mkl's)."""
-    system = system or platform.system()
-    machine = (machine or platform.machine()).lower()
-    if system == 'Windows':
-        return 'dnnl_win_2.2.0_cpu_vcomp'  # built with MSVC's OpenMP, as Jittor's MSVC build uses
-    if system == 'Darwin':
-        return 'dnnl_mac_2.2.0_cpu_omp_' + ('arm64' if machine == 'arm64' else 'x86_64')
-    return 'dnnl_lnx_2.2.0_cpu_gomp' + ('_aarch64' if machine in ('aarch64', 'arm64') else '')
-
-
-ONEDNN_NAME = onednn_name()
+# oneDNN 2.2.0 as Jittor 1.3.8.5 names it (its install_mkl): its Windows build uses MSVC's OpenMP (vcomp)
+ONEDNN_NAMES = {'posix': 'dnnl_lnx_2.2.0_cpu_gomp', 'nt': 'dnnl_win_2.2.0_cpu_vcomp'}
+ONEDNN_NAME = ONEDNN_NAMES['nt' if os.name == 'nt' else 'posix']
 PINNED_JITTOR = '1.3.8.5'
 
 _state = {'prepared': False, 'onednn': False, 'cuda_visible': False, 'interrupted': False}
@@ -105,34 +94,30 @@ def jittor_home():
         return str(Path.home())
 
 
-def onednn_install_dir():
-    """Where the set-up installs oneDNN: inside the installation (the venv), for every user of it."""
-    return os.path.join(sys.prefix, 'onednn', ONEDNN_NAME)
-
-
-def jittor_onednn_dir():
+def jittor_onednn_dir(name=ONEDNN_NAME):
     """Where Jittor 1.3.8.5 loads oneDNN from: ``<jittor home>/.cache/jittor/mkl/<name>``.
 
     (It takes the first ``dnnl*`` folder there; an older set-up installed
     oneDNN into it, for one user.)
     """
-    return os.path.join(jittor_home(), '.cache', 'jittor', 'mkl', ONEDNN_NAME)
+    return os.path.join(jittor_home(), '.cache', 'jittor', 'mkl', name)
 
 
-def onednn_dir():
-    """oneDNN's folder: the installation's, or the per-user one an older set-up made when only that exists."""
-    installed = onednn_install_dir()
-    if not onednn_installed(installed) and onednn_installed(jittor_onednn_dir()):
-        return jittor_onednn_dir()
-    return installed
+def onednn_dir(prefix=None, name=ONEDNN_NAME):
+    """oneDNN inside the install (``<sys.prefix>/onednn/<name>``, where env/setup.py puts it), so
+    every user and HOME of the install finds it. Without ``prefix``, an older set-up's copy in
+    the user's Jittor cache is used when the install has none."""
+    own = os.path.join(prefix or sys.prefix, 'onednn', name)
+    if prefix is None and not onednn_installed(own) and onednn_installed(jittor_onednn_dir(name)):
+        return jittor_onednn_dir(name)
+    return own
 
 
-def onednn_files(system=None):
-    """The files (relative to oneDNN's folder) that Jittor 1.3.8.5 and the fused ops need, per platform."""
-    system = system or platform.system()
-    if system == 'Windows':  # Jittor links dnnl.lib and loads bin/dnnl.dll
+def onednn_files(windows=None):
+    """The files (relative to oneDNN's folder) that Jittor 1.3.8.5 and the fused ops need."""
+    if os.name == 'nt' if windows is None else windows:  # Jittor links dnnl.lib and loads bin/dnnl.dll
         return ['include/dnnl.h', 'lib/dnnl.lib', 'bin/dnnl.dll']
-    return ['include/dnnl.h', 'lib/libmkldnn.dylib' if system == 'Darwin' else 'lib/libmkldnn.so']
+    return ['include/dnnl.h', 'lib/libmkldnn.so']
 
 
 def onednn_installed(d=None):

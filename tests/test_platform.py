@@ -53,35 +53,25 @@ def _fake_onednn(d, files):
 
 # ------------------------------------------------------------ oneDNN ----
 
-@pytest.mark.parametrize('system, machine, archive', [
-    ('Linux', 'x86_64', 'dnnl_lnx_2.2.0_cpu_gomp.tgz'),
-    ('Linux', 'aarch64', 'dnnl_lnx_2.2.0_cpu_gomp_aarch64.tgz'),
-    ('Windows', 'AMD64', 'dnnl_win_2.2.0_cpu_vcomp.zip'),
-    ('Darwin', 'arm64', 'dnnl_mac_2.2.0_cpu_omp_arm64.tgz'),
-])
-def test_onednn_name_is_the_build_jittor_takes(rt, system, machine, archive):
-    # Jittor names the folder after its archive (install_mkl: filename.rsplit('.', 1)[0])
-    assert f'"{archive}"' in _jittor_source('compile_extern.py')
-    assert rt.onednn_name(system, machine) == archive.rsplit('.', 1)[0]
-
-
-def test_onednn_files_per_platform(rt, monkeypatch):
+def test_onednn_names_and_files_are_jittors(rt, monkeypatch):
     src = _jittor_source('compile_extern.py')
+    # Jittor names the folder after its archive (install_mkl: filename.rsplit('.', 1)[0])
+    assert '"dnnl_lnx_2.2.0_cpu_gomp.tgz"' in src and '"dnnl_win_2.2.0_cpu_vcomp.zip"' in src
+    assert rt.ONEDNN_NAMES == {'posix': 'dnnl_lnx_2.2.0_cpu_gomp', 'nt': 'dnnl_win_2.2.0_cpu_vcomp'}
     # Jittor's setup_mkl checks these (libmkldnn.so; on Windows bin/dnnl.dll, linked as -ldnnl)
     assert '"libmkldnn.so"' in src and "'bin', 'dnnl.dll'" in src and '-ldnnl' in src
-    assert 'lib/libmkldnn.so' in rt.onednn_files('Linux')
-    assert {'bin/dnnl.dll', 'lib/dnnl.lib', 'include/dnnl.h'} <= set(rt.onednn_files('Windows'))
-    d = _fake_onednn(Path(sys.prefix) / 'onednn' / rt.ONEDNN_NAME, rt.onednn_files('Linux'))
-    monkeypatch.setattr(rt.platform, 'system', lambda: 'Linux')
+    assert 'lib/libmkldnn.so' in rt.onednn_files(windows=False)
+    assert {'bin/dnnl.dll', 'lib/dnnl.lib', 'include/dnnl.h'} <= set(rt.onednn_files(windows=True))
+    d = _fake_onednn(Path(sys.prefix) / 'onednn' / rt.ONEDNN_NAME, rt.onednn_files(windows=False))
     assert rt.onednn_installed(str(d))
-    monkeypatch.setattr(rt.platform, 'system', lambda: 'Windows')  # a Linux install is no Windows one
+    monkeypatch.setattr(rt.os, 'name', 'nt')  # a Linux install is no Windows one
     assert not rt.onednn_installed(str(d))
 
 
 def test_onednn_dir_is_the_installations(rt):
     inst = Path(sys.prefix, 'onednn', rt.ONEDNN_NAME)
     user = Path(os.environ['JITTOR_HOME'], '.cache', 'jittor', 'mkl', rt.ONEDNN_NAME)
-    assert rt.onednn_install_dir() == str(inst) and rt.jittor_onednn_dir() == str(user)
+    assert rt.onednn_dir(sys.prefix) == str(inst) and rt.jittor_onednn_dir() == str(user)
     assert rt.onednn_dir() == str(inst)  # neither: where the set-up will put it
     _fake_onednn(user, rt.onednn_files())
     assert rt.onednn_dir() == str(user)  # only an older set-up's, per user
@@ -129,7 +119,7 @@ def test_prepare_links_the_installed_onednn(rt, monkeypatch, capsys):
         monkeypatch.delenv(k)
     monkeypatch.delitem(sys.modules, 'jittor', raising=False)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: False)
-    _fake_onednn(rt.onednn_install_dir(), rt.onednn_files())
+    _fake_onednn(rt.onednn_dir(sys.prefix), rt.onednn_files())
     rt.prepare()
     assert 'use_mkl' not in os.environ and rt.onednn_enabled()
     assert Path(rt.jittor_onednn_dir()).is_symlink()
