@@ -89,7 +89,7 @@ def jittor_home():
         return os.path.abspath(os.environ['JITTOR_HOME'])
     cfg = Path.home() / '.cache' / 'jittor' / 'config.json'
     try:
-        return json.loads(cfg.read_text()).get('JITTOR_HOME', str(Path.home()))
+        return json.loads(cfg.read_text(encoding='utf-8')).get('JITTOR_HOME', str(Path.home()))
     except (OSError, ValueError):
         return str(Path.home())
 

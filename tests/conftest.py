@@ -63,7 +63,7 @@ def broken_install(tmp_path_factory):
     Jittor cannot run in (runtime.InstallationError), for a child process."""
     fake = tmp_path_factory.mktemp('numpy 2 ü')
     (fake / 'numpy').mkdir()
-    (fake / 'numpy' / '__init__.py').write_text("__version__ = '2.0.0'\n")
+    (fake / 'numpy' / '__init__.py').write_text("__version__ = '2.0.0'\n", encoding='utf-8')
 
     def env(cause):
         if cause == 'numpy 2':
