@@ -99,3 +99,66 @@ def test_console_streams_never_lose_a_line(tmp_path):
     # without it the line is lost to a UnicodeEncodeError
     r = subprocess.run([sys.executable, '-c', f'print("{CJK}")'], capture_output=True, env=env, timeout=60)
     assert r.returncode != 0 and b'UnicodeEncodeError' in r.stderr
+
+
+def _run_infer(args, env, cwd):
+    """inference.py with encoding warnings on (ours would show as lines naming a file of this repo)."""
+    r = subprocess.run([sys.executable, '-X', 'warn_default_encoding', str(ROOT / 'inference.py'), *map(str, args)],
+                       capture_output=True, text=True, encoding='utf-8', errors='replace', env=env, cwd=cwd,
+                       timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ours = [ln for ln in r.stderr.splitlines() if 'EncodingWarning' in ln and str(ROOT) in ln]
+    assert not ours, ours
+    assert 'Traceback' not in r.stderr and 'oneDNN is not installed' not in r.stderr, r.stderr[-3000:]
+    return r
+
+
+def _pngs(folder):
+    return sorted(p for p in Path(folder).rglob('*.png'))
+
+
+def test_demo_with_home_temp_and_jittor_cache_in_a_cjk_folder(tmp_path):
+    """``inference.py --demo`` end to end with HOME, TMPDIR and the project root (the demo's input
+    and output) in ``用户 张三``, and Jittor's home, so its compile cache and the oneDNN link, under
+    ``~/.cache/jittor-sbvsr-tests/用户 张三``: Jittor builds its core and the model's kernels there,
+    from sources and flags naming that path (the first run here takes minutes; the folder is kept,
+    so later runs are warm: a path that changes would recompile every time).
+    """
+    from jittor_sbvsr import runtime
+    base = tmp_path / CJK
+    home, tmp, project = base / 'home', base / 'tmp', base / 'project'
+    for d in (home, tmp, project):
+        d.mkdir(parents=True)
+    jhome = Path(runtime.jittor_home()) / '.cache' / 'jittor-sbvsr-tests' / CJK
+    jhome.mkdir(parents=True, exist_ok=True)
+    onednn = runtime.onednn_dir()
+    if onednn != runtime.onednn_dir(sys.prefix):  # an older set-up's per-user copy: as that set-up made it
+        link = jhome / '.cache' / 'jittor' / 'mkl' / runtime.ONEDNN_NAME
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(onednn, target_is_directory=True)
+    env = dict(os.environ, HOME=str(home), TMPDIR=str(tmp), TEMP=str(tmp), TMP=str(tmp), JITTOR_HOME=str(jhome),
+               SBVSR_ROOT=str(project))
+    env.pop('cache_name', None)
+    _run_infer(['--demo'], env, cwd=str(base))
+    out = project / 'demo_results' / 'infer_demo'
+    assert len(_pngs(out)) >= 14, sorted(out.rglob('*'))  # 2 clips x 7 frames
+    assert list(jhome.glob('.cache/jittor/jt*/*/*/*/*/*/jittor_core*')), 'Jittor did not use the CJK cache'
+    assert list(tmp.iterdir()) == [], 'temporary files left behind'
+
+
+def test_input_and_output_in_a_cjk_folder(tmp_path, recipe_pkl):
+    """A frame folder and the results in ``用户 张三`` (read, written, logged: nothing escapes)."""
+    import imageio.v2 as imageio
+    clip = tmp_path / CJK / '输入 LR' / '视频 1'
+    clip.mkdir(parents=True)
+    rng = np.random.RandomState(0)
+    for t in range(5):
+        imageio.imwrite(clip / f'{t:08d}.png', rng.randint(0, 256, (24, 32, 3)).astype(np.uint8))
+    out = tmp_path / CJK / '结果 out'
+    _run_infer(['--input_path', clip.parent, '--model_path', recipe_pkl, '--result_path', out,
+                '--infer_flag', '运行', '--save_kernel'], dict(os.environ), cwd=str(tmp_path))
+    run = out / 'infer_运行'
+    assert len(_pngs(run / '视频 1')) == 5
+    log = next(run.glob('inference_log_*.txt')).read_text(encoding='utf-8')
+    assert '视频 1' in log and CJK in log
