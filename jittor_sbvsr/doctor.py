@@ -110,7 +110,8 @@ def gather():
          'python': (sys.version_info[:2], platform.python_version(), sys.executable),
          'driver': runtime.cuda_driver(), 'gpus': gpus(), 'temp': tempfile.gettempdir(),
          'onednn_dir': runtime.onednn_dir(), 'onednn_installed': runtime.onednn_installed(),
-         'mpirun': shutil.which('mpirun'), 'memory': free_memory()}
+         'mpirun': shutil.which('mpirun'), 'memory': free_memory(),
+         'cache': os.path.join(runtime.jittor_home(), '.cache', 'jittor')}  # Jittor's, once it has started
     try:
         with open('/proc/version', encoding='utf-8', errors='replace') as v:
             f['wsl'] = 'microsoft' in v.read().lower()
@@ -172,8 +173,8 @@ def diagnose(f):
         if f['jittor'] != runtime.PINNED_JITTOR:
             problems.append(f'Jittor {f["jittor"]} is installed, this project runs on {runtime.PINNED_JITTOR}; '
                             'fix: pip install -r env/jittor-1.3.8.5.txt')
-        add('cache', f['cache'])
-    for what, path in (("Jittor's cache", f.get('cache')), ('the temporary folder', f.get('temp'))):
+    add('cache', f['cache'])
+    for what, path in (("Jittor's cache", f['cache']), ('the temporary folder', f.get('temp'))):
         if f['windows'] and path and not path.isascii():
             problems.append(f'{what} {path} is not an ASCII path, which compilers on Windows may not '
                             'read; fix: set ' + ('JITTOR_HOME' if 'cache' in what else 'TEMP and TMP')

@@ -107,6 +107,10 @@ def test_non_ascii_cache_on_windows(doctor):
     assert 'TEMP and TMP' in problems[1]
     # the same path on Linux is fine (tested end to end: tests/test_encoding.py)
     assert doctor.diagnose(dict(f, windows=False))[1] == []
+    # Jittor that could not start: the cache folder it would use is still checked
+    f = dict(f, jittor=None, cache='C:\\Users\\用户 张三\\.cache\\jittor', device_error='Jittor failed to start: x')
+    lines, problems, rc = doctor.diagnose(f)
+    assert rc == 1 and any('JITTOR_HOME' in p for p in problems), problems
 
 
 def test_failed_self_check_and_little_memory(doctor):
