@@ -159,6 +159,7 @@ def link_onednn(d):
 
 # Where the NVIDIA driver's library is, per platform: WSL2 keeps it (and the
 # loader may not be told) in /usr/lib/wsl/lib; Windows' is nvcuda.dll in System32.
+# Loaded once by its path, it stays loaded, and CUDA's own lookup by name finds it.
 CUDA_DRIVERS = {'posix': ['libcuda.so.1', '/usr/lib/wsl/lib/libcuda.so.1'], 'nt': ['nvcuda.dll']}
 
 
