@@ -160,6 +160,9 @@ def test_input_and_output_in_a_cjk_folder(tmp_path, recipe_pkl):
     _run_infer(['--input_path', clip.parent, '--model_path', recipe_pkl, '--result_path', out,
                 '--infer_flag', '运行', '--save_kernel'], dict(os.environ), cwd=str(tmp_path))
     run = out / 'infer_运行'
-    assert len(_pngs(run / '视频 1')) == 5
+    # 5 frames, windows of 5: the centre frame's result, and its kernel
+    made = [p.relative_to(run).as_posix() for p in _pngs(run)]
+    assert made == ['视频 1/00000002.png', '视频 1/kernel/00000002.png'], made
+    assert imageio.imread(run / '视频 1' / '00000002.png').shape == (96, 128, 3)
     log = next(run.glob('inference_log_*.txt')).read_text(encoding='utf-8')
     assert '视频 1' in log and CJK in log

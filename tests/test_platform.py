@@ -169,7 +169,8 @@ def test_cuda_driver_windows(rt, monkeypatch):
 @pytest.mark.parametrize('core', ['jittor_core.cpython-311-x86_64-linux-gnu.so', 'jittor_core.cp311-win_amd64.pyd'])
 def test_core_cached_knows_so_and_pyd(rt, monkeypatch, core):
     monkeypatch.setenv('cache_name', 'sbvsr_x')
-    d = Path(os.environ['JITTOR_HOME'], '.cache', 'jittor', 'jt1.3.8', 'cl', 'py3.11.9', 'Windows-10-x1', 'cpu', 'sbvsr_x')
+    d = Path(os.environ['JITTOR_HOME'], '.cache', 'jittor', 'jt1.3.8', 'cl', 'py3.11.9', 'Windows-10-x1', 'cpu',
+             'sbvsr_x')
     d.mkdir(parents=True)
     (d / (core + '.key')).write_text('', encoding='utf-8')
     assert not rt._core_cached()
