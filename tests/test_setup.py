@@ -7,8 +7,12 @@ python commands standing in for pip and the compile. No network, no pip.
 """
 import importlib.util
 import os
+import re
+import shutil
 import subprocess
 import sys
+import textwrap
+import types
 import zipfile
 
 import pytest
@@ -225,10 +229,56 @@ def test_onednn_goes_inside_the_environment(tmp_path, monkeypatch, windows):
                                                    'lib/libdnnl.so.2.2', 'lib/libdnnl.so.2@', 'lib/libdnnl.so@',
                                                    'lib/libmkldnn.so.2@', 'lib/libmkldnn.so@']
         assert os.readlink(prefix / 'onednn' / name / 'lib' / 'libmkldnn.so') == 'libdnnl.so.2.2'
-    assert os.listdir(prefix / 'onednn') == [name]  # no .partial left
+    assert os.listdir(prefix / 'onednn') == [name] and os.listdir(prefix) == ['onednn']  # no .partial left
 
     monkeypatch.setattr(onednn, 'download', lambda specs, into: pytest.fail('downloaded again'))
     assert onednn.install(str(prefix), windows) == (dst, True)
+
+
+@pytest.fixture
+def jittor_copy(tmp_path):
+    """The installed Jittor's compile_extern.py, copied (the installed one is only read)."""
+    spec = importlib.util.find_spec('jittor')
+    dst = tmp_path / 'site' / 'jittor'
+    dst.mkdir(parents=True)
+    shutil.copy2(os.path.join(list(spec.submodule_search_locations)[0], 'compile_extern.py'), dst)
+    (dst / 'compiler.py').write_text('')
+    return dst
+
+
+def _jittor_mkl_path(compile_extern, prefix, home):
+    """Run setup_mkl's choice of folder (from ``mkl_path =`` to its make_cache_dir) as Jittor does."""
+    text = compile_extern.read_text(encoding='utf-8')
+    block = re.search(r'\n(        mkl_path = os\.path\.join\((?:sys|jit_utils).*?\n)\s*make_cache_dir\(mkl_path\)',
+                      text, re.S).group(1)
+    scope = {'os': os, 'sys': types.SimpleNamespace(prefix=str(prefix)),
+             'jit_utils': types.SimpleNamespace(home=lambda: str(home))}
+    exec(textwrap.dedent(block), scope)
+    return scope['mkl_path']
+
+
+def test_main_installs_and_points_jittor_there(tmp_path, monkeypatch, capsys, jittor_copy):
+    windows = os.name == 'nt'
+    monkeypatch.setattr(onednn, 'download', lambda specs, into: _wheels(tmp_path, windows))
+    prefix, home = tmp_path / 'venv é', tmp_path / 'home 张三'
+    extern = jittor_copy / 'compile_extern.py'
+    assert _jittor_mkl_path(extern, prefix, home) == str(home / '.cache' / 'jittor' / 'mkl')  # as shipped
+    args = ['--prefix', str(prefix), '--jittor-dir', str(jittor_copy)]
+    assert onednn.main(args) == 0
+    name = onednn.name(windows)
+    assert capsys.readouterr().out.splitlines() == [
+        f'oneDNN 2.2.0 installed in {prefix / "onednn" / name}', 'Jittor looks for oneDNN there first: applied']
+    text = extern.read_bytes()
+    assert text.count(b'\n') == text.count(b'\r\n')  # Jittor's CRLF kept
+    assert _jittor_mkl_path(extern, prefix, home) == str(prefix / 'onednn')
+    assert _jittor_mkl_path(extern, tmp_path / 'other venv', home) == str(home / '.cache' / 'jittor' / 'mkl')
+    assert onednn.main(args) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f'oneDNN 2.2.0 already installed in {prefix / "onednn" / name}', 'Jittor looks for oneDNN there first: already applied']
+    extern.write_text('another Jittor\n')
+    assert onednn.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: install_onednn: ') and 'not Jittor 1.3.8.5?' in err[0]
 
 
 def test_onednn_wheels_without_the_library_leave_nothing(tmp_path, monkeypatch, capsys):
@@ -239,7 +289,7 @@ def test_onednn_wheels_without_the_library_leave_nothing(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('error: install_onednn: the oneDNN wheels lack '), err
     assert 'lib/libmkldnn.so' in err[0] and 'include/dnnl.h' in err[0]
-    assert list((tmp_path / 'v').rglob('*')) in ([], [tmp_path / 'v' / 'onednn'])  # nothing in place
+    assert list((tmp_path / 'v').rglob('*')) == []  # nothing in place, nothing half-made
 
 
 def test_onednn_dir_prefers_the_install_and_falls_back_to_the_user_cache(tmp_path, monkeypatch):

@@ -12,7 +12,13 @@ oneDNN 2.2.0 Jittor 1.3.8.5 itself would download from its own server:
   Jittor's dnnl_win_2.2.0_cpu_vcomp: bin/dnnl.dll, lib/dnnl.lib and the
   headers, copied as they are (no symlinks: they need admin rights there).
 
-Needs no root; run by env/setup.py. Usage: tools/install_onednn.py [--prefix DIR]
+Jittor 1.3.8.5 looks for oneDNN in the user's cache only (and its
+``mkl_include_path``/``mkl_lib_path`` variables crash its set-up when both are
+given), so its installed copy is changed to look in ``<sys.prefix>/onednn``
+first (``JITTOR_EDIT``; ``pip install --force-reinstall jittor==1.3.8.5``
+undoes it, and Jittor then uses the user's cache as before).
+
+Needs no root; run by env/setup.py. Usage: tools/install_onednn.py [--prefix DIR] [--jittor-dir DIR]
 """
 import argparse
 import os
@@ -22,12 +28,19 @@ import sys
 import tempfile
 import zipfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
+from jittor_cuda_patch import ALREADY, APPLIED, PatchError, edit_text, installed_jittor_dir  # noqa: E402
 from jittor_sbvsr.runtime import ONEDNN_NAMES, onednn_dir  # noqa: E402
 
 VERSION = '2021.2.0'  # the wheels' version of oneDNN 2.2.0
 LIB = 'libdnnl.so.2.2'
 LINUX_ALIASES = ('libdnnl.so.2', 'libdnnl.so', 'libmkldnn.so', 'libmkldnn.so.2')
+# compile_extern.py's setup_mkl: the folder it searches for a dnnl* folder ('\n': Jittor's CRLF)
+JITTOR_EDIT = ('compile_extern.py', '        mkl_path = os.path.join(jit_utils.home(), ".cache", "jittor", "mkl")\n',
+               '        mkl_path = os.path.join(sys.prefix, "onednn")  # jittor-sbvsr: oneDNN inside the install\n'
+               '        if not os.path.isdir(mkl_path):\n'
+               '            mkl_path = os.path.join(jit_utils.home(), ".cache", "jittor", "mkl")\n')
 
 
 def name(windows):
@@ -64,8 +77,9 @@ def installed(dst, windows):
 
 
 def unpack(wheel_files, dst, windows):
-    """Put the kept members of ``wheel_files`` in ``dst`` (replaced whole: staged, then renamed)."""
-    stage = dst + '.partial'
+    """Put the kept members of ``wheel_files`` in ``dst`` (replaced whole: staged beside its
+    folder, which is what Jittor searches, then renamed)."""
+    stage = os.path.dirname(dst) + '.partial'
     shutil.rmtree(stage, ignore_errors=True)
     os.makedirs(stage)
     for whl in wheel_files:
@@ -111,16 +125,32 @@ def install(prefix, windows):
     return dst, False
 
 
+def point_jittor(jittor_dir):
+    """Make Jittor in ``jittor_dir`` look for oneDNN in ``<sys.prefix>/onednn`` first; returns a status."""
+    rel, old, new = JITTOR_EDIT
+    path = os.path.join(jittor_dir, rel)
+    if not os.path.isfile(path):
+        raise PatchError(f'{jittor_dir} is not a Jittor package folder (no {rel})')
+    return edit_text(path, old, new)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--prefix', default=sys.prefix, help='the environment (default: this Python\'s, sys.prefix)')
+    ap.add_argument('--jittor-dir', help='the installed jittor package (default: the one this python imports)')
     args = ap.parse_args(argv)
     try:
         dst, already = install(os.path.abspath(args.prefix), os.name == 'nt')
-    except (OSError, subprocess.CalledProcessError, zipfile.BadZipFile) as e:
+        print(f'oneDNN 2.2.0 {"already installed" if already else "installed"} in {dst}')
+        status = point_jittor(args.jittor_dir or installed_jittor_dir())
+    except (OSError, PatchError, subprocess.CalledProcessError, zipfile.BadZipFile) as e:
         print(f'error: install_onednn: {e}', file=sys.stderr)
         return 1
-    print(f'oneDNN 2.2.0 {"already installed" if already else "installed"} in {dst}')
+    if status not in (APPLIED, ALREADY):
+        print(f'error: install_onednn: Jittor\'s oneDNN search ({JITTOR_EDIT[0]}) not found '
+              '(not Jittor 1.3.8.5?): it would not find oneDNN there', file=sys.stderr)
+        return 1
+    print(f'Jittor looks for oneDNN there first: {status}')
     return 0
 
 
