@@ -229,6 +229,22 @@ def test_main_per_cuda_version(jt_copy, tmp_path, monkeypatch, capsys, release, 
         assert err == ''
 
 
+@pytest.mark.parametrize('archs,warning', [([86, 89], None), ([120], 'sm_120, CUDA 11.2 builds up to sm_86')])
+def test_windows_uses_jittors_own_cuda_11_2(jt_copy, monkeypatch, capsys, archs, warning):
+    """Jittor 1.3.8.5 on Windows downloads CUDA 11.2 itself: nothing to change, but a GPU it cannot use is said."""
+    monkeypatch.setattr(tool, 'WINDOWS', True)
+    monkeypatch.delenv('nvcc_path', raising=False)
+    monkeypatch.setattr(tool, 'gpu_info', lambda: ((12, 8), archs))
+    from jittor_sbvsr import runtime
+    monkeypatch.setattr(runtime, 'cuda_driver_present', lambda: True)
+    before = _hashes(jt_copy)
+    assert tool.main(['--jittor-dir', str(jt_copy)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith('jittor_cuda_patch: Jittor uses the CUDA 11.2 it downloads itself') and len(out.splitlines()) == 1
+    assert (warning in err and 'set nvcc_path' in err) if warning else err == '', err
+    assert _hashes(jt_copy) == before
+
+
 def test_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert _main(monkeypatch, tmp_path / 'nowhere', True, _fake_cuda(tmp_path, '13.0', 9)) == 2
     err = capsys.readouterr().err.strip().splitlines()

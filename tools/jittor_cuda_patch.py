@@ -16,7 +16,8 @@ sources on the user's machine for the GPU's architecture, and:
   instead.
 It also says, as a warning, what no change can fix: a driver older than the
 toolkit, a GPU newer than the toolkit (sm_100+ before CUDA 12.8), a GPU
-CUDA 13 dropped (before sm_75).
+CUDA 13 dropped (before sm_75). Where Jittor uses the CUDA 11.2 it downloads
+itself (always on Windows unless ``nvcc_path`` is set) nothing is changed.
 
 ``env/setup.py`` runs this once. It changes nothing without a CUDA driver
 (a CPU-only set-up, even with an nvcc on it), without an nvcc, or with
@@ -40,6 +41,11 @@ import sys
 import sysconfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+WINDOWS = os.name == 'nt'
+# The CUDA Jittor 1.3.8.5 downloads itself for a driver of CUDA 11.2 or newer (jtcuda,
+# jittor_utils/install_cuda.py): on Windows always, unless nvcc_path is set.
+JTCUDA = (11, 2)
 
 APPLIED = 'applied'
 ALREADY = 'already applied'
@@ -210,7 +216,7 @@ def find_nvcc():
         if path and not (os.path.isfile(path) and os.access(path, os.X_OK)):
             raise PatchError(f'nvcc_path={path} is not an executable file')
         return path or None
-    if os.path.isdir(os.path.join(_runtime().jittor_home(), '.cache', 'jittor', 'jtcuda')):
+    if WINDOWS or os.path.isdir(os.path.join(_runtime().jittor_home(), '.cache', 'jittor', 'jtcuda')):
         return 'jtcuda'
     for cand in (shutil.which('nvcc'), '/usr/local/cuda/bin/nvcc', '/usr/bin/nvcc', '/opt/cuda/bin/nvcc'):
         if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
@@ -260,7 +266,8 @@ def main(argv=None):
         # First, before anything else is looked at: importing jittor_sbvsr
         # hides nvcc from Jittor (nvcc_path='') exactly when there is no driver.
         if not driver_present():
-            print(tag, 'no CUDA driver (libcuda.so.1): CPU-only set-up, Jittor left as it is')
+            print(tag, f'no CUDA driver ({"nvcuda.dll" if WINDOWS else "libcuda.so.1"}): CPU-only set-up, '
+                  'Jittor left as it is')
             return 0
         jittor_dir = args.jittor_dir or installed_jittor_dir()
         nvcc = find_nvcc()
@@ -268,7 +275,11 @@ def main(argv=None):
             print(tag, 'no nvcc (nvcc_path, PATH, /usr/local/cuda/bin): Jittor left as it is')
             return 0
         if nvcc == 'jtcuda':
-            print(tag, 'Jittor uses the CUDA 11 it downloaded (jtcuda): Jittor left as it is')
+            driver, archs = gpu_info()
+            for problem in problems(JTCUDA, driver, archs):
+                print(f'warning: {tag} {problem} (set nvcc_path to that nvcc)', file=sys.stderr)
+            print(tag, f'Jittor uses the CUDA {JTCUDA[0]}.{JTCUDA[1]} it downloads itself (jtcuda; on Windows '
+                  'unless nvcc_path is set): Jittor left as it is')
             return 0
         cuda, cudnn = nvcc_version(nvcc), cudnn_major(nvcc)
         driver, archs = gpu_info()
