@@ -8,7 +8,6 @@ python commands standing in for pip and the compile. No network, no pip.
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -237,11 +236,17 @@ def test_onednn_goes_inside_the_environment(tmp_path, monkeypatch, windows):
 
 @pytest.fixture
 def jittor_copy(tmp_path):
-    """The installed Jittor's compile_extern.py, copied (the installed one is only read)."""
+    """The installed Jittor's compile_extern.py, copied as shipped (the installed one is only read;
+    in an environment env/setup.py made, the change is taken back out of the copy)."""
     spec = importlib.util.find_spec('jittor')
     dst = tmp_path / 'site' / 'jittor'
     dst.mkdir(parents=True)
-    shutil.copy2(os.path.join(list(spec.submodule_search_locations)[0], 'compile_extern.py'), dst)
+    with open(os.path.join(list(spec.submodule_search_locations)[0], 'compile_extern.py'), newline='',
+              encoding='utf-8') as f:
+        text = f.read()
+    _, old, new = onednn.JITTOR_EDIT
+    with open(dst / 'compile_extern.py', 'w', newline='', encoding='utf-8') as f:
+        f.write(text.replace(new.replace('\n', '\r\n'), old.replace('\n', '\r\n')))
     (dst / 'compiler.py').write_text('')
     return dst
 
@@ -274,7 +279,8 @@ def test_main_installs_and_points_jittor_there(tmp_path, monkeypatch, capsys, ji
     assert _jittor_mkl_path(extern, tmp_path / 'other venv', home) == str(home / '.cache' / 'jittor' / 'mkl')
     assert onednn.main(args) == 0
     assert capsys.readouterr().out.splitlines() == [
-        f'oneDNN 2.2.0 already installed in {prefix / "onednn" / name}', 'Jittor looks for oneDNN there first: already applied']
+        f'oneDNN 2.2.0 already installed in {prefix / "onednn" / name}',
+        'Jittor looks for oneDNN there first: already applied']
     extern.write_text('another Jittor\n')
     assert onednn.main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
