@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Set up jittor-sbvsr on Linux, WSL2 or Windows: one installer, standard library only.
 
 It makes a virtual environment (``.venv``; ``bin/`` on Linux, ``Scripts\\``
@@ -118,7 +119,8 @@ def plan(venv, test, plat):
     steps.append(Step('Jittor and the CUDA toolkit (changes only where a CUDA driver and nvcc need them)',
                       [py, os.path.join(ROOT, 'tools', 'jittor_cuda_patch.py')]))
     steps.append(Step('compiling Jittor once for this environment (a few minutes, once per user)',
-                      [py, '-c', READY], until_ready=True, tries=COMPILE_TRIES))
+                      [py, '-c', READY], until_ready=True, tries=COMPILE_TRIES,
+                      env={'PYTHONIOENCODING': 'utf-8'}))  # what _compile reads, whatever the console's
     return steps
 
 

@@ -55,6 +55,7 @@ def test_linux_user_plan(tmp_path):
     mpi = [t for t in titles(steps) if t.startswith('Open MPI')]
     assert len(mpi) == 1 and 'not found' in mpi[0] and 'apt-get install' in mpi[0]  # a hint, not a command
     assert steps[-1].until_ready and steps[-1].tries == setup.COMPILE_TRIES > 1
+    assert steps[-1].env == {'PYTHONIOENCODING': 'utf-8'}  # the pipe it reads is UTF-8 on any console
 
 
 def test_windows_plan(tmp_path):
