@@ -36,7 +36,9 @@ import shutil
 import sys
 from pathlib import Path
 
-ONEDNN_NAME = 'dnnl_lnx_2.2.0_cpu_gomp'
+# oneDNN 2.2.0 as Jittor 1.3.8.5 names it: its Windows build uses MSVC's OpenMP (vcomp)
+ONEDNN_NAMES = {'posix': 'dnnl_lnx_2.2.0_cpu_gomp', 'nt': 'dnnl_win_2.2.0_cpu_vcomp'}
+ONEDNN_NAME = ONEDNN_NAMES['nt' if os.name == 'nt' else 'posix']
 PINNED_JITTOR = '1.3.8.5'
 
 _state = {'prepared': False, 'onednn': False, 'cuda_visible': False, 'interrupted': False}
@@ -86,8 +88,16 @@ def jittor_home():
         return str(Path.home())
 
 
-def onednn_dir():
-    return os.path.join(jittor_home(), '.cache', 'jittor', 'mkl', ONEDNN_NAME)
+def onednn_dir(prefix=None, name=ONEDNN_NAME):
+    """oneDNN inside the install (``<sys.prefix>/onednn/<name>``, where env/setup.py puts it), so
+    every user and HOME of the install finds it. Without ``prefix``, an older set-up's copy in
+    the user's Jittor cache is used when the install has none."""
+    own = os.path.join(prefix or sys.prefix, 'onednn', name)
+    if prefix is None and not os.path.isdir(own):
+        legacy = os.path.join(jittor_home(), '.cache', 'jittor', 'mkl', name)
+        if os.path.isdir(legacy):
+            return legacy
+    return own
 
 
 def onednn_installed():
