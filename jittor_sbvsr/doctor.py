@@ -69,15 +69,25 @@ def free_memory():
         return None
 
 
-def cuda_changes(jittor_dir):
-    """(Jittor's sm cap, whether jittor_cuda_patch changed it), read from Jittor's compiler.py."""
+def cuda_changes(jittor_dir, cuda=None):
+    """(the highest sm Jittor builds for CUDA ``cuda``, whether jittor_cuda_patch changed it), read from
+    Jittor's compiler.py: ``max_arch = 89``, or the tool's ``max_arch = 120 if nvcc_version >= [12, 8]
+    else ... else 89``; below CUDA 11.8 Jittor lowers it itself (86, 80, 75)."""
     try:
         with open(os.path.join(jittor_dir, 'compiler.py'), encoding='utf-8', errors='replace') as f:
-            src = f.read()
+            line = next((ln for ln in f if re.match(r'\s*max_arch = \d', ln)), '')
     except OSError:
         return None, False
-    caps = [int(m) for m in re.findall(r'^\s*max_arch = (\d+)', src, re.M)]
-    return (caps[0] if caps else None), MARKER in src
+    cuda = tuple(cuda or (0, 0))[:2]
+    steps = [((int(a), int(b)), int(cap)) for cap, a, b in
+             re.findall(r'(\d+) if nvcc_version >= \[(\d+), *(\d+)\]', line)]
+    last = re.findall(r'(\d+)(?:\s*#.*)?\s*$', line)
+    cap = next((c for v, c in steps if cuda >= v), int(last[0]) if last else None)
+    for below, own in (((11, 0), 75), ((11, 1), 80), ((11, 8), 86)):
+        if cap and cuda < below:
+            cap = min(cap, own)
+            break
+    return cap, MARKER in line
 
 
 def _device_works(jt, np):
@@ -138,7 +148,7 @@ def gather():
                  cache=jittor_utils.cache_path, nvcc=jt.compiler.nvcc_path or None,
                  cuda=tuple(jt.compiler.nvcc_version) if getattr(jt.compiler, 'nvcc_version', None) else None,
                  cudnn=jt.compile_extern.cudnn is not None, onednn_enabled=runtime.onednn_enabled())
-        f['max_arch'], f['cuda_patched'] = cuda_changes(os.path.dirname(jt.__file__))
+        f['max_arch'], f['cuda_patched'] = cuda_changes(os.path.dirname(jt.__file__), f['cuda'])
         f['device_error'] = _device_works(jt, np)
     except Exception as e:  # noqa: BLE001 (Jittor failing to start is the answer here)
         f['device_error'] = f'Jittor failed to start: {runtime.error_line(e)[7:]}'

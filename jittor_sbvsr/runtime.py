@@ -12,11 +12,9 @@ What it fixes, on machines like ours:
   without a loadable ``libcuda`` we hide nvcc (``nvcc_path=''``);
 - Jittor downloads oneDNN on import when it is missing: we never let it.
   The set-up installs oneDNN 2.2 inside the installation (:func:`onednn_dir`),
-  so every user of it runs at full speed; Jittor 1.3.8.5 only looks in the
-  user's ``<jittor home>/.cache/jittor/mkl`` (its ``mkl_include_path`` and
-  ``mkl_lib_path`` variables end in an UnboundLocalError), so we link that
-  folder there (:func:`link_onednn`). Without it we turn Jittor's oneDNN path
-  off (``use_mkl=0``) and warn once that CPU convolutions will be very slow;
+  so every user of it runs at full speed, and points Jittor's search there
+  (tools/install_onednn.py). Without it we turn Jittor's oneDNN path off
+  (``use_mkl=0``) and warn once that CPU convolutions will be very slow;
 - the CUDA driver is ``libcuda.so.1`` on Linux (WSL2: in ``/usr/lib/wsl/lib``)
   and ``nvcuda.dll`` on Windows (:func:`cuda_driver`);
 - numpy 2 makes ``Var.numpy()`` return garbage: refuse to start;
@@ -41,8 +39,7 @@ import shutil
 import sys
 from pathlib import Path
 
-
-# oneDNN 2.2.0 as Jittor 1.3.8.5 names it (its install_mkl): its Windows build uses MSVC's OpenMP (vcomp)
+# oneDNN 2.2.0 as Jittor 1.3.8.5 names it: its Windows build uses MSVC's OpenMP (vcomp)
 ONEDNN_NAMES = {'posix': 'dnnl_lnx_2.2.0_cpu_gomp', 'nt': 'dnnl_win_2.2.0_cpu_vcomp'}
 ONEDNN_NAME = ONEDNN_NAMES['nt' if os.name == 'nt' else 'posix']
 PINNED_JITTOR = '1.3.8.5'
@@ -94,22 +91,15 @@ def jittor_home():
         return str(Path.home())
 
 
-def jittor_onednn_dir(name=ONEDNN_NAME):
-    """Where Jittor 1.3.8.5 loads oneDNN from: ``<jittor home>/.cache/jittor/mkl/<name>``.
-
-    (It takes the first ``dnnl*`` folder there; an older set-up installed
-    oneDNN into it, for one user.)
-    """
-    return os.path.join(jittor_home(), '.cache', 'jittor', 'mkl', name)
-
-
 def onednn_dir(prefix=None, name=ONEDNN_NAME):
     """oneDNN inside the install (``<sys.prefix>/onednn/<name>``, where env/setup.py puts it), so
     every user and HOME of the install finds it. Without ``prefix``, an older set-up's copy in
     the user's Jittor cache is used when the install has none."""
     own = os.path.join(prefix or sys.prefix, 'onednn', name)
-    if prefix is None and not onednn_installed(own) and onednn_installed(jittor_onednn_dir(name)):
-        return jittor_onednn_dir(name)
+    if prefix is None and not os.path.isdir(own):
+        legacy = os.path.join(jittor_home(), '.cache', 'jittor', 'mkl', name)
+        if os.path.isdir(legacy):
+            return legacy
     return own
 
 
@@ -123,38 +113,6 @@ def onednn_files(windows=None):
 def onednn_installed(d=None):
     d = onednn_dir() if d is None else d
     return all(os.path.isfile(os.path.join(d, *f.split('/'))) for f in onednn_files())
-
-
-def _dir_link(target, link):
-    """A link to a folder; on Windows a junction (no admin rights or developer mode needed)."""
-    if os.name == 'nt':
-        import _winapi
-        _winapi.CreateJunction(target, link)
-    else:
-        os.symlink(target, link, target_is_directory=True)
-
-
-def link_onednn(d):
-    """Make Jittor load oneDNN from ``d``: a link to it at :func:`jittor_onednn_dir`, unless one works there.
-
-    Returns None, or why it could not (a read-only home, say).
-    """
-    where = jittor_onednn_dir()
-    if os.path.normcase(os.path.abspath(where)) == os.path.normcase(os.path.abspath(d)) or onednn_installed(where):
-        return None  # Jittor finds it (a link made before, or an older set-up's copy: the same 2.2)
-    try:
-        if os.path.lexists(where):  # a link left by an installation that has gone
-            try:
-                os.unlink(where)
-            except OSError:
-                os.rmdir(where)  # a Windows junction
-        os.makedirs(os.path.dirname(where), exist_ok=True)
-        _dir_link(d, where)
-    except FileExistsError:  # another process made it at the same moment
-        pass
-    except OSError as e:
-        return f'cannot link {where} to {d}: {e}'
-    return None if onednn_installed(where) else f'{where} does not lead to oneDNN'
 
 
 # Where the NVIDIA driver's library is, per platform: WSL2 keeps it (and the
@@ -245,13 +203,12 @@ def _prepare():
         _use_system_nccl()
     if os.environ.get('use_mkl') == '0':
         _state['onednn'] = False
-        return
-    why = None if onednn_installed() else 'oneDNN is not installed'
-    why = why or link_onednn(onednn_dir())
-    _state['onednn'] = why is None
-    if why:
+    elif onednn_installed():
+        _state['onednn'] = True
+    else:
         os.environ['use_mkl'] = '0'
-        print(f'jittor-sbvsr: warning: {why}, CPU convolutions will be ~80x slower '
+        _state['onednn'] = False
+        print('jittor-sbvsr: warning: oneDNN is not installed, CPU convolutions will be ~80x slower '
               '(run env/setup.sh to install it)', file=sys.stderr)
 
 

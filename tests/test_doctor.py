@@ -77,6 +77,20 @@ def test_cuda_12_on_sm_90_unpatched(doctor):
     assert len(problems) == 1 and 'sm_120' in problems[0] and '--device cpu' in problems[0]
 
 
+@pytest.mark.parametrize('patched, cuda, cap', [
+    (False, (12, 4), 89), (False, (13, 0), 89), (False, (11, 7), 86), (False, (10, 2), 75),
+    (True, (12, 4), 90), (True, (11, 8), 90), (True, (12, 8), 120), (True, (13, 0), 121), (True, (11, 7), 86),
+])
+def test_cuda_changes_read_from_jittor(doctor, tmp_path, patched, cuda, cap):
+    """Jittor's sm cap for each CUDA, from its compiler.py as installed and as the tool leaves it."""
+    from conftest import load_tool
+    tool = load_tool('jittor_cuda_patch')
+    _, _, old, new = tool.ARCH_EDIT
+    (tmp_path / 'compiler.py').write_text('x = 1\r\n' + (new if patched else old).replace('\n', '\r\n'),
+                                          encoding='utf-8')
+    assert doctor.cuda_changes(str(tmp_path), cuda) == (cap, patched)
+
+
 def test_cuda_13_unpatched_and_no_cudnn(doctor):
     f = healthy(driver='libcuda.so.1', nvcc='/usr/local/cuda/bin/nvcc', cuda=(13, 0), cudnn=False,
                 max_arch=89, device='cuda', device_error='Jittor failed to start: compile error', fused=None,

@@ -7,10 +7,8 @@ test says what it stands for. Expected names come from Jittor's own source
 """
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -66,64 +64,6 @@ def test_onednn_names_and_files_are_jittors(rt, monkeypatch):
     assert rt.onednn_installed(str(d))
     monkeypatch.setattr(rt.os, 'name', 'nt')  # a Linux install is no Windows one
     assert not rt.onednn_installed(str(d))
-
-
-def test_onednn_dir_is_the_installations(rt):
-    inst = Path(sys.prefix, 'onednn', rt.ONEDNN_NAME)
-    user = Path(os.environ['JITTOR_HOME'], '.cache', 'jittor', 'mkl', rt.ONEDNN_NAME)
-    assert rt.onednn_dir(sys.prefix) == str(inst) and rt.jittor_onednn_dir() == str(user)
-    assert rt.onednn_dir() == str(inst)  # neither: where the set-up will put it
-    _fake_onednn(user, rt.onednn_files())
-    assert rt.onednn_dir() == str(user)  # only an older set-up's, per user
-    _fake_onednn(inst, rt.onednn_files())
-    assert rt.onednn_dir() == str(inst)  # both: the installation's
-
-
-def test_link_onednn_points_jittor_at_the_installation(rt):
-    inst = _fake_onednn(Path(sys.prefix, 'onednn', rt.ONEDNN_NAME), rt.onednn_files())
-    where = Path(rt.jittor_onednn_dir())
-    assert rt.link_onednn(str(inst)) is None
-    assert where.is_symlink() and where.resolve() == inst.resolve()
-    # Jittor's own lookup (setup_mkl): the first dnnl* folder under <home>/.cache/jittor/mkl
-    mkl = where.parent
-    assert [n for n in os.listdir(mkl) if n.startswith('dnnl') and (mkl / n).is_dir()] == [rt.ONEDNN_NAME]
-    assert rt.link_onednn(str(inst)) is None  # again: nothing changes
-    # the installation moved: the dangling link is replaced
-    moved = Path(shutil.move(str(inst), str(inst) + ' moved'))
-    assert rt.link_onednn(str(moved)) is None and where.resolve() == moved.resolve()
-
-
-def test_link_onednn_keeps_an_older_copy_and_reports_a_failure(rt, tmp_path):
-    inst = _fake_onednn(Path(sys.prefix, 'onednn', rt.ONEDNN_NAME), rt.onednn_files())
-    copy = _fake_onednn(rt.jittor_onednn_dir(), rt.onednn_files())
-    assert rt.link_onednn(str(inst)) is None and not copy.is_symlink()
-    os.environ['JITTOR_HOME'] = str(tmp_path / 'a file')
-    (tmp_path / 'a file').write_text('', encoding='utf-8')  # no folder can be made under it
-    why = rt.link_onednn(str(inst))
-    assert why and why.startswith('cannot link') and 'a file' in why
-
-
-def test_windows_links_with_a_junction(rt, monkeypatch):
-    """On Windows a symlink needs admin rights or developer mode; a junction does not."""
-    made = []
-    monkeypatch.setattr(rt.os, 'name', 'nt')
-    monkeypatch.setitem(sys.modules, '_winapi', types.SimpleNamespace(
-        CreateJunction=lambda target, link: made.append((target, link))))
-    rt._dir_link('C:\\venv\\onednn\\x', 'C:\\Users\\用户 张三\\.cache\\jittor\\mkl\\x')
-    assert made == [('C:\\venv\\onednn\\x', 'C:\\Users\\用户 张三\\.cache\\jittor\\mkl\\x')]
-
-
-def test_prepare_links_the_installed_onednn(rt, monkeypatch, capsys):
-    for k in ('use_mkl', 'nvcc_path', 'NVIDIA_TF32_OVERRIDE', 'use_cutt', 'use_nccl', 'cache_name'):
-        monkeypatch.setenv(k, 'x')
-        monkeypatch.delenv(k)
-    monkeypatch.delitem(sys.modules, 'jittor', raising=False)
-    monkeypatch.setattr(rt, 'cuda_driver_present', lambda: False)
-    _fake_onednn(rt.onednn_dir(sys.prefix), rt.onednn_files())
-    rt.prepare()
-    assert 'use_mkl' not in os.environ and rt.onednn_enabled()
-    assert Path(rt.jittor_onednn_dir()).is_symlink()
-    assert capsys.readouterr().err == ''
 
 
 # -------------------------------------------------------- CUDA driver ----
