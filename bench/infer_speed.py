@@ -177,7 +177,7 @@ def clip_flops(h, w, windows, reuse, compose, n_seq=5):
 def machine():
     model = ''
     try:
-        with open('/proc/cpuinfo') as fh:
+        with open('/proc/cpuinfo', encoding='utf-8') as fh:
             for line in fh:
                 if line.startswith('model name'):
                     model = line.split(':', 1)[1].strip()
@@ -509,7 +509,7 @@ def child_main(args):
 def spawn(cfg, threads):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, os.path.abspath(__file__), '--threads', str(threads), '--child', json.dumps(cfg)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, encoding='utf-8')
     for line in r.stdout.splitlines():
         if line.startswith('BENCH_RESULT '):
             return json.loads(line[len('BENCH_RESULT '):])
@@ -607,7 +607,7 @@ def emit(res, path=None):
     text = json.dumps(res, indent=1)
     print(text)
     if path:
-        with open(path, 'w') as fh:
+        with open(path, 'w', encoding='utf-8') as fh:
             fh.write(text + '\n')
 
 

@@ -65,11 +65,11 @@ def _fake_cuda(tmp_path, release, cudnn):
     (home / 'include').mkdir()
     nvcc = home / 'bin' / 'nvcc'
     nvcc.write_text('#!/bin/sh\necho "nvcc: NVIDIA (R) Cuda compiler driver"\n'
-                    f'echo "Cuda compilation tools, release {release}, V{release}.88"\n')
+                    f'echo "Cuda compilation tools, release {release}, V{release}.88"\n', encoding='utf-8')
     nvcc.chmod(0o755)
     if cudnn is not None:
         (home / 'include' / 'cudnn_version.h').write_text(
-            f'#define CUDNN_MAJOR {cudnn}\n#define CUDNN_MINOR 1\n')
+            f'#define CUDNN_MAJOR {cudnn}\n#define CUDNN_MINOR 1\n', encoding='utf-8')
     return str(nvcc)
 
 
@@ -265,5 +265,6 @@ def test_nvcc_version_parsing():
 
 def test_runtime_import_does_not_import_jittor():
     code = "import sys, jittor_sbvsr.runtime; sys.exit(1 if 'jittor' in sys.modules else 0)"
-    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       encoding='utf-8')
     assert r.returncode == 0, r.stdout + r.stderr

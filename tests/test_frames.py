@@ -103,7 +103,7 @@ def test_list_videos_sorted_and_filtered(tmp_path):
     for v in ['a', 'b', '9', '10']:
         for name in ['2.png', '10.PNG', '1.jpg', '3.bmp', '4.tif', '5.jpeg', '6.tiff']:
             (tmp_path / v / name).write_bytes(b'x')
-        (tmp_path / v / 'notes.txt').write_text('x')
+        (tmp_path / v / 'notes.txt').write_text('x', encoding='utf-8')
         (tmp_path / v / '._0.png').write_bytes(b'x')  # macOS resource fork
     (tmp_path / '.hidden').mkdir()
     videos = list_videos(str(tmp_path))
@@ -142,7 +142,7 @@ def test_list_videos_errors(tmp_path):
     with pytest.raises(UserError) as e:
         list_videos(empty)
     assert str(empty) in str(e.value)
-    (empty / 'readme.txt').write_text('x')
+    (empty / 'readme.txt').write_text('x', encoding='utf-8')
     with pytest.raises(UserError):
         list_videos(empty)
 
@@ -307,7 +307,7 @@ def test_windows_reference_table():
 
 
 def test_windows_match_upstream_metrics(public_case):
-    with open(public_case / 'upstream_metrics.json') as f:
+    with open(public_case / 'upstream_metrics.json', encoding='utf-8') as f:
         frames = json.load(f)['frames']
     for v, per_frame in frames.items():
         names = sorted(per_frame)

@@ -21,7 +21,8 @@ RECIPE_SHA = '68a1761c3229d171b195b9bb7aac1da7ae547163e321a57c33d797abef0fae7d'
 
 
 def _key_file(reference_dir):
-    rows = [line.split('\t') for line in (reference_dir / 'upstream_state_dict_keys.txt').read_text().splitlines()]
+    keys = (reference_dir / 'upstream_state_dict_keys.txt').read_text(encoding='utf-8')
+    rows = [line.split('\t') for line in keys.splitlines()]
     return [(k, tuple(int(s) for s in shape.split(',')), dt) for k, shape, dt in rows]
 
 
@@ -68,7 +69,7 @@ def test_state_dict_matches_reference_keys(reference_dir):
 
 
 def test_recipe_checksums(reference_dir, public_case):
-    sums = json.loads((public_case / 'weights_checksums.json').read_text())
+    sums = json.loads((public_case / 'weights_checksums.json').read_text(encoding='utf-8'))
     state = recipe_state({k: s for k, s, _ in _key_file(reference_dir)})
     assert state_sha256(state) == RECIPE_SHA
     assert sums['sha256_f32le_concat_in_key_order'] == RECIPE_SHA
@@ -121,7 +122,7 @@ def test_every_window_png_and_kernel(case_run, public_case):
 
 
 def test_metrics_against_hr(case_run, public_case):
-    ref = json.loads((public_case / 'upstream_metrics.json').read_text())
+    ref = json.loads((public_case / 'upstream_metrics.json').read_text(encoding='utf-8'))
     vals = []
     for (video, t), (recons, _) in sorted(case_run.items()):
         gt = read_frame(public_case / 'HR' / video / f'{t:08d}.png')

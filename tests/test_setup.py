@@ -95,7 +95,7 @@ def test_linux_without_an_open_mpi_install(tmp_path, plat, says):
 def test_existing_venv_is_kept_and_test_tools_added(tmp_path):
     venv = tmp_path / 'v'
     (venv / 'bin').mkdir(parents=True)
-    (venv / 'bin' / 'python').write_text('')
+    (venv / 'bin' / 'python').write_text('', encoding='utf-8')
     steps = setup.plan(str(venv), True, fake(version=(3, 13)))  # its Python was chosen before
     assert steps[0].argv is None and 'exists' in steps[0].title
     assert [c[-1] for c in commands(steps)[:2]] == [os.path.join(setup.ROOT, 'env', f)
@@ -248,7 +248,7 @@ def jittor_copy(tmp_path):
     _, old, new = onednn.JITTOR_EDIT
     with open(dst / 'compile_extern.py', 'w', newline='', encoding='utf-8') as f:
         f.write(text.replace(new.replace('\n', '\r\n'), old.replace('\n', '\r\n')))
-    (dst / 'compiler.py').write_text('')
+    (dst / 'compiler.py').write_text('', encoding='utf-8')
     return dst
 
 
@@ -282,7 +282,7 @@ def test_main_installs_and_points_jittor_there(tmp_path, monkeypatch, capsys, ji
     assert capsys.readouterr().out.splitlines() == [
         f'oneDNN 2.2.0 already installed in {prefix / "onednn" / name}',
         'Jittor looks for oneDNN there first: already applied']
-    extern.write_text('another Jittor\n')
+    extern.write_text('another Jittor\n', encoding='utf-8')
     assert onednn.main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('error: install_onednn: ') and 'not Jittor 1.3.8.5?' in err[0]

@@ -65,7 +65,7 @@ def test_bad_tile_flags():
 
 def test_cli_rejects_overlap_not_smaller_than_tile(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / 'inference.py'), '--input_path', str(ROOT / 'no_such_dir'),
-                        '--tile', '8'], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+                        '--tile', '8'], capture_output=True, text=True, cwd=tmp_path, timeout=600, encoding='utf-8')
     assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
 
 

@@ -46,7 +46,7 @@ def _l2(x):
 @pytest.fixture(scope='module')
 def ref(public_case):
     d = public_case / 'train_step'
-    return {'json': json.loads((d / 'upstream_train_step.json').read_text()),
+    return {'json': json.loads((d / 'upstream_train_step.json').read_text(encoding='utf-8')),
             'tensors': dict(np.load(d / 'upstream_train_step_tensors.npz')),
             'batch': np.load(d / 'train_batch.npy')}
 

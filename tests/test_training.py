@@ -31,7 +31,7 @@ MAIN = str(ROOT / 'main.py')
 
 def run_main(*args, timeout=900):
     r = subprocess.run([sys.executable, MAIN, *map(str, args)], capture_output=True, text=True,
-                       cwd=ROOT, timeout=timeout)
+                       cwd=ROOT, timeout=timeout, encoding='utf-8')
     return r
 
 
@@ -89,11 +89,11 @@ def test_demo_run_writes_checkpoints_and_learns(runs, demo):
                  'cycle_psnr.png', 'down_psnr.png'):
         assert (d / name).is_file(), name
     assert not [p for p in d.rglob('*') if '.tmp' in p.name]
-    h = json.loads((d / 'history.json').read_text())
+    h = json.loads((d / 'history.json').read_text(encoding='utf-8'))
     assert h['epoch'] == [1, 2]
     assert all(np.isfinite(h[k]).all() for k in ('total', 'psnr', 'cycle_psnr', 'down_psnr'))
     assert h['lr'] == [1e-4, 1e-4]
-    log = (d / 'log.txt').read_text()
+    log = (d / 'log.txt').read_text(encoding='utf-8')
     assert 'Epoch 2 loss' in log and 'PSNR' in log
     # kernel images exist and are finite images
     from PIL import Image
@@ -132,8 +132,8 @@ def test_resume_is_bit_exact(runs):
     assert list(a) == list(b)
     diff = [k for k in a if not np.array_equal(a[k], b[k])]
     assert not diff, diff[:5]
-    ha = json.loads((runs.exp / 'full' / 'history.json').read_text())
-    hb = json.loads((runs.exp / 'part' / 'history.json').read_text())
+    ha = json.loads((runs.exp / 'full' / 'history.json').read_text(encoding='utf-8'))
+    hb = json.loads((runs.exp / 'part' / 'history.json').read_text(encoding='utf-8'))
     assert ha == hb
     from jittor_sbvsr.trainer.state import load_training_state
     ma, _, oa = load_training_state(runs.exp / 'full' / 'training_state.npz')
@@ -184,15 +184,15 @@ def test_finetune_on_lr_only_folder(demo, tmp_path):
 def test_ctrl_c_stops_cleanly(demo, tmp_path):
     """SIGINT during epoch 2: exit 130, no temporary file left, epoch 1 stays resumable."""
     exp = tmp_path / 'exp'
-    out = open(tmp_path / 'stdout', 'w')
-    err = open(tmp_path / 'stderr', 'w')
+    out = open(tmp_path / 'stdout', 'w', encoding='utf-8')
+    err = open(tmp_path / 'stderr', 'w', encoding='utf-8')
     p = subprocess.Popen([sys.executable, MAIN, *map(str, demo_args(demo, exp, 'sig', '--epochs', 3))],
                          stdout=out, stderr=err, cwd=ROOT)
     log = exp / 'sig' / 'log.txt'
     t0 = time.time()
     try:
-        while not (log.exists() and '[Epoch 2]' in log.read_text()):
-            assert p.poll() is None, (tmp_path / 'stderr').read_text()[-3000:]
+        while not (log.exists() and '[Epoch 2]' in log.read_text(encoding='utf-8')):
+            assert p.poll() is None, (tmp_path / 'stderr').read_text(encoding='utf-8')[-3000:]
             assert time.time() - t0 < 600
             time.sleep(0.2)
         time.sleep(1.0)
@@ -203,14 +203,14 @@ def test_ctrl_c_stops_cleanly(demo, tmp_path):
             p.kill()
         out.close()
         err.close()
-    stderr = (tmp_path / 'stderr').read_text()
+    stderr = (tmp_path / 'stderr').read_text(encoding='utf-8')
     assert rc == 130, stderr[-3000:]
     assert 'Traceback' not in stderr and 'interrupted' in stderr
     assert not [q for q in exp.rglob('*') if '.tmp' in q.name]
     from jittor_sbvsr.trainer.state import load_training_state
     meta, _, _ = load_training_state(exp / 'sig' / 'training_state.npz')
     assert meta['epoch'] in (1, 2)  # 2 only if the signal came while epoch 2 was being saved
-    assert 'continue with --resume' in log.read_text()
+    assert 'continue with --resume' in log.read_text(encoding='utf-8')
 
 
 # ---------------------------------------------------------------- bad input

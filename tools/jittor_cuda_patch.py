@@ -94,7 +94,7 @@ def edit_text(path, old, new):
     Keeps the file's line endings ('\\n' in old/new stands for them), writes
     atomically and drops the file's stale bytecode.
     """
-    with open(path, newline='') as f:
+    with open(path, newline='', encoding='utf-8') as f:
         text = f.read()
     nl = '\r\n' if '\r\n' in text else '\n'
     old, new = old.replace('\n', nl), new.replace('\n', nl)
@@ -102,7 +102,7 @@ def edit_text(path, old, new):
     if edited == text:
         return ALREADY if new in text else MISSING
     tmp = path + '.sbvsr-tmp'
-    with open(tmp, 'w', newline='') as f:
+    with open(tmp, 'w', newline='', encoding='utf-8') as f:
         f.write(edited)
     shutil.copymode(path, tmp)
     os.replace(tmp, path)
@@ -233,7 +233,7 @@ def parse_cuda_version(text):
 
 def nvcc_version(nvcc):
     try:
-        r = subprocess.run([nvcc, '--version'], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([nvcc, '--version'], capture_output=True, text=True, timeout=60, encoding='utf-8')
     except (OSError, subprocess.TimeoutExpired) as e:
         raise PatchError(f'{nvcc} --version failed: {e}') from None
     return parse_cuda_version(r.stdout + r.stderr)
@@ -250,7 +250,7 @@ def cudnn_major(nvcc):
     for d in dirs:
         header = os.path.join(d, 'cudnn_version.h')
         if os.path.isfile(header):
-            with open(header, errors='replace') as f:
+            with open(header, errors='replace', encoding='utf-8') as f:
                 m = re.search(r'#define\s+CUDNN_MAJOR\s+(\d+)', f.read())
             if m:
                 return int(m.group(1))

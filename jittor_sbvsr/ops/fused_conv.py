@@ -313,7 +313,11 @@ static void sbvsr_shuffle(const dnnl::memory& u, dnnl::memory& p, long long N, l
     auto at = [](const SbvsrLay& l, long long n, long long c, long long y, long long x) {
         return l.off0 + n * l.s[0] + (c / l.ib) * l.s[1] + y * l.s[2] + x * l.s[3] + c % l.ib;
     };
+#if defined(_OPENMP) && _OPENMP >= 200805  // collapse: OpenMP 3.0 (MSVC's /openmp is 2.0)
     #pragma omp parallel for collapse(3) schedule(static)
+#elif defined(_OPENMP)
+    #pragma omp parallel for schedule(static)
+#endif
     for (long long n = 0; n < N; n++)
         for (long long y = 0; y < H; y++)
             for (int i = 0; i < 2; i++)
@@ -356,10 +360,20 @@ ISA_NAMES = {0x1: 'sse41', 0x3: 'avx', 0x7: 'avx2', 0xf: 'avx512_mic', 0x1f: 'av
              0x3e7: 'avx512_core_amx', 0x407: 'avx2_vnni'}
 
 
-def _flags():
-    d = runtime.onednn_dir()
-    return (f' -I"{os.path.join(d, "include")}" -L"{os.path.join(d, "lib")}" '
-            f'-Wl,-rpath,"{os.path.join(d, "lib")}" -lmkldnn ')
+def _flags(cc_type=None, d=None):
+    """Compile and link flags for oneDNN in ``d`` with Jittor's compiler (``jt.flags.cc_type``).
+
+    MSVC (``cl``) takes Jittor's own oneDNN flags for it: Jittor turns
+    ``-L`` into ``/LIBPATH`` and a DLL search folder (``bin`` holds
+    dnnl.dll) and ``-ldnnl`` into ``dnnl.lib``. gcc and clang link
+    libmkldnn with an rpath, so that no LD_LIBRARY_PATH is needed.
+    """
+    cc_type = cc_type or jt.flags.cc_type
+    d = d or runtime.onednn_dir()
+    inc, lib = os.path.join(d, 'include'), os.path.join(d, 'lib')
+    if cc_type == 'cl':
+        return f' -I"{inc}" -L"{lib}" -L"{os.path.join(d, "bin")}" -ldnnl '
+    return f' -I"{inc}" -L"{lib}" -Wl,-rpath,"{lib}" -lmkldnn '
 
 
 def available():
