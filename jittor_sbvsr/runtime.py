@@ -115,6 +115,26 @@ def onednn_installed(d=None):
     return all(os.path.isfile(os.path.join(d, *f.split('/'))) for f in onednn_files())
 
 
+ONEDNN_EDIT_MARK = 'jittor-sbvsr: oneDNN inside the install'  # tools/install_onednn.py's edit of Jittor
+
+
+def jittor_finds_onednn(d=None):
+    """Whether Jittor will look where ``d`` is: the user's cache it always searches, or the install's
+    copy only while its ``compile_extern.py`` carries the set-up's edit (a reinstalled Jittor has lost
+    it, and would then download oneDNN at import)."""
+    d = onednn_dir() if d is None else d
+    if os.path.commonpath([os.path.abspath(d), os.path.abspath(sys.prefix)]) != os.path.abspath(sys.prefix):
+        return True
+    spec = importlib.util.find_spec('jittor')
+    if not spec or not spec.origin:
+        return False
+    try:
+        with open(os.path.join(os.path.dirname(spec.origin), 'compile_extern.py'), encoding='utf-8') as f:
+            return ONEDNN_EDIT_MARK in f.read()
+    except OSError:
+        return False
+
+
 # Where the NVIDIA driver's library is, per platform: WSL2 keeps it (and the
 # loader may not be told) in /usr/lib/wsl/lib; Windows' is nvcuda.dll in System32.
 # Loaded once by its path, it stays loaded, and CUDA's own lookup by name finds it.
@@ -203,13 +223,14 @@ def _prepare():
         _use_system_nccl()
     if os.environ.get('use_mkl') == '0':
         _state['onednn'] = False
-    elif onednn_installed():
+    elif onednn_installed() and jittor_finds_onednn():
         _state['onednn'] = True
     else:
         os.environ['use_mkl'] = '0'
         _state['onednn'] = False
-        print('jittor-sbvsr: warning: oneDNN is not installed, CPU convolutions will be ~80x slower '
-              '(run env/setup.sh to install it)', file=sys.stderr)
+        what = 'Jittor was reinstalled since the set-up' if onednn_installed() else 'oneDNN is not installed'
+        print(f'jittor-sbvsr: warning: {what}, CPU convolutions will be ~80x slower '
+              '(run env/setup.sh, or on Windows py env\\setup.py, to install it)', file=sys.stderr)
 
 
 def find_system_nccl():

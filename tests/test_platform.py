@@ -80,6 +80,27 @@ class _Loader:
             raise OSError(f'{name}: cannot open shared object file')
 
 
+def test_install_copy_needs_jittors_edit(rt, monkeypatch, tmp_path):
+    """The install's oneDNN counts only while Jittor carries the set-up's edit: a reinstalled Jittor
+    looks in the user's cache alone (and would download oneDNN there), so oneDNN must then be off."""
+    d = _fake_onednn(rt.onednn_dir(), rt.onednn_files())
+    pkg = tmp_path / 'site' / 'jittor'
+    pkg.mkdir(parents=True)
+    (pkg / '__init__.py').write_text('', encoding='utf-8')
+    shipped = '        mkl_path = os.path.join(jit_utils.home(), ".cache", "jittor", "mkl")\n'
+    (pkg / 'compile_extern.py').write_text(shipped, encoding='utf-8')
+    monkeypatch.setattr(rt.importlib.util, 'find_spec',
+                        lambda name: importlib.util.spec_from_file_location(name, pkg / '__init__.py'))
+    assert rt.onednn_installed() and not rt.jittor_finds_onednn()
+    onednn = importlib.util.spec_from_file_location('_install_onednn', ROOT / 'tools' / 'install_onednn.py')
+    tool = importlib.util.module_from_spec(onednn)
+    onednn.loader.exec_module(tool)
+    tool.point_jittor(str(pkg))
+    assert rt.jittor_finds_onednn()
+    legacy = _fake_onednn(Path(os.environ['JITTOR_HOME'], '.cache', 'jittor', 'mkl', rt.ONEDNN_NAME), [])
+    assert rt.jittor_finds_onednn(str(legacy)) and str(d).startswith(sys.prefix)
+
+
 def test_cuda_driver_linux(rt, monkeypatch):
     monkeypatch.setattr(rt.os, 'name', 'posix')
     assert rt.cuda_driver(_Loader('libcuda.so.1')) == 'libcuda.so.1'

@@ -31,14 +31,14 @@ import zipfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 from jittor_cuda_patch import ALREADY, APPLIED, PatchError, edit_text, installed_jittor_dir  # noqa: E402
-from jittor_sbvsr.runtime import ONEDNN_NAMES, onednn_dir  # noqa: E402
+from jittor_sbvsr.runtime import ONEDNN_EDIT_MARK, ONEDNN_NAMES, onednn_dir  # noqa: E402
 
 VERSION = '2021.2.0'  # the wheels' version of oneDNN 2.2.0
 LIB = 'libdnnl.so.2.2'
 LINUX_ALIASES = ('libdnnl.so.2', 'libdnnl.so', 'libmkldnn.so', 'libmkldnn.so.2')
 # compile_extern.py's setup_mkl: the folder it searches for a dnnl* folder ('\n': Jittor's CRLF)
 JITTOR_EDIT = ('compile_extern.py', '        mkl_path = os.path.join(jit_utils.home(), ".cache", "jittor", "mkl")\n',
-               '        mkl_path = os.path.join(sys.prefix, "onednn")  # jittor-sbvsr: oneDNN inside the install\n'
+               f'        mkl_path = os.path.join(sys.prefix, "onednn")  # {ONEDNN_EDIT_MARK}\n'
                '        if not os.path.isdir(mkl_path):\n'
                '            mkl_path = os.path.join(jit_utils.home(), ".cache", "jittor", "mkl")\n')
 
