@@ -155,4 +155,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+    from jittor_sbvsr_launcher import safe_console  # a CJK path on a GBK or ASCII console
+    safe_console()
     sys.exit(main())

@@ -304,4 +304,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+    sys.path.insert(0, ROOT)
+    from jittor_sbvsr_launcher import safe_console  # a CJK path on a GBK or ASCII console
+    safe_console()
     sys.exit(main())
