@@ -56,20 +56,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None):
+    sys.path.insert(0, ROOT)
+    from jittor_sbvsr.cli.infer import add_engine_flags  # imports no jittor (OMP_NUM_THREADS is set later)
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--lr-size', default='180x320', help='LR frame size HxW')
     p.add_argument('--frames', type=int, default=7, help='frames in the clip (every one restored)')
     p.add_argument('--threads', type=int, default=2, help='OMP_NUM_THREADS')
     p.add_argument('--runs', type=int, default=1, help='timed passes over the clip per configuration')
-    p.add_argument('--tile', type=int, default=64, help='tile size of the tiled configuration (LR px)')
-    p.add_argument('--tile-overlap', type=int, default=16)
+    add_engine_flags(p)  # --device, --tile (here: the tiled configuration's tile size), --tile_overlap
+    p.set_defaults(tile=64)
     p.add_argument('--warmup', default='pass', choices=['pass', 'window'],
                    help='untimed warm-up: a whole pass over the clip (default) or its first window')
     p.add_argument('--configs', default='reuse,baseline,tiled',
                    help='comma list of reuse, baseline, tiled, unfused, layered')
     p.add_argument('--profile', action='store_true',
                    help='also time the model parts on one window and the share of oneDNN convolutions')
-    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--train-step', action='store_true', help='time training steps instead of inference')
     p.add_argument('--batch', type=int, default=2)
     p.add_argument('--patch', type=int, default=64, help='LR patch size of the training step')
@@ -607,7 +608,7 @@ def emit(res, path=None):
     text = json.dumps(res, indent=1)
     print(text)
     if path:
-        with open(path, 'w') as fh:
+        with open(path, 'w', encoding='utf-8') as fh:
             fh.write(text + '\n')
 
 

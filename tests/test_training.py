@@ -106,7 +106,7 @@ def test_demo_run_writes_checkpoints_and_learns(runs, demo):
                      load_state(d / 'model' / 'model_latest.pkl'), 'model_latest.pkl')
     # the loss went down: one fixed batch, the run's initial weights (same seed) vs its last ones
     import jittor as jt
-    from jittor_sbvsr.options import parse_args
+    from jittor_sbvsr.cli.train_options import parse_args
     from jittor_sbvsr.trainer.trainer import Trainer
     t = Trainer(parse_args([str(a) for a in demo_args(demo, runs.exp, 'full', '--epochs', 2)]))
     t.loader.set_epoch(1)
@@ -288,7 +288,7 @@ def test_bad_input_one_line_error(case, demo, protected, tmp_path):
 # ---------------------------------------------------------------- in-process
 
 def _tiny_args(demo, **over):
-    from jittor_sbvsr.options import parse_args
+    from jittor_sbvsr.cli.train_options import parse_args
     a = parse_args(['--template', 'Self_Blind_VSR_Demo', '--cpu', '--dir_data', str(demo / 'clips'),
                     '--dir_data_test', '', '--n_threads', '0', '--test_every', '2'])
     a.n_feat, a.recons_RBS = 8, 1

@@ -19,7 +19,6 @@ into place at the end, one video folder at a time: a failure (unreadable
 frame, full disk, Ctrl-C) leaves no partial video behind. Errors are one
 line ``error: ...`` and exit status 2.
 """
-import argparse
 import hashlib
 import os
 import shutil
@@ -32,11 +31,6 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 SUBDIRS = ('HR', 'LR_blurdown_x4', 'kernels')
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f'error: {message}\n')
 
 
 def video_rng(seed, video):
@@ -150,19 +144,21 @@ def build(hr_root, save_root, kind, seed, scale=4, log=print):
 
 
 def main(argv=None):
-    ap = _Parser(description='Blur and x4-downsample HR videos into a paired test set '
-                             '(HR, LR_blurdown_x4, kernels), as the Self-Blind-VSR test sets.')
-    ap.add_argument('--hr_root', required=True, help='folder with one sub-folder of HR frames per video')
-    ap.add_argument('--save_root', required=True, help='output folder')
-    ap.add_argument('--type', dest='kind', required=True, choices=('gaussian', 'realistic'),
-                    type=str.lower, help='kernel type')
-    ap.add_argument('--seed', type=int, default=0,
-                    help='seed of the realistic kernels (default 0); unused for gaussian')
-    args = ap.parse_args(argv)
-    if args.seed < 0:
-        ap.error(f'--seed must be >= 0, got {args.seed}')
     from jittor_sbvsr.cli import guarded
-    return guarded(lambda: build(args.hr_root, args.save_root, args.kind, args.seed))
+    from jittor_sbvsr.cli.parser import Parser, checked
+
+    def work():
+        ap = Parser(description='Blur and x4-downsample HR videos into a paired test set '
+                                '(HR, LR_blurdown_x4, kernels), as the Self-Blind-VSR test sets.')
+        ap.add_argument('--hr_root', required=True, help='folder with one sub-folder of HR frames per video')
+        ap.add_argument('--save_root', required=True, help='output folder')
+        ap.add_argument('--type', dest='kind', required=True, choices=('gaussian', 'realistic'),
+                        type=str.lower, help='kernel type')
+        ap.add_argument('--seed', type=checked(int, lambda v: v >= 0, '>= 0'), default=0,
+                        help='seed of the realistic kernels (default 0); unused for gaussian')
+        args = ap.parse_args(argv)
+        build(args.hr_root, args.save_root, args.kind, args.seed)
+    return guarded(work)
 
 
 if __name__ == '__main__':

@@ -106,10 +106,10 @@ def main(argv=None):
         except (AttributeError, ValueError):
             pass
     from jittor_sbvsr.cli import guarded
-    from jittor_sbvsr.options import _Parser  # a bad argument is one 'error:' line and exit 2
+    from jittor_sbvsr.cli.parser import Parser  # a bad argument is one 'error:' line and exit 2
 
     def work():
-        ap = _Parser(
+        ap = Parser(
             description='Convert PyTorch Self-Blind-VSR weights (.pt, torch 0.4.1 legacy or zip '
                         'format) or PWC-Net weights (network-default.pytorch) to the .pkl format '
                         'of jittor-sbvsr. PyTorch is not needed.')

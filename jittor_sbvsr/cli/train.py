@@ -8,7 +8,7 @@ def main(argv=None):
     from . import guarded
 
     def work():
-        from ..options import parse_args
+        from .train_options import parse_args
         args = parse_args(argv)
         from ..runtime import describe, select_device
         device = select_device('cpu' if args.cpu else 'auto')

@@ -9,7 +9,7 @@ import os
 
 from ..errors import UserError
 from ..io.checkpoint import FLOW_PREFIX, load_into_module, load_state
-from ..options import DEMO_DATA, TRAIN_SETS
+from .templates import DEMO_DATA, TRAIN_SETS
 from . import dist
 from .state import STATE_NAME
 

@@ -64,7 +64,7 @@ def _fmt_losses(d):
 
 
 class Trainer:
-    """Builds everything from ``args`` (see :mod:`jittor_sbvsr.options`), checks the
+    """Builds everything from ``args`` (see :mod:`jittor_sbvsr.cli.train_options`), checks the
     inputs before writing anything, then ``train()`` runs the remaining epochs."""
 
     def __init__(self, args, device='cpu', stream=None):
