@@ -13,7 +13,7 @@ from ..data.frames import to_uint8
 from ..data.kernels import kernel_image_minmax
 from ..metrics.psnr_ssim import calc_psnr
 from ..utils import Bar, save_png_atomic
-from . import dist
+from .. import dist
 
 __all__ = ['PSNR_NAMES', 'evaluate']
 

@@ -10,7 +10,7 @@ import os
 from ..errors import UserError
 from ..io.checkpoint import FLOW_PREFIX, load_into_module, load_state
 from .templates import DEMO_DATA, TRAIN_SETS
-from . import dist
+from .. import dist
 from .state import STATE_NAME
 
 __all__ = ['check_resume_config', 'write_demo_data', 'make_train_set', 'make_test_set',

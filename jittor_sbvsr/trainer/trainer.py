@@ -35,14 +35,16 @@ import time
 
 import jittor as jt
 
+from .. import dist
 from ..errors import UserError
 from ..losses import LOSS_NAMES, SelfBlindLoss
 from ..utils import Bar
-from . import dist, setup
+from . import setup
 from .evaluate import PSNR_NAMES, evaluate
 from .experiment import open_experiment, save_epoch
 from .optim import make_optimizer, step_lr_factor
 from .state import STATE_NAME, epoch_seed, load_training_state
+from .watchdog import Watchdog
 
 __all__ = ['Trainer', 'run', 'OOM_HINT']
 
@@ -77,7 +79,7 @@ class Trainer:
         self.messages = []  # lines to log once the log file is open
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = self.rank == 0
-        self.watchdog = dist.Watchdog(a.dist_timeout, self.rank, self.world)
+        self.watchdog = Watchdog(a.dist_timeout, self.rank, self.world)
         self.logger = self.loader = None
 
         # everything that can fail on bad input, before any file is written
