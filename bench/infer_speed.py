@@ -206,7 +206,7 @@ def make_clip(path, h, w, n_frames):
     """LR frames of a synthetic pan (numpy uint8 [T,h,w,3]) saved to ``path``."""
     import numpy as np
     sys.path.insert(0, ROOT)
-    from jittor_sbvsr.data.frames import read_frame
+    from jittor_sbvsr.data.images import read_frame
     from jittor_sbvsr.data.synthetic import make_demo_videos
     with tempfile.TemporaryDirectory() as d:
         dirs = make_demo_videos(d, n_videos=1, n_frames=n_frames, hr_size=(4 * h, 4 * w), seed=0)
@@ -236,7 +236,7 @@ def run_configs(cfg):
     import jittor_sbvsr  # noqa: F401  (before jittor)
     import jittor as jt
     from jittor_sbvsr import runtime
-    from jittor_sbvsr.data.frames import window_indices
+    from jittor_sbvsr.data.windows import window_indices
     from jittor_sbvsr.infer.engine import VideoSR
     from jittor_sbvsr.ops import fused_conv
     from jittor_sbvsr.ops.fused_conv import LAYOUTS
@@ -384,7 +384,7 @@ def _peaks(hw, fused):
 
 def _profile_parts(model, frames, idx):
     import jittor as jt
-    from jittor_sbvsr.data.frames import frames_to_input
+    from jittor_sbvsr.data.windows import frames_to_input
     from jittor_sbvsr.ops.sampling import resize_bilinear
     net = model.net
     x = jt.array(frames_to_input([frames[i] for i in idx]))
@@ -426,7 +426,7 @@ def _profile_parts(model, frames, idx):
 def _onednn_share(net, frames, idx):
     """oneDNN's share of the kernel time of one whole window run by Jittor's ops (no reuse)."""
     import jittor as jt
-    from jittor_sbvsr.data.frames import frames_to_input
+    from jittor_sbvsr.data.windows import frames_to_input
     x = jt.array(frames_to_input([frames[i] for i in idx]))
     xs = [x[:, j] for j in range(5)]
     jt.sync_all(True)

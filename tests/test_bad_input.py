@@ -20,7 +20,7 @@ from conftest import ROOT
 from test_inference_cli import assert_clean_error, run_cli
 
 import jittor_sbvsr  # noqa: F401
-from jittor_sbvsr.data.frames import read_frame
+from jittor_sbvsr.data.images import read_frame
 from jittor_sbvsr.errors import UserError
 from jittor_sbvsr.metrics.psnr_ssim import psnr_ssim
 

@@ -10,7 +10,7 @@ from test_inference_cli import run_cli
 from test_video import FPS, H, W, make_clip
 
 import jittor_sbvsr  # noqa: F401
-from jittor_sbvsr.data.frames import window_indices
+from jittor_sbvsr.data.windows import window_indices
 from jittor_sbvsr.data.video import VideoReader, probe
 from jittor_sbvsr.infer.engine import FrameSource
 

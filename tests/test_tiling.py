@@ -10,7 +10,9 @@ from conftest import ROOT
 
 import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.cli.infer import build_parser
-from jittor_sbvsr.data.frames import list_videos, read_frame, window_indices
+from jittor_sbvsr.data.folders import list_videos
+from jittor_sbvsr.data.images import read_frame
+from jittor_sbvsr.data.windows import window_indices
 from jittor_sbvsr.errors import UserError
 from jittor_sbvsr.infer.engine import VideoSR, _ramp, check_tiles, tile_spans
 from jittor_sbvsr.io.recipe import recipe_state

@@ -75,7 +75,8 @@ def build(hr_root, save_root, kind, seed, scale=4, log=print):
 
     from jittor_sbvsr.data import kernels
     from jittor_sbvsr.data.degrade import blur_down_uint8
-    from jittor_sbvsr.data.frames import list_videos, read_frame
+    from jittor_sbvsr.data.folders import list_videos
+    from jittor_sbvsr.data.images import read_frame
     from jittor_sbvsr.errors import UserError
     from jittor_sbvsr.utils import Bar, ensure_dir, save_npy_atomic, save_png_atomic
 

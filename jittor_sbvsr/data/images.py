@@ -1,13 +1,14 @@
-"""Video frames on disk -> model input windows, and model output -> uint8 frames.
+"""Image files -> uint8 RGB frames (read_frame), whatever their colour type and bit depth.
 
-Everything here follows the reference inference protocol bit for bit
-(docs/porting.md, trap 14): how frames are ordered and windowed, how
-pixels become float32 and how the float32 output becomes uint8.
-One file, because that protocol is one thing to check against the reference.
+16-bit colour PNGs are decoded here (_read_png16): Pillow 13.0.0, and imageio 2.38.1 and
+scikit-image 0.26.0 (which read PNG through Pillow), return 16-bit RGB, grey+alpha and RGBA
+PNGs, plain or Adam7-interlaced, as 8 bits, their high byte: truncated, where frames are
+rounded (round(v/257)) everywhere else. 16-bit grey they read exactly, and Pillow decodes it.
+tests/test_frames.py checks that Pillow still drops the low byte: when it stops, the decoder
+can go.
 """
 import logging
 import os
-import re
 import struct
 import zlib
 
@@ -16,141 +17,7 @@ from PIL import Image
 
 from ..errors import UserError
 
-__all__ = ['IMAGE_EXTENSIONS', 'list_videos', 'frames_by_name', 'pair_frames', 'check_gt_size', 'read_frame',
-           'window_indices', 'frames_to_input', 'to_uint8', 'crop_to_multiple']
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
-
-# float32(1/255): the reference multiplies by this; dividing by 255 differs by 1 ulp.
-_INV255 = np.float32(1.0 / 255.0)
-_F255 = np.float32(255.0)
-
-
-# ---------------------------------------------------------------- listing
-
-def _natural_key(name):
-    """Digits compare as numbers, so 2.png precedes 10.png.
-
-    For equal-width zero-padded names this is the plain name order that the
-    reference uses.
-    """
-    parts = re.split(r'(\d+)', name)
-    return [int(p) if i % 2 else p for i, p in enumerate(parts)], name
-
-
-def _is_image(entry):
-    return (entry.is_file() and not entry.name.startswith('.')
-            and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS)
-
-
-def _scan(path):
-    try:
-        with os.scandir(path) as it:
-            return list(it)
-    except OSError as e:
-        raise UserError(f'{path}: cannot list folder ({e.strerror or e})') from None
-
-
-def _images_in(path):
-    names = sorted((e.name for e in _scan(path) if _is_image(e)), key=_natural_key)
-    return [os.path.join(path, n) for n in names]
-
-
-def list_videos(root, what='input folder'):
-    """``[(name, [frame paths])]``: one video per sub-folder of ``root``, by name.
-
-    A ``root`` that holds frames directly (and no sub-folders) is one video
-    named after the folder. Hidden files and folders are ignored. ``what``
-    names ``root`` in errors (e.g. 'ground-truth folder (--gt_path)').
-    """
-    root = os.fspath(root)
-    if not os.path.exists(root):
-        raise UserError(f'{root}: {what} does not exist')
-    if not os.path.isdir(root):
-        raise UserError(f'{root}: {what} is not a folder')
-    entries = _scan(root)
-    subdirs = sorted((e.name for e in entries if e.is_dir() and not e.name.startswith('.')),
-                     key=_natural_key)
-    direct = [e for e in entries if _is_image(e)]
-    if not subdirs:
-        if not direct:
-            raise UserError(f'{root}: {what} has no video sub-folders and no image frames '
-                            f'({", ".join(IMAGE_EXTENSIONS)})')
-        name = os.path.basename(os.path.normpath(os.path.abspath(root)))
-        return [(name, _images_in(root))]
-    if direct:
-        raise UserError(f'{root}: holds both image files and sub-folders; put the frames '
-                        'of each video in its own sub-folder')
-    videos = []
-    for name in subdirs:
-        path = os.path.join(root, name)
-        frames = _images_in(path)
-        if not frames:
-            raise UserError(f'{path}: video folder has no image frames '
-                            f'({", ".join(IMAGE_EXTENSIONS)})')
-        videos.append((name, frames))
-    return videos
-
-
-# ---------------------------------------------------------------- pairing
-
-def _stem(path):
-    return os.path.splitext(os.path.basename(path))[0]
-
-
-def frames_by_name(paths, folder):
-    """{name without extension: path}; two frames of one name (a.png, a.jpg) are an error:
-    their outputs, and their ground truth, would be the same file."""
-    out = {}
-    for p in paths:
-        if _stem(p) in out:
-            raise UserError(f'{p}: two frames named {_stem(p)} in {folder} '
-                            f'({os.path.basename(out[_stem(p)])} too); each frame needs its own name')
-        out[_stem(p)] = p
-    return out
-
-
-def _names(stems):
-    stems = sorted(stems, key=_natural_key)
-    return ', '.join(stems[:4]) + (f', ... (+{len(stems) - 4} more)' if len(stems) > 4 else '')
-
-
-def pair_frames(lr_paths, gt_paths, lr_dir, gt_dir):
-    """``([(lr, gt)], warning or None)``: each LR frame with its ground truth, by file name.
-
-    Names are compared without the extension (``00000001.png`` pairs with
-    ``00000001.jpg``); ground-truth frames with no LR frame are left out.
-    When no name matches at all but the counts do, frames pair by position
-    in name order and the warning says so (check it: the metrics depend on
-    it). Any other mismatch is an error naming the frames. The trainer's
-    test set and the inference CLI both pair this way.
-    """
-    lr = frames_by_name(lr_paths, lr_dir)
-    gt = frames_by_name(gt_paths, gt_dir)
-    if all(s in gt for s in lr):
-        return [(p, gt[s]) for s, p in lr.items()], None
-    if not set(lr) & set(gt) and len(lr) == len(gt):
-        pairs = list(zip(lr_paths, gt_paths))
-        shown = [f'{os.path.basename(a)} <-> {os.path.basename(b)}' for a, b in pairs]
-        if len(shown) > 3:
-            shown = shown[:2] + ['...'] + shown[-1:]
-        return pairs, (f'warning: {gt_dir}: no ground-truth frame has the name of an LR frame in {lr_dir}; '
-                       f'paired the {len(pairs)} frames by position in name order ({", ".join(shown)}): '
-                       'the metrics are only right if that order is the same')
-    missing = [s for s in lr if s not in gt]
-    raise UserError(f'{gt_dir}: {len(lr)} LR frames but {len(gt)} ground-truth frames, and '
-                    f'{len(missing)} LR frame(s) in {lr_dir} have no ground truth of the same name '
-                    f'({_names(missing)}); give the ground truth the LR frames\' file names')
-
-
-def check_gt_size(lr_shape, gt_shape, scale, lr_path, gt_path):
-    """A ground-truth frame must be exactly ``scale`` x its LR frame: anything else
-    (a crop, another scale) makes PSNR/SSIM meaningless, so it is an error."""
-    want = (lr_shape[0] * scale, lr_shape[1] * scale)
-    if tuple(gt_shape[:2]) != want:
-        raise UserError(f'{gt_path}: ground truth is {gt_shape[0]}x{gt_shape[1]}, but LR frame '
-                        f'{os.path.basename(lr_path)} is {lr_shape[0]}x{lr_shape[1]} and x{scale} makes '
-                        f'{want[0]}x{want[1]}; the ground truth must be exactly the LR size x scale')
+__all__ = ['read_frame', 'image_size']
 
 
 # ---------------------------------------------------------------- reading
@@ -304,6 +171,18 @@ def _to_rgb8(arr, path):
                     '(use 8- or 16-bit integer frames)')
 
 
+def image_size(path):
+    """(height, width) of an image file, from its header (nothing decoded)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise UserError(f'{path}: cannot read image (file not found)') from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise UserError(f'{path}: cannot read image ({type(e).__name__}: {e})') from None
+    return h, w
+
+
 def read_frame(path):
     """A frame as uint8 HxWx3 RGB, whatever the file's colour type.
 
@@ -328,87 +207,3 @@ def read_frame(path):
             zlib.error, _Corrupt, Image.DecompressionBombError) as e:
         raise UserError(f'{path}: cannot read image ({type(e).__name__}: {e})') from None
     return _to_rgb8(arr, path)
-
-
-# ---------------------------------------------------------------- windows
-
-def window_indices(n_frames, n_seq=5, border=True, name=None):
-    """Frame indices of each input window, in the reference's order.
-
-    With ``border`` every frame gets a window: the index list is padded with
-    its first ``n_seq//2`` and last ``n_seq//2`` entries *repeated in order*
-    (not mirrored), and window k is ``padded[k:k+n_seq]``. Without ``border``
-    only full windows are used. In both cases ``window[n_seq//2]`` is the
-    index of the centre frame, i.e. of the output frame.
-    """
-    if not isinstance(n_seq, (int, np.integer)) or n_seq < 1 or n_seq % 2 == 0:
-        raise ValueError(f'n_seq must be a positive odd number, got {n_seq}')
-    half = n_seq // 2
-    what = f'video {name}' if name is not None else 'video'
-    idx = list(range(int(n_frames)))
-    if border:
-        # The padding needs `half` frames to copy; then every window is full.
-        need = max(half, 1)
-        if len(idx) < need:
-            raise UserError(f'{what} has {len(idx)} frame(s); {n_seq}-frame windows with border '
-                            f'padding need at least {need}')
-        padded = idx[:half] + idx + idx[len(idx) - half:]
-        return [padded[k:k + n_seq] for k in range(len(idx))]
-    if len(idx) < n_seq:
-        raise UserError(f'{what} has {len(idx)} frame(s); {n_seq}-frame windows without border '
-                        f'padding need at least {n_seq}')
-    return [idx[k:k + n_seq] for k in range(len(idx) - 2 * half)]
-
-
-# ---------------------------------------------------------------- tensors
-
-def frames_to_input(frames):
-    """uint8 HxWx3 frames of one window -> float32 [1, T, 3, H, W] in [0, 1].
-
-    Multiplies by float32(1/255) like the reference (bit-exact); x/255 is not.
-    """
-    frames = [np.asarray(f) for f in frames]
-    if not frames:
-        raise ValueError('a window needs at least one frame')
-    shapes = {f.shape for f in frames}
-    if len(shapes) != 1:
-        raise UserError(f'frames of one window differ in size: {sorted(shapes)}')
-    shape = frames[0].shape
-    if len(shape) != 3 or shape[2] != 3:
-        raise ValueError(f'expected HxWx3 frames, got shape {shape}')
-    if any(f.dtype != np.uint8 for f in frames):
-        raise ValueError('expected uint8 frames')
-    x = np.stack(frames).transpose(0, 3, 1, 2).astype(np.float32)
-    return np.ascontiguousarray((x * _INV255)[None])
-
-
-def to_uint8(recons):
-    """float32 model output [1, 3, H, W] (or [3, H, W]) -> uint8 HxWx3.
-
-    round(clamp(x*255, 0, 255)) with the product in float32 and ties to even,
-    as the reference does.
-    """
-    x = np.asarray(recons)
-    if x.ndim == 4:
-        if x.shape[0] != 1:
-            raise ValueError(f'expected a batch of one, got shape {x.shape}')
-        x = x[0]
-    if x.ndim != 3 or x.shape[0] != 3:
-        raise ValueError(f'expected [1, 3, H, W] or [3, H, W], got shape {x.shape}')
-    y = x.astype(np.float32) * _F255
-    if np.isnan(y).any():
-        raise ValueError('model output contains NaN')
-    y = np.rint(np.clip(y, np.float32(0), _F255))
-    return np.ascontiguousarray(y.astype(np.uint8).transpose(1, 2, 0))
-
-
-def crop_to_multiple(img, m):
-    """Crop HxW[xC] at the bottom/right so both sides are multiples of ``m``."""
-    img = np.asarray(img)
-    if m < 1:
-        raise ValueError(f'multiple must be >= 1, got {m}')
-    h, w = img.shape[:2]
-    h2, w2 = h - h % m, w - w % m
-    if h2 == 0 or w2 == 0:
-        raise UserError(f'frame {h}x{w} is smaller than the size multiple {m}')
-    return img[:h2, :w2]

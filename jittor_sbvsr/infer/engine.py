@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from ..data.frames import frames_to_input
+from ..data.windows import frames_to_input
 from ..errors import UserError
 
 

@@ -21,7 +21,8 @@ import time
 import numpy as np
 
 from .. import dist, runtime
-from ..data.frames import check_gt_size, to_uint8, window_indices
+from ..data.folders import check_gt_size
+from ..data.windows import to_uint8, window_indices
 from ..data.kernels import kernel_image
 from ..data.video import DEFAULT_CRF, VideoWriter
 from .engine import FrameSource, VideoSR

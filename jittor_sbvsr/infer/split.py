@@ -28,7 +28,7 @@ other ranks' frames of a split video).
 import os
 import shutil
 
-from ..data.frames import read_frame
+from ..data.images import read_frame
 from ..utils import save_png_atomic
 
 PARTS = '.mpi_parts'  # frames of split videos without --save_image, removed once encoded

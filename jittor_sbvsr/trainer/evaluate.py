@@ -9,7 +9,7 @@ import os
 
 import jittor as jt
 
-from ..data.frames import to_uint8
+from ..data.windows import to_uint8
 from ..data.kernels import kernel_image_minmax
 from ..metrics.psnr_ssim import calc_psnr
 from ..utils import Bar, save_png_atomic
