@@ -30,7 +30,7 @@ from ..errors import UserError
 from .inputs import GroundTruth, Video, check_flags, check_videos, frames, is_video, list_inputs  # noqa: F401
 from .setup import (PRESETS, apply_preset, build_model, choose_output_dir, load_model,  # noqa: F401
                           prepare_demo, read_checkpoint)
-from .split import encode_parts, part_path, remove_parts, shares, write_part
+from .split import encode_parts, part_path, remove_parts, window_spans, write_part
 from ..metrics.psnr_ssim import psnr_ssim
 from ..utils import Logger, VideoProgress, ensure_dir, save_npy_atomic, save_png_atomic
 from ..utils.files import remove_stale_temps, stale_note
@@ -81,7 +81,7 @@ def run(args, root):
     for line in notes + ([stale] if stale else []):
         log(line)
     wins = [window_indices(v.n, args.n_seq, border=args.border) for v in videos]
-    share = shares([len(w) for w in wins], dist.rank(), world)
+    share = window_spans([len(w) for w in wins], dist.rank(), world)
     total = sum(stop - start for start, stop in share.values())
     done = [0]
     t_run = time.perf_counter()
@@ -268,7 +268,7 @@ def _video(args, engine, v, windows, span, source, gt_of, writer, out_dir, rows,
 def _encode_split_videos(args, videos, wins, out_dir, world):
     """Rank 0, once every rank is done: the video files no one rank ran whole, from their frames."""
     counts = [len(w) for w in wins]
-    whole = {i for r in range(world) for i, span in shares(counts, r, world).items() if span == (0, counts[i])}
+    whole = {i for r in range(world) for i, span in window_spans(counts, r, world).items() if span == (0, counts[i])}
     for i, v in enumerate(videos):
         if not is_video(v.lr) or i in whole:
             continue

@@ -164,16 +164,16 @@ class Trainer:
         n_batches = len(self.loader)
         self.watchdog.phase(f'training epoch {epoch}')
         with Bar(n_batches, desc=f'epoch {epoch}', unit='batch', enabled=self.main) as bar:
-            for j, (batch, share) in enumerate(self.loader.weighted()):
+            for j, (batch, part) in enumerate(self.loader.weighted()):
                 out, _ = self.model({'x': jt.array(batch['lr']), 'mode': 'train'})
                 total, terms = self.loss_fn(out)
                 # read the losses before the update: a lazy Var evaluated after
                 # p.update() would see the new weights
                 jt.sync(list(terms.values()))
                 values = dist.weighted_mean({k: float(v.item()) for k, v in terms.items()},
-                                            share.samples, share.total)
-                self.optimizer.backward(total if share.weight == 1 else total * share.weight)
-                if share.step:
+                                            part.samples, part.total)
+                self.optimizer.backward(total if part.weight == 1 else total * part.weight)
+                if part.step:
                     self.optimizer.step()
                 self.watchdog.beat()
                 if not all(math.isfinite(v) for v in values.values()):
