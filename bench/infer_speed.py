@@ -6,7 +6,7 @@
 
 Inference: a synthetic clip (data/synthetic.py: a photo panned a few pixels
 per frame, blurred down x4) of ``--frames`` LR frames, every frame restored
-(border windows), with the deterministic recipe weights (io/recipe.py): no
+(border windows), with the deterministic recipe weights (weights/recipe.py): no
 downloads. Configurations:
 
 - ``reuse``     : the default engine (frame features and PWC-Net pyramids
@@ -218,7 +218,7 @@ def make_clip(path, h, w, n_frames):
 # ------------------------------------------------------------ one config ---
 
 def load_recipe_net():
-    from jittor_sbvsr.io.recipe import recipe_state
+    from jittor_sbvsr.weights.recipe import recipe_state
     from jittor_sbvsr.models import PWC_Recons
     net = PWC_Recons()
     net.load_parameters(recipe_state({k: v.shape for k, v in net.state_dict().items()}, seed=1234))

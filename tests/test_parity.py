@@ -15,7 +15,7 @@ from jittor_sbvsr.data.folders import list_videos
 from jittor_sbvsr.data.images import read_frame
 from jittor_sbvsr.data.windows import frames_to_input, to_uint8, window_indices
 from jittor_sbvsr.infer.engine import VideoSR
-from jittor_sbvsr.io.recipe import recipe_state, state_sha256
+from jittor_sbvsr.weights.recipe import recipe_state, state_sha256
 from jittor_sbvsr.metrics.psnr_ssim import psnr_ssim
 from jittor_sbvsr.models import PWC_Recons
 

@@ -15,7 +15,7 @@ from jittor_sbvsr.data.images import read_frame
 from jittor_sbvsr.data.windows import window_indices
 from jittor_sbvsr.errors import UserError
 from jittor_sbvsr.infer.engine import VideoSR, _ramp, check_tiles, tile_spans
-from jittor_sbvsr.io.recipe import recipe_state
+from jittor_sbvsr.weights.recipe import recipe_state
 from jittor_sbvsr.models import PWC_Recons
 
 

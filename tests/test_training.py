@@ -23,7 +23,7 @@ import pytest
 
 import jittor_sbvsr  # noqa: F401  (configures Jittor)
 from jittor_sbvsr.errors import UserError
-from jittor_sbvsr.io.checkpoint import load_state, save_state_atomic
+from jittor_sbvsr.weights.checkpoint import load_state, save_state_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = str(ROOT / 'main.py')
@@ -101,7 +101,7 @@ def test_demo_run_writes_checkpoints_and_learns(runs, demo):
     assert kern and np.asarray(Image.open(kern[0])).shape == (13, 13, 3)
     # the weights load back strictly into the demo architecture
     from jittor_sbvsr.models import PWC_Recons
-    from jittor_sbvsr.io.checkpoint import load_into_module
+    from jittor_sbvsr.weights.checkpoint import load_into_module
     load_into_module(PWC_Recons(n_feat=16, extra_RBS=1, recons_RBS=2),
                      load_state(d / 'model' / 'model_latest.pkl'), 'model_latest.pkl')
     # the loss went down: one fixed batch, the run's initial weights (same seed) vs its last ones
@@ -353,7 +353,7 @@ def test_pwc_weights_pre_train_and_test_only(demo, tmp_path):
     """network-default.pkl from --pretrain_models_dir (keys with or without the flow_net prefix),
     --pre_train for the whole model, and --test_only evaluation."""
     import jittor as jt
-    from jittor_sbvsr.io.checkpoint import FLOW_PREFIX
+    from jittor_sbvsr.weights.checkpoint import FLOW_PREFIX
     from jittor_sbvsr.models import PWC_Recons
     from jittor_sbvsr.trainer.trainer import Trainer
     jt.set_global_seed(7)

@@ -6,7 +6,7 @@ crop when ground truth is given. Each frame's features are computed once per
 video, not once per window: the output is the same, the work a fifth.
 
 ``run`` checks everything it can before it writes anything: the flags, the
-checkpoint (whose architecture it reads from the weights, io/arch.py), and
+checkpoint (whose architecture it reads from the weights, weights/arch.py), and
 every frame of every video (readable, one size per video, ground truth
 paired by name and exactly scale x LR). A number it logs is therefore never
 computed on mismatched frames; what it cannot score it says so.
@@ -67,7 +67,7 @@ def run(args, root):
         stale = stale_note(remove_stale_temps(out_dir, recursive=True))
     dist.barrier()  # no rank writes before rank 0 removed the stale temporary files
     log = Logger(os.path.join(out_dir, f"inference_log_{time.strftime('%Y%m%d-%H%M%S')}.txt")) if lead else _Quiet()
-    from ..io.arch import describe
+    from ..weights.arch import describe
     for key in ('input_path', 'gt_path', 'model_path', 'border', 'save_image', 'crf', 'n_seq', 'scale',
                 'size_must_mode', 'no_reuse', 'no_fused', 'no_winograd', 'no_compose',
                 'tile', 'tile_overlap'):

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from ..errors import UserError
-from ..io.checkpoint import save_state_atomic
+from ..weights.checkpoint import save_state_atomic
 from ..losses import LOSS_NAMES
 from ..utils import Logger, atomic_write_bytes, ensure_dir
 from ..utils.files import remove_stale_temps, stale_note

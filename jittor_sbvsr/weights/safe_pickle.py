@@ -1,7 +1,7 @@
 """A pickle reader that runs no code: only the globals on an allow-list resolve.
 
-Shared by our weights files (io/checkpoint.py: plain Python containers and
-numpy arrays) and PyTorch checkpoints (io/torch_pickle.py adds torch's tensor
+Shared by our weights files (weights/checkpoint.py: plain Python containers and
+numpy arrays) and PyTorch checkpoints (weights/torch_pickle.py adds torch's tensor
 rebuilds). Anything else the pickle names is refused with :class:`Forbidden`
 before it can run: a weights file is data, never code.
 """

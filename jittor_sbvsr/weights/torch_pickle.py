@@ -16,7 +16,7 @@ tensor is cut out of its storage buffer with numpy strides and then copied.
 One file: both formats share the storage rebuild and the allow-list of torch
 globals, and a reader of the security rules wants them in one place (the
 restricted unpickler itself and the allow-lists shared with our own .pkl
-files are in io/safe_pickle.py).
+files are in weights/safe_pickle.py).
 """
 import io
 import os
