@@ -19,10 +19,11 @@ def model_shapes(arch=None):
     """Shapes of the full model (``arch``: PWC_Recons kwargs, default the paper's); imported lazily
     so --help stays fast.
 
-    Jittor's info log is silenced: this CLI prints one line, and building the
-    model here only declares parameters (nothing is computed).
+    Jittor's info log is silenced (runtime.quiet_jittor): this CLI prints one line, and
+    building the model here only declares parameters (nothing is computed).
     """
-    os.environ.setdefault('log_silent', '1')
+    from jittor_sbvsr import runtime
+    runtime.quiet_jittor()
     from jittor_sbvsr.errors import UserError
     from jittor_sbvsr.weights.checkpoint import expected_shapes
     from jittor_sbvsr.runtime import RuntimeSetupError
