@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import ROOT
 
@@ -66,9 +67,16 @@ def test_bad_tile_flags():
 
 
 def test_cli_rejects_overlap_not_smaller_than_tile(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / 'inference.py'), '--input_path', str(ROOT / 'no_such_dir'),
-                        '--tile', '8'], capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    """Refused for the tiles, not for the input: the input folder holds a readable clip."""
+    (tmp_path / 'in' / 'clip').mkdir(parents=True)
+    for t in range(5):
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / 'in' / 'clip' / f'{t}.png')
+    r = subprocess.run([sys.executable, str(ROOT / 'inference.py'), '--input_path', str(tmp_path / 'in'),
+                        '--tile', '8', '--result_path', str(tmp_path / 'out')],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and '--tile_overlap' in lines[0], r.stderr[-2000:]
+    assert not (tmp_path / 'out').exists()
 
 
 # ------------------------------------------------------------ outputs ----
