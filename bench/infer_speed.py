@@ -39,6 +39,9 @@ PWC cost volume included) / time. ``--train-step`` times forward + backward
 
 OMP_NUM_THREADS is set from ``--threads`` before Jittor is imported.
 Prints one JSON object (also written to ``--json`` if given).
+
+One file: the parent and its ``--child`` processes are this one script and read
+one configuration; it runs alone, with nothing of the test suite.
 """
 import argparse
 import json

@@ -138,6 +138,16 @@ def parse_args(argv=None):
     return args
 
 
+# The reference's flags that would do nothing here: refused unless at their default.
+_INERT = {
+    'n_GPUs': (1, 'one device per process; for several GPUs run one rank per GPU under mpirun '
+                  '(README, "Training on several GPUs or machines")'),
+    'process': (False, 'preloading is not supported; frames are read on demand'),
+    'size_must_mode': (1, 'training crops no frame, only 1 is supported (the inference flag of this name crops)'),
+    'mid_loss_weight': (1.0, 'the loss has no middle term to weigh, only 1 is supported'),
+}
+
+
 def _check(args):
     if args.data_train.upper() not in TRAIN_SETS:
         raise UserError(f"unknown --data_train '{args.data_train}' (known: {', '.join(TRAIN_SETS)})")
@@ -152,17 +162,10 @@ def _check(args):
         raise UserError(f'--n_sequence {args.n_sequence}: the method needs 5 frames per window')
     if args.n_colors != 3:
         raise UserError(f'--n_colors {args.n_colors}: only RGB (3) is supported')
-    if args.n_GPUs != 1:
-        raise UserError(f'--n_GPUs {args.n_GPUs}: one device per process; for several GPUs run one rank '
-                        'per GPU under mpirun (README, "Training on several GPUs or machines")')
-    if args.process:
-        raise UserError('--process: preloading is not supported; frames are read on demand')
-    if args.size_must_mode != 1:
-        raise UserError(f'--size_must_mode {args.size_must_mode}: training crops no frame, only 1 is supported '
-                        '(the inference flag of this name crops)')
-    if args.mid_loss_weight != 1.0:
-        raise UserError(f'--mid_loss_weight {args.mid_loss_weight}: the loss has no middle term to weigh, '
-                        'only 1 is supported')
+    for name, (default, why) in _INERT.items():
+        value = getattr(args, name)
+        if value != default:
+            raise UserError(f'--{name}{"" if value is True else f" {value}"}: {why}')
     if args.HR_in:
         raise UserError('--HR_in is not supported for training')
     if args.scale != 4:
