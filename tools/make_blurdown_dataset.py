@@ -75,7 +75,7 @@ def build(hr_root, save_root, kind, seed, scale=4, log=print):
 
     from jittor_sbvsr.data import kernels
     from jittor_sbvsr.data.degrade import blur_down_uint8
-    from jittor_sbvsr.data.folders import list_videos
+    from jittor_sbvsr.data.folders import frames_by_name, list_videos, stem
     from jittor_sbvsr.data.images import read_frame
     from jittor_sbvsr.errors import UserError
     from jittor_sbvsr.utils import Bar, ensure_dir, save_npy_atomic, save_png_atomic
@@ -85,10 +85,7 @@ def build(hr_root, save_root, kind, seed, scale=4, log=print):
         raise UserError(f'{save_root}: exists and is not a folder')
     copy_hr = not _same_dir(hr_root, os.path.join(save_root, 'HR'))
     for name, frames in videos:
-        stems = [os.path.splitext(os.path.basename(f))[0] for f in frames]
-        if len(set(stems)) != len(stems):
-            raise UserError(f'{os.path.join(hr_root, name)}: two frames have the same name '
-                            'apart from the extension')
+        frames_by_name(frames, os.path.join(hr_root, name))  # one output file per frame name
     created_root = not os.path.exists(save_root)
     ensure_dir(save_root)
     try:
@@ -106,15 +103,15 @@ def build(hr_root, save_root, kind, seed, scale=4, log=print):
                 save_png_atomic(os.path.join(stage, 'kernels', f'{name}.png'),
                                 kernels.kernel_image(applied))
                 for path in frames:
-                    stem = os.path.splitext(os.path.basename(path))[0]
+                    frame = stem(path)
                     hr = read_frame(path)
                     if hr.shape[0] % scale or hr.shape[1] % scale:
                         raise UserError(f'{path}: frame is {hr.shape[0]}x{hr.shape[1]}, not a multiple '
                                         f'of the scale {scale}; crop the HR frames first')
                     lr = blur_down_uint8(hr, kernel, scale)
-                    save_png_atomic(os.path.join(stage, 'LR_blurdown_x4', name, f'{stem}.png'), lr)
+                    save_png_atomic(os.path.join(stage, 'LR_blurdown_x4', name, f'{frame}.png'), lr)
                     if copy_hr:
-                        dst = os.path.join(stage, 'HR', name, f'{stem}.png')
+                        dst = os.path.join(stage, 'HR', name, f'{frame}.png')
                         if path.lower().endswith('.png'):
                             ensure_dir(os.path.dirname(dst))
                             shutil.copyfile(path, dst)
