@@ -459,8 +459,8 @@ def run_train_step(args):
     net = load_recipe_net()
     net.train()
     try:
-        from jittor_sbvsr.losses import SelfBlindLoss
-        loss_fn, loss_name = SelfBlindLoss(), 'jittor_sbvsr.losses.SelfBlindLoss'
+        from jittor_sbvsr.trainer.losses import SelfBlindLoss
+        loss_fn, loss_name = SelfBlindLoss(), 'jittor_sbvsr.trainer.losses.SelfBlindLoss'
     except ImportError:
         def loss_fn(out):
             t = (out['recons_down'] - out['input']).abs().mean() + (out['input_cycle'] - out['input']).abs().mean()

@@ -2,17 +2,17 @@
 
 Per epoch e (1-based): lr = base * gamma ** (e // lr_decay) for each of the
 8 Adam groups; every batch runs the model in 'train' mode, the loss of
-:mod:`jittor_sbvsr.losses` and Adam (PyTorch's formula); then the model is
+:mod:`jittor_sbvsr.trainer.losses` and Adam (PyTorch's formula); then the model is
 evaluated on the test set in 'val' mode (PSNR, cycle-PSNR, down-PSNR) and the
 epoch is saved. Differences from the reference are listed in README.md;
 the one that shows: the reference's loop trains ``epochs - 1`` epochs
 (it stops when ``last_epoch + 1 >= epochs``), this one trains ``epochs``.
 
-Under ``mpirun -np N`` (see :mod:`.dist`) every rank runs this loop on its
-share of each global batch of ``batch_size x N`` samples; Jittor averages the
+Under ``mpirun -np N`` (see :mod:`jittor_sbvsr.dist`) every rank runs this loop on its
+part of each global batch of ``batch_size x N`` samples; Jittor averages the
 gradients, so the update is the one a single process with batch
-``batch_size x N`` would make. Evaluation is sharded the same way; only rank
-0 logs and writes the log, plots and checkpoints.
+``batch_size x N`` would make. Evaluation deals the test windows to the ranks
+round-robin; only rank 0 logs and writes the log, plots and checkpoints.
 
 Layout: :mod:`.setup` builds what a run starts from (data sets, demo clips,
 initial weights) before any file is written, :mod:`.evaluate` runs the test
@@ -37,11 +37,11 @@ import jittor as jt
 
 from .. import dist
 from ..errors import UserError
-from ..losses import LOSS_NAMES, SelfBlindLoss
 from ..utils import Bar
 from . import setup
 from .evaluate import PSNR_NAMES, evaluate
 from .experiment import open_experiment, save_epoch
+from .losses import LOSS_NAMES, SelfBlindLoss
 from .optim import make_optimizer, step_lr_factor
 from .state import STATE_NAME, epoch_seed, load_training_state
 from .watchdog import Watchdog
