@@ -163,9 +163,9 @@ def check_numpy():
     import numpy
     if int(numpy.__version__.split('.')[0]) >= 2:
         raise InstallationError(
-            f'numpy {numpy.__version__} is installed, but Jittor 1.3.8.5 needs numpy<2 '
+            f'numpy {numpy.__version__} is installed, but Jittor {PINNED_JITTOR} needs numpy<2 '
             '(Var.numpy() returns garbage with numpy 2); run env/setup.sh or '
-            "pip install -r env/jittor-1.3.8.5.txt")
+            f'pip install -r env/jittor-{PINNED_JITTOR}.txt')
 
 
 def _cache_float_info():

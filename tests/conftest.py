@@ -48,8 +48,8 @@ def public_case(reference_dir):
 def recipe_pkl(tmp_path_factory):
     """The parity tests' recipe weights for the published configuration, as a .pkl (a path with a space)."""
     import jittor_sbvsr  # noqa: F401
-    from jittor_sbvsr.io.checkpoint import save_state_atomic
-    from jittor_sbvsr.io.recipe import recipe_state
+    from jittor_sbvsr.weights.checkpoint import save_state_atomic
+    from jittor_sbvsr.weights.recipe import recipe_state
     from jittor_sbvsr.models import PWC_Recons
     path = tmp_path_factory.mktemp('weights') / 'recipe 1234.pkl'
     save_state_atomic(recipe_state({k: v.shape for k, v in PWC_Recons().state_dict().items()}), path)

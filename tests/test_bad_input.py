@@ -20,7 +20,7 @@ from conftest import ROOT
 from test_inference_cli import assert_clean_error, run_cli
 
 import jittor_sbvsr  # noqa: F401
-from jittor_sbvsr.data.frames import read_frame
+from jittor_sbvsr.data.images import read_frame
 from jittor_sbvsr.errors import UserError
 from jittor_sbvsr.metrics.psnr_ssim import psnr_ssim
 
@@ -29,7 +29,7 @@ TINY = dict(n_feat=16, extra_RBS=1, recons_RBS=2)
 
 def _save_like_trainer(net, path):
     """What Trainer.save writes: {key: numpy array} through save_state_atomic."""
-    from jittor_sbvsr.io.checkpoint import save_state_atomic
+    from jittor_sbvsr.weights.checkpoint import save_state_atomic
     save_state_atomic({k: v.numpy() for k, v in net.state_dict().items()}, path)
     return path
 
@@ -249,7 +249,7 @@ def test_stale_temp_files_removed_at_next_run(small_run):
 # ------------------------------------------------------------ 4. messages that say what is wrong
 
 def test_nan_weights_are_reported_as_nan(tmp_path, tiny):
-    from jittor_sbvsr.io.checkpoint import load_state, save_state_atomic
+    from jittor_sbvsr.weights.checkpoint import load_state, save_state_atomic
     state = load_state(tiny['x4'])
     state['recons_net.1.conv2.weight'][0, 0, 1, 1] = np.nan
     save_state_atomic(state, tmp_path / 'nan.pkl')
@@ -277,7 +277,7 @@ def test_directory_as_model_path_is_called_a_folder(tmp_path):
 
 
 def test_pwc_net_weights_as_model_say_so(tmp_path, tiny):
-    from jittor_sbvsr.io.checkpoint import FLOW_PREFIX, load_state, save_state_atomic
+    from jittor_sbvsr.weights.checkpoint import FLOW_PREFIX, load_state, save_state_atomic
     flow = {k[len(FLOW_PREFIX):]: v for k, v in load_state(tiny['x4']).items() if k.startswith(FLOW_PREFIX)}
     save_state_atomic(flow, tmp_path / 'pwc.pkl')
     _frames(tmp_path / 'LR' / 'v', _names(5), (32, 48), 0)

@@ -18,8 +18,8 @@ import torch
 
 from conftest import REFERENCE, ROOT
 from jittor_sbvsr.errors import UserError
-from jittor_sbvsr.io import checkpoint as ckpt
-from jittor_sbvsr.io.torch_pickle import load_torch_file
+from jittor_sbvsr.weights import checkpoint as ckpt
+from jittor_sbvsr.weights.torch_pickle import load_torch_file
 
 TOOL = ROOT / 'tools' / 'convert_torch_weights.py'
 N_KEYS, N_VALUES = 272, 18_900_215
@@ -289,7 +289,7 @@ def test_reader_needs_no_torch(tmp_path, no_torch_path):
         paths.append(str(p))
     out = tmp_path / 'out.pkl'
     code = ('import sys, pickle\n'
-            'from jittor_sbvsr.io.torch_pickle import load_torch_file\n'
+            'from jittor_sbvsr.weights.torch_pickle import load_torch_file\n'
             'res = [dict(load_torch_file(p)) for p in sys.argv[1:3]]\n'
             "assert 'torch' not in sys.modules\n"
             "pickle.dump(res, open(sys.argv[3], 'wb'))\n")
@@ -511,7 +511,7 @@ def test_convert_refuses_nan_weights(model_files, no_torch_path, workdir):
 
 def test_convert_derives_the_architecture_from_the_checkpoint(no_torch_path, workdir):
     """A model trained with other options (the demo's: n_feat 16, 1 + 2 ResBlocks) converts as it is."""
-    from jittor_sbvsr.io.arch import derive_arch
+    from jittor_sbvsr.weights.arch import derive_arch
     from jittor_sbvsr.models import PWC_Recons
     shapes = ckpt.expected_shapes(PWC_Recons(n_feat=16, extra_RBS=1, recons_RBS=2, scale=2))
     gen = torch.Generator().manual_seed(2)

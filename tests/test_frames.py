@@ -1,4 +1,5 @@
-"""Frame listing, decoding, windowing and tensor conversion against the reference protocol."""
+"""Frame listing (data/folders.py), decoding (data/images.py), windowing and tensor conversion
+(data/windows.py) against the reference protocol."""
 import json
 import os
 import struct
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jittor_sbvsr.data.frames import (crop_to_multiple, frames_to_input, list_videos, read_frame,
-                                      to_uint8, window_indices)
+from jittor_sbvsr.data.folders import list_videos
+from jittor_sbvsr.data.images import read_frame
+from jittor_sbvsr.data.windows import crop_to_multiple, frames_to_input, to_uint8, window_indices
 from jittor_sbvsr.errors import UserError
 
 # ---------------------------------------------------------------- a PNG writer for the tests
@@ -237,6 +239,18 @@ def test_read_16bit_png(tmp_path, rng, channels, interlace):
     rgb = np.repeat(a[:, :, None], 3, 2) if channels == 1 else (
         np.repeat(a[:, :, :1], 3, 2) if channels == 2 else a[:, :, :3])
     np.testing.assert_array_equal(got, _round257(rgb))
+
+
+@pytest.mark.parametrize('channels', [2, 3, 4])
+def test_pillow_still_truncates_16bit_colour_png(tmp_path, channels):
+    """Why data/images.py decodes 16-bit colour PNGs itself: Pillow (and imageio and
+    scikit-image, which read PNG through it) keep only the high byte. If this fails,
+    Pillow reads them and the decoder can go."""
+    a = np.full((2, 3, channels), 257 * 7 + 200, np.uint16)
+    write_png(tmp_path / 'c16.png', a)
+    with Image.open(tmp_path / 'c16.png') as im:
+        got = np.asarray(im)
+    assert got.dtype == np.uint8 and (got[..., :3] == 7).all()
 
 
 def test_16bit_rounds_not_truncates(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 
 import jittor_sbvsr  # noqa: F401
-from jittor_sbvsr.data.frames import read_frame
+from jittor_sbvsr.data.images import read_frame
 
 
 def run_cli(*args, env=None, cwd=None):

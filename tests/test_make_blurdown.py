@@ -11,7 +11,7 @@ from PIL import Image
 from jittor_sbvsr.data import degrade, kernels
 from jittor_sbvsr.data.datasets import PairedTestSet
 from conftest import BROKEN_INSTALLS, ROOT, load_tool
-from jittor_sbvsr.data.frames import read_frame
+from jittor_sbvsr.data.images import read_frame
 
 TOOL = ROOT / 'tools' / 'make_blurdown_dataset.py'
 tool = load_tool('make_blurdown_dataset')

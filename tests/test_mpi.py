@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import MPI_ENV, mpirun, require_mpi
-from jittor_sbvsr.io.checkpoint import load_state
+from jittor_sbvsr.weights.checkpoint import load_state
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = str(ROOT / 'main.py')

@@ -1,6 +1,6 @@
 """pyproject.toml: ``pip install -e .`` gives sbvsr-infer, sbvsr-train and sbvsr-convert with the
 flags of inference.py, main.py and tools/convert_torch_weights.py; ``pip install .`` a copy in
-site-packages that keeps its data (options.ROOT) in the current folder, not in site-packages.
+site-packages that keeps its data (paths.ROOT) in the current folder, not in site-packages.
 
 The installs are real: ``pip install --no-deps --no-build-isolation [-e] <checkout>`` into a
 throwaway venv that sees this environment's packages through a .pth file (measured: 3.6 s
@@ -141,7 +141,7 @@ def test_commands_on_an_unusable_installation(name, cause, venv, broken_install,
         assert os.listdir(tmp_path) == []
 
 
-_WHERE = 'import jittor_sbvsr, jittor_sbvsr.options as o; print(jittor_sbvsr.__file__); print(o.ROOT)'
+_WHERE = 'import jittor_sbvsr, jittor_sbvsr.paths as o; print(jittor_sbvsr.__file__); print(o.ROOT)'
 
 
 def test_an_editable_install_keeps_its_data_in_the_checkout(venv, tmp_path):

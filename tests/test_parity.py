@@ -11,9 +11,11 @@ import pytest
 
 import jittor_sbvsr  # noqa: F401  (configures Jittor)
 import jittor as jt
-from jittor_sbvsr.data.frames import frames_to_input, list_videos, read_frame, to_uint8, window_indices
+from jittor_sbvsr.data.folders import list_videos
+from jittor_sbvsr.data.images import read_frame
+from jittor_sbvsr.data.windows import frames_to_input, to_uint8, window_indices
 from jittor_sbvsr.infer.engine import VideoSR
-from jittor_sbvsr.io.recipe import recipe_state, state_sha256
+from jittor_sbvsr.weights.recipe import recipe_state, state_sha256
 from jittor_sbvsr.metrics.psnr_ssim import psnr_ssim
 from jittor_sbvsr.models import PWC_Recons
 

@@ -14,8 +14,8 @@ import pytest
 
 import jittor_sbvsr  # noqa: F401  (configures Jittor)
 import jittor as jt
-from jittor_sbvsr.io.recipe import recipe_state, state_sha256
-from jittor_sbvsr.losses import LOSS_NAMES, SelfBlindLoss, penalty_mask
+from jittor_sbvsr.weights.recipe import recipe_state, state_sha256
+from jittor_sbvsr.trainer.losses import LOSS_NAMES, SelfBlindLoss, penalty_mask
 from jittor_sbvsr.models import PWC_Recons
 from jittor_sbvsr.trainer.optim import GROUP_MODULES, TorchAdam, make_optimizer, step_lr_factor
 

@@ -306,10 +306,15 @@ def test_video_progress_tty_updates_in_place_with_total_eta():
 
 
 def test_logger_line_clears_a_tqdm_bar():
-    import sys
+    """A log line on the bar's stream: the bar is wiped first and redrawn after, not overwritten."""
     out = FakeTTY()
     bar = progress_mod.VideoProgress(10, stream=out)
     bar.video('v', 10)
     bar.update()
-    Logger(stream=sys.stderr)('hello')  # tqdm clears bars on stdout/stderr; here: no error
+    drawn = len(out.getvalue())
+    Logger(stream=out)('hello')
+    text = out.getvalue()[drawn:]
+    before, after = text.split('hello\n')
+    assert before.startswith('\r') and before.strip(' \r\x1b[A') == '', repr(before)  # the bar wiped
+    assert 'v:' in after, repr(after)  # and redrawn under the line
     bar.close()

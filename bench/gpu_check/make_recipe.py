@@ -3,8 +3,8 @@ import os
 import sys
 
 sys.path.insert(0, os.getcwd())
-from jittor_sbvsr.io.checkpoint import save_state_atomic  # noqa: E402
-from jittor_sbvsr.io.recipe import recipe_state, state_sha256  # noqa: E402
+from jittor_sbvsr.weights.checkpoint import save_state_atomic  # noqa: E402
+from jittor_sbvsr.weights.recipe import recipe_state, state_sha256  # noqa: E402
 
 ref, out = sys.argv[1], sys.argv[2]
 with open(os.path.join(ref, 'upstream_state_dict_keys.txt'), encoding='utf-8') as f:
