@@ -6,7 +6,7 @@
 
 Inference: a synthetic clip (data/synthetic.py: a photo panned a few pixels
 per frame, blurred down x4) of ``--frames`` LR frames, every frame restored
-(border windows), with the deterministic recipe weights (io/recipe.py): no
+(border windows), with the deterministic recipe weights (weights/recipe.py): no
 downloads. Configurations:
 
 - ``reuse``     : the default engine (frame features and PWC-Net pyramids
@@ -39,6 +39,9 @@ PWC cost volume included) / time. ``--train-step`` times forward + backward
 
 OMP_NUM_THREADS is set from ``--threads`` before Jittor is imported.
 Prints one JSON object (also written to ``--json`` if given).
+
+One file: the parent and its ``--child`` processes are this one script and read
+one configuration; it runs alone, with nothing of the test suite.
 """
 import argparse
 import json
@@ -56,20 +59,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None):
+    sys.path.insert(0, ROOT)
+    from jittor_sbvsr.cli.infer import add_engine_flags  # imports no jittor (OMP_NUM_THREADS is set later)
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--lr-size', default='180x320', help='LR frame size HxW')
     p.add_argument('--frames', type=int, default=7, help='frames in the clip (every one restored)')
     p.add_argument('--threads', type=int, default=2, help='OMP_NUM_THREADS')
     p.add_argument('--runs', type=int, default=1, help='timed passes over the clip per configuration')
-    p.add_argument('--tile', type=int, default=64, help='tile size of the tiled configuration (LR px)')
-    p.add_argument('--tile-overlap', type=int, default=16)
+    add_engine_flags(p)  # --device, --tile (here: the tiled configuration's tile size), --tile_overlap
+    p.set_defaults(tile=64)
     p.add_argument('--warmup', default='pass', choices=['pass', 'window'],
                    help='untimed warm-up: a whole pass over the clip (default) or its first window')
     p.add_argument('--configs', default='reuse,baseline,tiled',
                    help='comma list of reuse, baseline, tiled, unfused, layered')
     p.add_argument('--profile', action='store_true',
                    help='also time the model parts on one window and the share of oneDNN convolutions')
-    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--train-step', action='store_true', help='time training steps instead of inference')
     p.add_argument('--batch', type=int, default=2)
     p.add_argument('--patch', type=int, default=64, help='LR patch size of the training step')
@@ -177,7 +181,7 @@ def clip_flops(h, w, windows, reuse, compose, n_seq=5):
 def machine():
     model = ''
     try:
-        with open('/proc/cpuinfo') as fh:
+        with open('/proc/cpuinfo', encoding='utf-8') as fh:
             for line in fh:
                 if line.startswith('model name'):
                     model = line.split(':', 1)[1].strip()
@@ -205,7 +209,7 @@ def make_clip(path, h, w, n_frames):
     """LR frames of a synthetic pan (numpy uint8 [T,h,w,3]) saved to ``path``."""
     import numpy as np
     sys.path.insert(0, ROOT)
-    from jittor_sbvsr.data.frames import read_frame
+    from jittor_sbvsr.data.images import read_frame
     from jittor_sbvsr.data.synthetic import make_demo_videos
     with tempfile.TemporaryDirectory() as d:
         dirs = make_demo_videos(d, n_videos=1, n_frames=n_frames, hr_size=(4 * h, 4 * w), seed=0)
@@ -217,7 +221,7 @@ def make_clip(path, h, w, n_frames):
 # ------------------------------------------------------------ one config ---
 
 def load_recipe_net():
-    from jittor_sbvsr.io.recipe import recipe_state
+    from jittor_sbvsr.weights.recipe import recipe_state
     from jittor_sbvsr.models import PWC_Recons
     net = PWC_Recons()
     net.load_parameters(recipe_state({k: v.shape for k, v in net.state_dict().items()}, seed=1234))
@@ -235,7 +239,7 @@ def run_configs(cfg):
     import jittor_sbvsr  # noqa: F401  (before jittor)
     import jittor as jt
     from jittor_sbvsr import runtime
-    from jittor_sbvsr.data.frames import window_indices
+    from jittor_sbvsr.data.windows import window_indices
     from jittor_sbvsr.infer.engine import VideoSR
     from jittor_sbvsr.ops import fused_conv
     from jittor_sbvsr.ops.fused_conv import LAYOUTS
@@ -383,7 +387,7 @@ def _peaks(hw, fused):
 
 def _profile_parts(model, frames, idx):
     import jittor as jt
-    from jittor_sbvsr.data.frames import frames_to_input
+    from jittor_sbvsr.data.windows import frames_to_input
     from jittor_sbvsr.ops.sampling import resize_bilinear
     net = model.net
     x = jt.array(frames_to_input([frames[i] for i in idx]))
@@ -425,7 +429,7 @@ def _profile_parts(model, frames, idx):
 def _onednn_share(net, frames, idx):
     """oneDNN's share of the kernel time of one whole window run by Jittor's ops (no reuse)."""
     import jittor as jt
-    from jittor_sbvsr.data.frames import frames_to_input
+    from jittor_sbvsr.data.windows import frames_to_input
     x = jt.array(frames_to_input([frames[i] for i in idx]))
     xs = [x[:, j] for j in range(5)]
     jt.sync_all(True)
@@ -455,8 +459,8 @@ def run_train_step(args):
     net = load_recipe_net()
     net.train()
     try:
-        from jittor_sbvsr.losses import SelfBlindLoss
-        loss_fn, loss_name = SelfBlindLoss(), 'jittor_sbvsr.losses.SelfBlindLoss'
+        from jittor_sbvsr.trainer.losses import SelfBlindLoss
+        loss_fn, loss_name = SelfBlindLoss(), 'jittor_sbvsr.trainer.losses.SelfBlindLoss'
     except ImportError:
         def loss_fn(out):
             t = (out['recons_down'] - out['input']).abs().mean() + (out['input_cycle'] - out['input']).abs().mean()
@@ -509,7 +513,7 @@ def child_main(args):
 def spawn(cfg, threads):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, os.path.abspath(__file__), '--threads', str(threads), '--child', json.dumps(cfg)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, encoding='utf-8')
     for line in r.stdout.splitlines():
         if line.startswith('BENCH_RESULT '):
             return json.loads(line[len('BENCH_RESULT '):])
@@ -607,7 +611,7 @@ def emit(res, path=None):
     text = json.dumps(res, indent=1)
     print(text)
     if path:
-        with open(path, 'w') as fh:
+        with open(path, 'w', encoding='utf-8') as fh:
             fh.write(text + '\n')
 
 

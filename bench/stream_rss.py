@@ -47,8 +47,8 @@ def main():
     a = p.parse_args()
     h, w = map(int, a.lr_size.split('x'))
     sys.path.insert(0, ROOT)
-    from jittor_sbvsr.io.checkpoint import save_state_atomic
-    from jittor_sbvsr.io.recipe import recipe_state
+    from jittor_sbvsr.weights.checkpoint import save_state_atomic
+    from jittor_sbvsr.weights.recipe import recipe_state
     from jittor_sbvsr.models import PWC_Recons
     out = {'lr_size': [h, w], 'runs': []}
     with tempfile.TemporaryDirectory() as d:

@@ -29,7 +29,7 @@ from infer_speed import emit  # noqa: E402
 
 
 def _json_of(cmd, env):
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, encoding='utf-8')
     start = r.stdout.find('{')
     if r.returncode != 0 or start < 0:
         raise SystemExit(f'failed (rc {r.returncode}): {" ".join(cmd)}\n{r.stderr[-3000:]}')
@@ -61,7 +61,7 @@ def main(argv=None):
             subprocess.run([sys.executable, os.path.join(ROOT, 'bench', 'infer_speed.py'), '--lr-size', args.lr_size,
                             '--threads', str(args.threads), '--configs', args.configs, '--json', out],
                            check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-            with open(out) as fh:
+            with open(out, encoding='utf-8') as fh:
                 ours = json.load(fh)
             per = {n: c['s_per_frame'] for n, c in ours['configs'].items()}
             rounds.append({'original_s_per_window': round(orig['median_s'], 3), 'original_times_s': orig['times_s'],

@@ -1,14 +1,20 @@
-"""Several processes under ``mpirun``: who this is, and small collectives on numpy values.
+"""Several processes under ``mpirun``: who this is, and small collectives on numpy values and Vars.
 
 Jittor (built with Open MPI's ``mpicc``) calls ``MPI_Init`` at import when
-``mpirun`` started it. Training (trainer/dist.py) and inference
-(infer/split.py) share these helpers; without mpirun every one is a no-op
-(world size 1). Each collective must be reached by every rank, in the same
+``mpirun`` started it, and its optimizers average every gradient over the
+ranks (``mpi_all_reduce('mean')`` in ``Optimizer.backward``) and broadcast the
+weights from rank 0 at the first step. The rest is here, shared by training
+(trainer/) and inference (infer/split.py): only rank 0 logs, draws progress
+and writes files (:func:`rank`); :func:`broadcast_vars` makes every rank start
+each epoch from rank 0's weights and Adam moments, bit for bit; a rank that
+waits forever on a dead peer is ended by trainer/watchdog.py. Without mpirun
+every one is a no-op (world size 1). Each collective must be reached by every rank, in the same
 order, or the ranks wait forever: callers run the same code on every rank.
 """
 import numpy as np
 
-__all__ = ['rank', 'world_size', 'all_sum', 'barrier', 'merge_owned', 'broadcast_text']
+__all__ = ['rank', 'world_size', 'all_sum', 'barrier', 'weighted_mean', 'broadcast_vars', 'merge_owned',
+           'broadcast_text']
 
 
 def _jt():
@@ -41,6 +47,26 @@ def all_sum(values):
 def barrier():
     """Wait until every rank got here."""
     all_sum([0.0])
+
+
+def weighted_mean(means, n, total):
+    """{name: mean over all ranks' samples}, from this rank's ``means`` over its ``n`` of
+    the ``total`` samples (the dict itself with one rank)."""
+    if world_size() == 1:
+        return means
+    keys = list(means)
+    summed = all_sum([means[k] * n for k in keys]) / total
+    return {k: float(v) for k, v in zip(keys, summed)}
+
+
+def broadcast_vars(vs, root=0):
+    """Overwrite the Jittor Vars ``vs`` on every rank with rank ``root``'s values."""
+    if world_size() == 1 or not vs:
+        return
+    jt = _jt()
+    for v in vs:
+        v.update(v.mpi_broadcast(root))
+    jt.sync(vs)
 
 
 def merge_owned(values):

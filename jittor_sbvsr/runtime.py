@@ -11,9 +11,12 @@ What it fixes, on machines like ours:
 - an ``nvcc`` without a CUDA driver makes Jittor try (and fail) to use CUDA:
   without a loadable ``libcuda`` we hide nvcc (``nvcc_path=''``);
 - Jittor downloads oneDNN on import when it is missing: we never let it.
-  ``env/setup.sh`` installs oneDNN 2.2 from PyPI wheels where Jittor looks
-  for it; without it we turn Jittor's oneDNN path off (``use_mkl=0``) and
-  warn once that CPU convolutions will be very slow;
+  The set-up installs oneDNN 2.2 inside the installation (:func:`onednn_dir`),
+  so every user of it runs at full speed, and points Jittor's search there
+  (tools/install_onednn.py). Without it we turn Jittor's oneDNN path off
+  (``use_mkl=0``) and warn once that CPU convolutions will be very slow;
+- the CUDA driver is ``libcuda.so.1`` on Linux (WSL2: in ``/usr/lib/wsl/lib``)
+  and ``nvcuda.dll`` on Windows (:func:`cuda_driver`);
 - numpy 2 makes ``Var.numpy()`` return garbage: refuse to start;
 - Jittor names its compile cache after the git branch of the folder it is
   installed in (our repo's branch, for a venv inside a checkout), so two
@@ -36,7 +39,9 @@ import shutil
 import sys
 from pathlib import Path
 
-ONEDNN_NAME = 'dnnl_lnx_2.2.0_cpu_gomp'
+# oneDNN 2.2.0 as Jittor 1.3.8.5 names it: its Windows build uses MSVC's OpenMP (vcomp)
+ONEDNN_NAMES = {'posix': 'dnnl_lnx_2.2.0_cpu_gomp', 'nt': 'dnnl_win_2.2.0_cpu_vcomp'}
+ONEDNN_NAME = ONEDNN_NAMES['nt' if os.name == 'nt' else 'posix']
 PINNED_JITTOR = '1.3.8.5'
 
 _state = {'prepared': False, 'onednn': False, 'cuda_visible': False, 'interrupted': False}
@@ -81,36 +86,86 @@ def jittor_home():
         return os.path.abspath(os.environ['JITTOR_HOME'])
     cfg = Path.home() / '.cache' / 'jittor' / 'config.json'
     try:
-        return json.loads(cfg.read_text()).get('JITTOR_HOME', str(Path.home()))
+        return json.loads(cfg.read_text(encoding='utf-8')).get('JITTOR_HOME', str(Path.home()))
     except (OSError, ValueError):
         return str(Path.home())
 
 
-def onednn_dir():
-    return os.path.join(jittor_home(), '.cache', 'jittor', 'mkl', ONEDNN_NAME)
+def onednn_dir(prefix=None, name=ONEDNN_NAME):
+    """oneDNN inside the install (``<sys.prefix>/onednn/<name>``, where env/setup.py puts it), so
+    every user and HOME of the install finds it. Without ``prefix``, an older set-up's copy in
+    the user's Jittor cache is used when the install has none."""
+    own = os.path.join(prefix or sys.prefix, 'onednn', name)
+    if prefix is None and not os.path.isdir(own):
+        legacy = os.path.join(jittor_home(), '.cache', 'jittor', 'mkl', name)
+        if os.path.isdir(legacy):
+            return legacy
+    return own
 
 
-def onednn_installed():
-    d = onednn_dir()
-    return (os.path.isfile(os.path.join(d, 'lib', 'libmkldnn.so'))
-            and os.path.isfile(os.path.join(d, 'include', 'dnnl.h')))
+def onednn_files(windows=None):
+    """The files (relative to oneDNN's folder) that Jittor 1.3.8.5 and the fused ops need."""
+    if os.name == 'nt' if windows is None else windows:  # Jittor links dnnl.lib and loads bin/dnnl.dll
+        return ['include/dnnl.h', 'lib/dnnl.lib', 'bin/dnnl.dll']
+    return ['include/dnnl.h', 'lib/libmkldnn.so']
+
+
+def onednn_installed(d=None):
+    d = onednn_dir() if d is None else d
+    return all(os.path.isfile(os.path.join(d, *f.split('/'))) for f in onednn_files())
+
+
+ONEDNN_EDIT_MARK = 'jittor-sbvsr: oneDNN inside the install'  # tools/install_onednn.py's edit of Jittor
+
+
+def jittor_finds_onednn(d=None):
+    """Whether Jittor will look where ``d`` is: the user's cache it always searches, or the install's
+    copy only while its ``compile_extern.py`` carries the set-up's edit (a reinstalled Jittor has lost
+    it, and would then download oneDNN at import)."""
+    d = onednn_dir() if d is None else d
+    if os.path.commonpath([os.path.abspath(d), os.path.abspath(sys.prefix)]) != os.path.abspath(sys.prefix):
+        return True
+    spec = importlib.util.find_spec('jittor')
+    if not spec or not spec.origin:
+        return False
+    try:
+        with open(os.path.join(os.path.dirname(spec.origin), 'compile_extern.py'), encoding='utf-8') as f:
+            return ONEDNN_EDIT_MARK in f.read()
+    except OSError:
+        return False
+
+
+# Where the NVIDIA driver's library is, per platform: WSL2 keeps it (and the
+# loader may not be told) in /usr/lib/wsl/lib; Windows' is nvcuda.dll in System32.
+# Loaded once by its path, it stays loaded, and CUDA's own lookup by name finds it.
+CUDA_DRIVERS = {'posix': ['libcuda.so.1', '/usr/lib/wsl/lib/libcuda.so.1'], 'nt': ['nvcuda.dll']}
+
+
+def cuda_driver(load=None):
+    """The CUDA driver library that loads here (its name or path), or None."""
+    load = load or ctypes.CDLL
+    for name in CUDA_DRIVERS.get(os.name, []):
+        if os.path.isabs(name) and not os.path.isfile(name):
+            continue
+        try:
+            load(name)
+            return name
+        except OSError:
+            pass
+    return None
 
 
 def cuda_driver_present():
-    try:
-        ctypes.CDLL('libcuda.so.1')
-        return True
-    except OSError:
-        return False
+    return cuda_driver() is not None
 
 
 def check_numpy():
     import numpy
     if int(numpy.__version__.split('.')[0]) >= 2:
         raise InstallationError(
-            f'numpy {numpy.__version__} is installed, but Jittor 1.3.8.5 needs numpy<2 '
+            f'numpy {numpy.__version__} is installed, but Jittor {PINNED_JITTOR} needs numpy<2 '
             '(Var.numpy() returns garbage with numpy 2); run env/setup.sh or '
-            "pip install -r env/jittor-1.3.8.5.txt")
+            f'pip install -r env/jittor-{PINNED_JITTOR}.txt')
 
 
 def _cache_float_info():
@@ -168,13 +223,14 @@ def _prepare():
         _use_system_nccl()
     if os.environ.get('use_mkl') == '0':
         _state['onednn'] = False
-    elif onednn_installed():
+    elif onednn_installed() and jittor_finds_onednn():
         _state['onednn'] = True
     else:
         os.environ['use_mkl'] = '0'
         _state['onednn'] = False
-        print('jittor-sbvsr: warning: oneDNN is not installed, CPU convolutions will be ~80x slower '
-              '(run env/setup.sh to install it)', file=sys.stderr)
+        what = 'Jittor was reinstalled since the set-up' if onednn_installed() else 'oneDNN is not installed'
+        print(f'jittor-sbvsr: warning: {what}, CPU convolutions will be ~80x slower '
+              '(run env/setup.sh, or on Windows py env\\setup.py, to install it)', file=sys.stderr)
 
 
 def find_system_nccl():
@@ -267,12 +323,24 @@ def python_sigint():
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
-_FTZ_SRC = """
-#pragma omp parallel
-{ _mm_setcsr(_mm_getcsr() | 0x8040); }
-_mm_setcsr(_mm_getcsr() | 0x8040);
-@out(0) = omp_get_max_threads();
+# Without OpenMP (Jittor's MSVC build passes no flag for it) there is one thread.
+_FTZ_HEAD = """
+#include <xmmintrin.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+static int sbvsr_flush_denormals() {
+    _mm_setcsr(_mm_getcsr() | 0x8040);
+#ifdef _OPENMP
+    #pragma omp parallel
+    { _mm_setcsr(_mm_getcsr() | 0x8040); }
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
 """
+_FTZ_SRC = '@out(0) = sbvsr_flush_denormals();'  # (a source starting with '_' would be taken for a CUDA kernel)
 
 
 def flush_denormals():
@@ -290,8 +358,7 @@ def flush_denormals():
         return
     import jittor as jt
     with jt.flag_scope(use_cuda=0):
-        jt.code([1], 'int32', [], cpu_header='#include <xmmintrin.h>\n#include <omp.h>',
-                cpu_src=_FTZ_SRC).sync()
+        jt.code([1], 'int32', [], cpu_header=_FTZ_HEAD, cpu_src=_FTZ_SRC).sync()
 
 
 def quiet_jittor(verbose=False):
@@ -313,12 +380,12 @@ def quiet_jittor(verbose=False):
 
 
 def _core_cached():
-    """Whether Jittor's compiled core for our cache_name exists (a warm start)."""
+    """Whether Jittor's compiled core for our cache_name exists (a warm start): a ``.so``, on Windows a ``.pyd``."""
     import glob
     name = os.environ.get('cache_name', '*')
     pattern = os.path.join(glob.escape(jittor_home()), '.cache', 'jittor', 'jt*', '*', '*', '*', '*',
-                           name, 'jittor_core*.so')
-    return bool(glob.glob(pattern))
+                           name, 'jittor_core*')
+    return any(p.endswith(('.so', '.pyd')) for p in glob.glob(pattern))
 
 
 def select_device(device='auto'):

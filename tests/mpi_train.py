@@ -13,9 +13,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def main():
     out, argv = sys.argv[1], sys.argv[2:]
-    from jittor_sbvsr.options import parse_args
+    from jittor_sbvsr.cli.train_options import parse_args
     from jittor_sbvsr.runtime import select_device
-    from jittor_sbvsr.trainer import dist
+    from jittor_sbvsr import dist
     from jittor_sbvsr.trainer.trainer import Trainer
     import numpy as np
     args = parse_args(argv)

@@ -20,7 +20,7 @@ from conftest import ROOT
 from test_inference_cli import assert_clean_error, run_cli
 
 import jittor_sbvsr  # noqa: F401
-from jittor_sbvsr.data.frames import read_frame
+from jittor_sbvsr.data.images import read_frame
 from jittor_sbvsr.errors import UserError
 from jittor_sbvsr.metrics.psnr_ssim import psnr_ssim
 
@@ -29,7 +29,7 @@ TINY = dict(n_feat=16, extra_RBS=1, recons_RBS=2)
 
 def _save_like_trainer(net, path):
     """What Trainer.save writes: {key: numpy array} through save_state_atomic."""
-    from jittor_sbvsr.io.checkpoint import save_state_atomic
+    from jittor_sbvsr.weights.checkpoint import save_state_atomic
     save_state_atomic({k: v.numpy() for k, v in net.state_dict().items()}, path)
     return path
 
@@ -249,7 +249,7 @@ def test_stale_temp_files_removed_at_next_run(small_run):
 # ------------------------------------------------------------ 4. messages that say what is wrong
 
 def test_nan_weights_are_reported_as_nan(tmp_path, tiny):
-    from jittor_sbvsr.io.checkpoint import load_state, save_state_atomic
+    from jittor_sbvsr.weights.checkpoint import load_state, save_state_atomic
     state = load_state(tiny['x4'])
     state['recons_net.1.conv2.weight'][0, 0, 1, 1] = np.nan
     save_state_atomic(state, tmp_path / 'nan.pkl')
@@ -277,7 +277,7 @@ def test_directory_as_model_path_is_called_a_folder(tmp_path):
 
 
 def test_pwc_net_weights_as_model_say_so(tmp_path, tiny):
-    from jittor_sbvsr.io.checkpoint import FLOW_PREFIX, load_state, save_state_atomic
+    from jittor_sbvsr.weights.checkpoint import FLOW_PREFIX, load_state, save_state_atomic
     flow = {k[len(FLOW_PREFIX):]: v for k, v in load_state(tiny['x4']).items() if k.startswith(FLOW_PREFIX)}
     save_state_atomic(flow, tmp_path / 'pwc.pkl')
     _frames(tmp_path / 'LR' / 'v', _names(5), (32, 48), 0)
@@ -296,7 +296,7 @@ def trained(tmp_path_factory):
     r = subprocess.run([sys.executable, str(ROOT / 'main.py'), '--template', 'Self_Blind_VSR_Demo', '--cpu',
                         '--dir_data', str(d / 'clips'), '--dir_data_test', '', '--experiment_dir', str(d / 'exp'),
                         '--save', 'demo', '--epochs', '1', '--test_every', '1', '--batch_size', '1',
-                        '--n_threads', '0'], capture_output=True, text=True, cwd=ROOT, timeout=900)
+                        '--n_threads', '0'], capture_output=True, text=True, cwd=ROOT, timeout=900, encoding='utf-8')
     assert r.returncode == 0, r.stderr[-3000:]
     return d, d / 'exp' / 'demo' / 'model' / 'model_latest.pkl'
 
@@ -318,7 +318,7 @@ def test_pre_train_with_another_architecture_names_the_flags(trained, tmp_path):
                         '--dir_data', str(d / 'clips' / 'LR_blurdown_x4'), '--patch_size', '16',
                         '--pre_train', str(model),
                         '--experiment_dir', str(tmp_path / 'exp'), '--n_threads', '0'],
-                       capture_output=True, text=True, cwd=ROOT, timeout=900)
+                       capture_output=True, text=True, cwd=ROOT, timeout=900, encoding='utf-8')
     err = assert_clean_error(r, str(model), 'it has n_feat 16, but --n_feat 128',
                              'pass --n_feat 16 --extra_RBS 1 --recons_RBS 2')
     assert 'missing key' not in err
@@ -331,14 +331,14 @@ def test_ctrl_c_exits_130_with_one_line_and_no_sigchld_message(tmp_path, tiny):
     """SIGINT to the whole process group (as a terminal's Ctrl-C) once the first frame is written."""
     _frames(tmp_path / 'LR' / 'v', _names(12), (32, 48), 0)
     out = tmp_path / 'out'
-    with open(tmp_path / 'stdout', 'w') as so, open(tmp_path / 'stderr', 'w') as se:
+    with open(tmp_path / 'stdout', 'w', encoding='utf-8') as so, open(tmp_path / 'stderr', 'w', encoding='utf-8') as se:
         p = subprocess.Popen([sys.executable, str(ROOT / 'inference.py'), '--input_path', str(tmp_path / 'LR'),
                               '--model_path', str(tiny['x4']), '--result_path', str(out), '--infer_flag', 'c',
                               '--border'], stdout=so, stderr=se, cwd=ROOT, start_new_session=True)
         t0 = time.time()
         try:
-            while '> v-' not in (tmp_path / 'stdout').read_text():
-                assert p.poll() is None, (tmp_path / 'stderr').read_text()[-3000:]
+            while '> v-' not in (tmp_path / 'stdout').read_text(encoding='utf-8'):
+                assert p.poll() is None, (tmp_path / 'stderr').read_text(encoding='utf-8')[-3000:]
                 assert time.time() - t0 < 600
                 time.sleep(0.1)
             os.killpg(p.pid, signal.SIGINT)
@@ -346,7 +346,7 @@ def test_ctrl_c_exits_130_with_one_line_and_no_sigchld_message(tmp_path, tiny):
         finally:
             if p.poll() is None:
                 p.kill()
-    stderr = (tmp_path / 'stderr').read_text()
+    stderr = (tmp_path / 'stderr').read_text(encoding='utf-8')
     assert rc == 130, stderr[-3000:]
     assert 'Traceback' not in stderr and 'SIGCHLD' not in stderr
     assert not [ln for ln in stderr.splitlines() if ln.lower().startswith('error')]

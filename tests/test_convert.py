@@ -18,8 +18,8 @@ import torch
 
 from conftest import REFERENCE, ROOT
 from jittor_sbvsr.errors import UserError
-from jittor_sbvsr.io import checkpoint as ckpt
-from jittor_sbvsr.io.torch_pickle import load_torch_file
+from jittor_sbvsr.weights import checkpoint as ckpt
+from jittor_sbvsr.weights.torch_pickle import load_torch_file
 
 TOOL = ROOT / 'tools' / 'convert_torch_weights.py'
 N_KEYS, N_VALUES = 272, 18_900_215
@@ -41,7 +41,7 @@ runpy.run_path(tool, run_name='__main__')
 
 def upstream_keys():
     out = []
-    for line in (REFERENCE / 'upstream_state_dict_keys.txt').read_text().splitlines():
+    for line in (REFERENCE / 'upstream_state_dict_keys.txt').read_text(encoding='utf-8').splitlines():
         key, shape, _ = line.split('\t')
         out.append((key, tuple(int(s) for s in shape.split(','))))
     return out
@@ -57,7 +57,7 @@ def no_torch_path(workdir):
     d = workdir / 'no_torch'
     (d / 'torch').mkdir(parents=True)
     (d / 'torch' / '__init__.py').write_text(
-        "raise ImportError('torch is blocked in this test')\n")
+        "raise ImportError('torch is blocked in this test')\n", encoding='utf-8')
     return d
 
 
@@ -267,7 +267,7 @@ def test_reader_refuses_code(tmp_path, legacy):
 
 
 def test_reader_bad_files(tmp_path):
-    (tmp_path / 'text.pt').write_text('hello\n')
+    (tmp_path / 'text.pt').write_text('hello\n', encoding='utf-8')
     (tmp_path / 'empty.pt').write_bytes(b'')
     with open(tmp_path / 'plain.pkl', 'wb') as f:
         pickle.dump({'a': 1}, f)
@@ -289,13 +289,13 @@ def test_reader_needs_no_torch(tmp_path, no_torch_path):
         paths.append(str(p))
     out = tmp_path / 'out.pkl'
     code = ('import sys, pickle\n'
-            'from jittor_sbvsr.io.torch_pickle import load_torch_file\n'
+            'from jittor_sbvsr.weights.torch_pickle import load_torch_file\n'
             'res = [dict(load_torch_file(p)) for p in sys.argv[1:3]]\n'
             "assert 'torch' not in sys.modules\n"
             "pickle.dump(res, open(sys.argv[3], 'wb'))\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(no_torch_path), str(ROOT)]))
     proc = subprocess.run([sys.executable, '-c', code] + paths + [str(out)],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=120, encoding='utf-8')
     assert proc.returncode == 0, proc.stderr
     ref = OrderedDict((k, _expected_numpy(v)) for k, v in sd.items())
     with open(out, 'rb') as f:
@@ -307,7 +307,7 @@ def test_reader_needs_no_torch(tmp_path, no_torch_path):
 
 def test_help_does_not_import_jittor(no_torch_path):
     (no_torch_path / 'jittor').mkdir(exist_ok=True)
-    (no_torch_path / 'jittor' / '__init__.py').write_text("raise ImportError('blocked')\n")
+    (no_torch_path / 'jittor' / '__init__.py').write_text("raise ImportError('blocked')\n", encoding='utf-8')
     try:
         proc = run_tool(['--help'], no_torch_path)
     finally:
@@ -511,7 +511,7 @@ def test_convert_refuses_nan_weights(model_files, no_torch_path, workdir):
 
 def test_convert_derives_the_architecture_from_the_checkpoint(no_torch_path, workdir):
     """A model trained with other options (the demo's: n_feat 16, 1 + 2 ResBlocks) converts as it is."""
-    from jittor_sbvsr.io.arch import derive_arch
+    from jittor_sbvsr.weights.arch import derive_arch
     from jittor_sbvsr.models import PWC_Recons
     shapes = ckpt.expected_shapes(PWC_Recons(n_feat=16, extra_RBS=1, recons_RBS=2, scale=2))
     gen = torch.Generator().manual_seed(2)

@@ -125,10 +125,11 @@ template <class K, class... A> void launch(K k, dim3 grd, dim3 blk, A... a) {
 @pytest.mark.skipif(shutil.which('g++') is None, reason='g++ not installed')
 def test_cuda_kernels_emulated(tmp_path):
     src = re.sub(r'(\w+)<<<(\w+), (\w+)>>>\(', r'launch(\1, \2, \3, ', cuda_unit())
-    (tmp_path / 'emu.cc').write_text(EMU + src)
+    (tmp_path / 'emu.cc').write_text(EMU + src, encoding='utf-8')
     lib = tmp_path / 'emu.so'
     r = subprocess.run(['g++', '-std=c++20', '-O1', '-pthread', '-shared', '-fPIC', '-Wno-unknown-pragmas',
-                        str(tmp_path / 'emu.cc'), '-o', str(lib)], capture_output=True, text=True, timeout=300)
+                        str(tmp_path / 'emu.cc'), '-o', str(lib)], capture_output=True, text=True,
+                       timeout=300, encoding='utf-8')
     assert r.returncode == 0, r.stderr
     so, fp = ctypes.CDLL(str(lib)), ctypes.POINTER(ctypes.c_float)
     # 2 x 3 tiles of 32x8 in x, y; 20 channels is 2.5 forward and 1.25 backward chunks.
@@ -146,9 +147,10 @@ def test_cuda_kernels_emulated(tmp_path):
 @pytest.mark.skipif(shutil.which('nvcc') is None, reason='nvcc not installed')
 def test_cuda_source_compiles(tmp_path):
     cu = tmp_path / 'corr.cu'
-    cu.write_text(cuda_unit())
+    cu.write_text(cuda_unit(), encoding='utf-8')
     r = subprocess.run(['nvcc', '-arch=sm_80', '-Xptxas', '-v', '-c', str(cu), '-o', str(tmp_path / 'corr.o')],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True,
+                       timeout=300, encoding='utf-8')
     assert r.returncode == 0, r.stderr
     for k in ('corr_fwd', 'corr_bwd_first', 'corr_bwd_second'):
         assert k in r.stderr

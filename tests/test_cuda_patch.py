@@ -1,23 +1,29 @@
-"""tools/jittor_cuda_patch.py, run by env/setup.sh, on a copy of the installed Jittor's files.
+"""tools/jittor_cuda_patch.py, run by env/setup.py, on a copy of the installed Jittor's files.
 
 The installed Jittor is only read (its files are copied into tmp_path, in
 the package's layout); nvcc and cuDNN are faked by a shell script and a
-header, the driver by monkeypatching jittor_sbvsr.runtime.
+header, the driver (present or not, its CUDA version, the GPUs'
+architectures) by monkeypatching. CUDA 11, 12 and 13 are each run through
+the tool's command; the patched ``max_arch`` code is executed as Jittor runs it.
 """
 import ast
 import hashlib
+import re
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
 from conftest import ROOT, load_tool
 
-COPIED = ['compiler.py', 'extern/cuda/inc/helper_cuda.h', 'extern/cuda/cudnn']
-ALL_CHANGES = 5
+COPIED = ['compiler.py', 'compile_extern.py', 'extern/cuda/inc/helper_cuda.h', 'extern/cuda/cudnn']
+ALL_CHANGES = 6
+ARCH_LINE = ('    max_arch = 121 if nvcc_version >= [12, 9] else 120 if nvcc_version >= [12, 8] '
+             'else 90 if nvcc_version >= [11, 8] else 89  # jittor-sbvsr: sm_90+')
 
 
 tool = load_tool('jittor_cuda_patch')
@@ -59,17 +65,18 @@ def _fake_cuda(tmp_path, release, cudnn):
     (home / 'include').mkdir()
     nvcc = home / 'bin' / 'nvcc'
     nvcc.write_text('#!/bin/sh\necho "nvcc: NVIDIA (R) Cuda compiler driver"\n'
-                    f'echo "Cuda compilation tools, release {release}, V{release}.88"\n')
+                    f'echo "Cuda compilation tools, release {release}, V{release}.88"\n', encoding='utf-8')
     nvcc.chmod(0o755)
     if cudnn is not None:
         (home / 'include' / 'cudnn_version.h').write_text(
-            f'#define CUDNN_MAJOR {cudnn}\n#define CUDNN_MINOR 1\n')
+            f'#define CUDNN_MAJOR {cudnn}\n#define CUDNN_MINOR 1\n', encoding='utf-8')
     return str(nvcc)
 
 
-def _main(monkeypatch, jt, driver, nvcc):
+def _main(monkeypatch, jt, driver, nvcc, driver_version=(13, 0), archs=(90,)):
     from jittor_sbvsr import runtime
     monkeypatch.setattr(runtime, 'cuda_driver_present', lambda: driver)
+    monkeypatch.setattr(tool, 'gpu_info', lambda: (driver_version, list(archs)))
     monkeypatch.setenv('nvcc_path', nvcc)
     return tool.main(['--jittor-dir', str(jt)])
 
@@ -80,12 +87,15 @@ def test_cuda13_cudnn9_applies_every_change_once(jt_copy):
     assert len(done) == ALL_CHANGES and all(st == tool.APPLIED for _, st in done), done
     helper = (jt_copy / 'extern/cuda/inc/helper_cuda.h').read_bytes()
     compiler = (jt_copy / 'compiler.py').read_bytes()
+    extern = (jt_copy / 'compile_extern.py').read_bytes()
     assert b'deviceProp.computeMode' not in helper and b'deviceProp.clockRate' not in helper
-    assert b'    max_arch = 90' in compiler and b'    max_arch = 89' not in compiler
+    assert (ARCH_LINE + '\r\n').encode() in compiler and b'    max_arch = 89\r' not in compiler
     assert compiler.count(b'nvcc_flags.replace("-std=c++14", "-std=c++17")') == 1
-    for text in (helper, compiler):  # Jittor's CRLF kept: no bare LF
+    assert b'libs = ["libcudnn_ops.so", "libcudnn_cnn.so"]' in extern and b'libcudnn_ops_infer' not in extern
+    for text in (helper, compiler, extern):  # Jittor's CRLF kept: no bare LF
         assert text.count(b'\n') == text.count(b'\r\n')
     ast.parse(compiler)
+    ast.parse(extern)
     assert not list(jt_copy.rglob('cudnn_rnn*'))
     assert list((jt_copy / 'extern/cuda/cudnn/ops').glob('cudnn_conv_op.*'))
     assert not (jt_copy / '__pycache__' / 'compiler.cpython-311.pyc').exists()
@@ -98,23 +108,58 @@ def test_cuda13_cudnn9_applies_every_change_once(jt_copy):
     assert _hashes(jt_copy) == after
 
 
-@pytest.mark.parametrize('cuda,cudnn', [((12, 4), 8), ((11, 8), 8), ((12, 1), None), ((11, 2), None)])
-def test_cuda_11_12_with_cudnn_8_changes_nothing(jt_copy, cuda, cudnn):
+@pytest.mark.parametrize('cuda,cudnn', [((11, 7), 8), ((11, 2), None), ((11, 0), 8)])
+def test_cuda_before_11_8_with_cudnn_8_changes_nothing(jt_copy, cuda, cudnn):
     before = _hashes(jt_copy)
     assert tool.patch_jittor(str(jt_copy), cuda, cudnn) == []
     assert _hashes(jt_copy) == before
 
 
-def test_cudnn9_on_cuda12_removes_only_the_rnn_ops(jt_copy):
-    assert tool.patch_jittor(str(jt_copy), (12, 8), 9) == [(tool.RNN_CHANGE, tool.APPLIED)]
-    assert b'    max_arch = 89' in (jt_copy / 'compiler.py').read_bytes()
+ARCH = tool.ARCH_EDIT[0]
+CUDNN9 = [tool.CUDNN9_EDIT[0], tool.RNN_CHANGE]
+CUDA13 = [name for name, *_ in tool.CUDA13_EDITS]
+
+
+@pytest.mark.parametrize('cuda,cudnn,changes', [
+    ((11, 8), 8, [ARCH]),
+    ((12, 4), 8, [ARCH]),
+    ((12, 4), None, [ARCH]),
+    ((12, 8), 9, [ARCH] + CUDNN9),
+    ((13, 0), 9, [ARCH] + CUDA13 + CUDNN9),
+])
+def test_each_cuda_gets_its_changes(jt_copy, cuda, cudnn, changes):
+    done = tool.patch_jittor(str(jt_copy), cuda, cudnn)
+    assert done == [(c, tool.APPLIED) for c in changes]
+    helper = (jt_copy / 'extern/cuda/inc/helper_cuda.h').read_bytes()
+    assert (b'deviceProp.clockRate' in helper) == (cuda < (13,))
+    assert (b'libcudnn_ops_infer' in (jt_copy / 'compile_extern.py').read_bytes()) == (cudnn != 9)
+
+
+def _jittor_arch_cap(compiler_py, nvcc_version):
+    """Run compiler.py's max_arch lines (``max_arch =`` up to their use) as Jittor does."""
+    text = compiler_py.read_text(encoding='utf-8')
+    block = re.search(r'\n(    max_arch = .*?\n)    if len\(flags\.cuda_archs\)', text, re.S).group(1)
+    scope = {'nvcc_version': list(nvcc_version)}
+    exec(textwrap.dedent(block), scope)
+    return scope['max_arch']
+
+
+@pytest.mark.parametrize('nvcc,cap', [((10, 2, 89), 75), ((11, 0, 3), 80), ((11, 4, 48), 86), ((11, 8, 89), 90),
+                                      ((12, 4, 131), 90), ((12, 8, 61), 120), ((12, 9, 41), 121),
+                                      ((13, 0, 88), 121)])
+def test_patched_cap_is_what_nvcc_builds(jt_copy, nvcc, cap):
+    assert _jittor_arch_cap(jt_copy / 'compiler.py', nvcc) == (89 if nvcc >= (11, 8) else cap)  # as shipped
+    tool.patch_jittor(str(jt_copy), nvcc[:2], 8)
+    assert _jittor_arch_cap(jt_copy / 'compiler.py', nvcc) == cap
+    for arch in (75, 86, 89, 90, 100, 120, 121):
+        assert tool.built_arch(nvcc[:2], arch) == min(arch, cap)
 
 
 def test_missing_pattern_is_a_warning_not_applied(jt_copy, tmp_path, monkeypatch, capsys):
     compiler = jt_copy / 'compiler.py'
     compiler.write_bytes(compiler.read_bytes().replace(b'    max_arch = 89', b'    max_arch = 87'))
     done = dict(tool.patch_jittor(str(jt_copy), (13, 0), 9))
-    assert done.pop('max_arch 89 -> 90 (sm_90)') == tool.MISSING
+    assert done.pop(ARCH) == tool.MISSING
     assert set(done.values()) == {tool.APPLIED}
     assert b'    max_arch = 87' in compiler.read_bytes()
 
@@ -143,20 +188,61 @@ def test_main_without_nvcc_touches_nothing(jt_copy, monkeypatch, capsys):
 def test_main_detects_cuda13_and_cudnn9(jt_copy, tmp_path, monkeypatch, capsys):
     nvcc = _fake_cuda(tmp_path, '13.0', 9)
     assert _main(monkeypatch, jt_copy, True, nvcc) == 0
-    out = capsys.readouterr().out.strip().splitlines()
+    out, err = capsys.readouterr()
+    out = out.strip().splitlines()
     assert len(out) == ALL_CHANGES and all(line.endswith(': applied') for line in out), out
-    assert all('CUDA 13.0' in line and 'cuDNN 9' in line for line in out)
+    assert all('CUDA 13.0' in line and 'cuDNN 9, driver CUDA 13.0, GPU sm_90' in line for line in out)
+    assert err == ''
     patched = _hashes(jt_copy)
     assert _main(monkeypatch, jt_copy, True, nvcc) == 0
     assert all(line.endswith(': already applied') for line in capsys.readouterr().out.splitlines())
     assert _hashes(jt_copy) == patched
 
 
-def test_main_cuda12_cudnn8_says_nothing_needed(jt_copy, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize('release,cudnn,driver,archs,applied,warning', [
+    ('11.8', 8, (11, 8), [90], [ARCH], None),
+    ('11.4', 8, (12, 2), [80, 86], [], None),
+    ('11.4', 8, (12, 2), [90], [], 'sm_90, CUDA 11.4 builds up to sm_86, which it cannot run: use CUDA 11.8'),
+    ('12.4', 8, (12, 4), [90], [ARCH], None),
+    ('12.4', 9, (12, 2), [89, 90], [ARCH] + CUDNN9, None),  # a 12.2 driver runs 12.4 code (same major)
+    ('12.4', 8, (12, 4), [100], [ARCH], 'sm_100, CUDA 12.4 builds up to sm_90, which it cannot run: use CUDA 12.8'),
+    ('12.8', 9, (12, 8), [100, 120], [ARCH] + CUDNN9, None),
+    ('13.0', 9, (12, 4), [90], [ARCH] + CUDA13 + CUDNN9, 'the driver supports CUDA 12.4 only, nvcc is CUDA 13.0'),
+    ('13.0', 9, (13, 0), [70], [ARCH] + CUDA13 + CUDNN9, 'sm_70, which CUDA 13.0 no longer builds for: use CUDA 12'),
+])
+def test_main_per_cuda_version(jt_copy, tmp_path, monkeypatch, capsys, release, cudnn, driver, archs,
+                               applied, warning):
+    """CUDA 11, 12 and 13 through the command: a stub nvcc, cuDNN header, driver version and GPUs."""
     before = _hashes(jt_copy)
-    assert _main(monkeypatch, jt_copy, True, _fake_cuda(tmp_path, '12.4', 8)) == 0
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and 'CUDA 12.4' in out[0] and 'cuDNN 8' in out[0] and 'no change' in out[0]
+    assert _main(monkeypatch, jt_copy, True, _fake_cuda(tmp_path, release, cudnn), driver, archs) == 0
+    out, err = capsys.readouterr()
+    if applied:
+        assert [line.rsplit(': ', 2)[1:] for line in out.splitlines()] == [[c, 'applied'] for c in applied]
+        assert _hashes(jt_copy) != before
+    else:
+        assert len(out.splitlines()) == 1 and 'needs no change' in out
+        assert _hashes(jt_copy) == before
+    assert all(f'CUDA {release} ' in line and f'cuDNN {cudnn}' in line for line in out.splitlines())
+    if warning:
+        assert err.startswith('warning: jittor_cuda_patch: ') and warning in err and len(err.splitlines()) == 1, err
+    else:
+        assert err == ''
+
+
+@pytest.mark.parametrize('archs,warning', [([86, 89], None), ([120], 'sm_120, CUDA 11.2 builds up to sm_86')])
+def test_windows_uses_jittors_own_cuda_11_2(jt_copy, monkeypatch, capsys, archs, warning):
+    """Jittor 1.3.8.5 on Windows downloads CUDA 11.2 itself: nothing to change, but a GPU it cannot use is said."""
+    monkeypatch.setattr(tool, 'WINDOWS', True)
+    monkeypatch.delenv('nvcc_path', raising=False)
+    monkeypatch.setattr(tool, 'gpu_info', lambda: ((12, 8), archs))
+    from jittor_sbvsr import runtime
+    monkeypatch.setattr(runtime, 'cuda_driver_present', lambda: True)
+    before = _hashes(jt_copy)
+    assert tool.main(['--jittor-dir', str(jt_copy)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith('jittor_cuda_patch: Jittor uses the CUDA 11.2 it downloads itself')
+    assert len(out.splitlines()) == 1
+    assert (warning in err and 'set nvcc_path' in err) if warning else err == '', err
     assert _hashes(jt_copy) == before
 
 
@@ -179,5 +265,6 @@ def test_nvcc_version_parsing():
 
 def test_runtime_import_does_not_import_jittor():
     code = "import sys, jittor_sbvsr.runtime; sys.exit(1 if 'jittor' in sys.modules else 0)"
-    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       encoding='utf-8')
     assert r.returncode == 0, r.stdout + r.stderr

@@ -9,7 +9,7 @@ from conftest import copy_video
 from jittor_sbvsr.data import degrade, kernels
 from jittor_sbvsr.data.datasets import (LROnlyTrainSet, OnlineBlurDownTrainSet, PairedTestSet,
                                         _crop, reference_repeat)
-from jittor_sbvsr.data.frames import read_frame
+from jittor_sbvsr.data.images import read_frame
 from jittor_sbvsr.data.loader import sample_rng
 from jittor_sbvsr.errors import UserError
 

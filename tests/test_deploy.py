@@ -166,13 +166,13 @@ def test_cli_run_survives_a_broken_fast_path(tmp_path, recipe_pkl):
                 f'if {mode == "broken"}: fused_conv.resblock_chain = boom\n'
                 'from jittor_sbvsr.cli.infer import main; sys.exit(main(sys.argv[2:]))\n')
         r = subprocess.run([sys.executable, '-c', code, str(ROOT), *map(str, args)], capture_output=True,
-                           text=True, timeout=600)
+                           text=True, timeout=600, encoding='utf-8')
         assert r.returncode == 0, r.stderr[-2000:]
         assert 'Traceback' not in r.stderr
         warnings = [ln for ln in r.stderr.splitlines() if ln.startswith('warning:')]
         assert len(warnings) == (mode == 'broken'), r.stderr
         outs[mode] = imageio.imread(tmp_path / 'out' / f'infer_{mode}' / 'v' / '002.png')
-        log = next((tmp_path / 'out' / f'infer_{mode}').glob('inference_log_*.txt')).read_text()
+        log = next((tmp_path / 'out' / f'infer_{mode}').glob('inference_log_*.txt')).read_text(encoding='utf-8')
         assert 'engine: fast paths:' in log
         if mode == 'broken':
             assert 'fused chains: failed its self-check' in log

@@ -1,4 +1,5 @@
-"""Frame listing, decoding, windowing and tensor conversion against the reference protocol."""
+"""Frame listing (data/folders.py), decoding (data/images.py), windowing and tensor conversion
+(data/windows.py) against the reference protocol."""
 import json
 import os
 import struct
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jittor_sbvsr.data.frames import (crop_to_multiple, frames_to_input, list_videos, read_frame,
-                                      to_uint8, window_indices)
+from jittor_sbvsr.data.folders import list_videos
+from jittor_sbvsr.data.images import read_frame
+from jittor_sbvsr.data.windows import crop_to_multiple, frames_to_input, to_uint8, window_indices
 from jittor_sbvsr.errors import UserError
 
 # ---------------------------------------------------------------- a PNG writer for the tests
@@ -103,7 +105,7 @@ def test_list_videos_sorted_and_filtered(tmp_path):
     for v in ['a', 'b', '9', '10']:
         for name in ['2.png', '10.PNG', '1.jpg', '3.bmp', '4.tif', '5.jpeg', '6.tiff']:
             (tmp_path / v / name).write_bytes(b'x')
-        (tmp_path / v / 'notes.txt').write_text('x')
+        (tmp_path / v / 'notes.txt').write_text('x', encoding='utf-8')
         (tmp_path / v / '._0.png').write_bytes(b'x')  # macOS resource fork
     (tmp_path / '.hidden').mkdir()
     videos = list_videos(str(tmp_path))
@@ -142,7 +144,7 @@ def test_list_videos_errors(tmp_path):
     with pytest.raises(UserError) as e:
         list_videos(empty)
     assert str(empty) in str(e.value)
-    (empty / 'readme.txt').write_text('x')
+    (empty / 'readme.txt').write_text('x', encoding='utf-8')
     with pytest.raises(UserError):
         list_videos(empty)
 
@@ -239,6 +241,18 @@ def test_read_16bit_png(tmp_path, rng, channels, interlace):
     np.testing.assert_array_equal(got, _round257(rgb))
 
 
+@pytest.mark.parametrize('channels', [2, 3, 4])
+def test_pillow_still_truncates_16bit_colour_png(tmp_path, channels):
+    """Why data/images.py decodes 16-bit colour PNGs itself: Pillow (and imageio and
+    scikit-image, which read PNG through it) keep only the high byte. If this fails,
+    Pillow reads them and the decoder can go."""
+    a = np.full((2, 3, channels), 257 * 7 + 200, np.uint16)
+    write_png(tmp_path / 'c16.png', a)
+    with Image.open(tmp_path / 'c16.png') as im:
+        got = np.asarray(im)
+    assert got.dtype == np.uint8 and (got[..., :3] == 7).all()
+
+
 def test_16bit_rounds_not_truncates(tmp_path):
     a = np.array([[[511, 128, 129], [65535, 257 * 7 + 128, 257 * 7 + 129]]], np.uint16)
     write_png(tmp_path / 'r.png', a)
@@ -307,7 +321,7 @@ def test_windows_reference_table():
 
 
 def test_windows_match_upstream_metrics(public_case):
-    with open(public_case / 'upstream_metrics.json') as f:
+    with open(public_case / 'upstream_metrics.json', encoding='utf-8') as f:
         frames = json.load(f)['frames']
     for v, per_frame in frames.items():
         names = sorted(per_frame)

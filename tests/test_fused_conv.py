@@ -14,6 +14,7 @@ import pytest
 
 import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr import runtime
+from jittor_sbvsr.models import fused_weights
 from jittor_sbvsr.models.deploy import FusedChain
 from jittor_sbvsr.models.pwc_recons import ResBlock
 from jittor_sbvsr.models.tails import FusedTail
@@ -110,7 +111,7 @@ def test_winograd_rounds_like_float32(h, w):
     if not FUSED:
         return
     blocks = _blocks(128, 3, seed=7)
-    w_, b_ = fused_conv.chain_weights(blocks)
+    w_, b_ = fused_weights.chain_weights(blocks)
     for i in range(len(w_)):  # ResNet-like scales: the activations stay O(1) through the chain
         w_[i] *= 0.5 / np.sqrt(128 * 9) / np.abs(w_[i]).std()
     x = np.random.RandomState(1).standard_normal((1, 128, h, w)).astype(np.float32)
@@ -193,19 +194,19 @@ def test_chain_snapshots_its_weights():
 
 def test_rejects_other_blocks():
     with pytest.raises(ValueError):
-        fused_conv.chain_weights([ResBlock(8, 16)])
+        fused_weights.chain_weights([ResBlock(8, 16)])
     with pytest.raises(ValueError):
-        fused_conv.chain_weights([ResBlock(8, 8), ResBlock(16, 16)])
+        fused_weights.chain_weights([ResBlock(8, 8), ResBlock(16, 16)])
     if FUSED:
         with pytest.raises(ValueError):
             FusedChain([ResBlock(8, 8)])(jt.randn(1, 4, 4, 4))
         with pytest.raises(ValueError, match='layout'):
             FusedChain([ResBlock(8, 8)], 'nchw')(jt.randn(1, 8, 4, 4))
-    w, _ = fused_conv.chain_weights([ResBlock(8, 8)])
+    w, _ = fused_weights.chain_weights([ResBlock(8, 8)])
     for head in (nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1, stride=2),
                  nn.Conv2d(3, 8, 3, padding=0), nn.Conv2d(3, 8, 3, padding=1, bias=False)):
         with pytest.raises(ValueError):
-            fused_conv.head_weights(head, w)
+            fused_weights.head_weights(head, w)
     if FUSED:
         with pytest.raises(ValueError):  # an input that is not the head's
             FusedChain([ResBlock(8, 8)], head=nn.Conv2d(3, 8, 3, padding=1))(jt.randn(1, 8, 4, 4))

@@ -11,13 +11,13 @@ import pytest
 from conftest import ROOT
 
 import jittor_sbvsr  # noqa: F401
-from jittor_sbvsr.data.frames import read_frame
+from jittor_sbvsr.data.images import read_frame
 
 
 def run_cli(*args, env=None, cwd=None):
     e = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, str(ROOT / 'inference.py'), *map(str, args)],
-                          capture_output=True, text=True, env=e, cwd=cwd or ROOT, timeout=900)
+                          capture_output=True, text=True, env=e, cwd=cwd or ROOT, timeout=900, encoding='utf-8')
 
 
 def assert_clean_error(r, *needles):
@@ -35,7 +35,7 @@ def no_torch(tmp_path_factory):
     """PYTHONPATH entry that makes `import torch` fail, as on a user's machine."""
     d = tmp_path_factory.mktemp('notorch')
     (d / 'torch').mkdir()
-    (d / 'torch' / '__init__.py').write_text("raise ImportError('torch is blocked in this test')\n")
+    (d / 'torch' / '__init__.py').write_text("raise ImportError('torch is blocked in this test')\n", encoding='utf-8')
     return {'PYTHONPATH': str(d)}
 
 
@@ -108,7 +108,7 @@ def test_quick_test_with_data_missing(tmp_path):
     for script in ('inference.py', 'jittor_sbvsr_launcher.py'):
         shutil.copy(ROOT / script, repo)
     r = subprocess.run([sys.executable, str(repo / 'inference.py'), '--quick_test', 'Realistic_REDS4'],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=600)
+                       capture_output=True, text=True, cwd=tmp_path, timeout=600, encoding='utf-8')
     err = assert_clean_error(r, 'Realistic_REDS4')
     assert os.path.join('dataset', 'REDS4_BlurDown_Realistic', 'LR_blurdown_x4') in err
     assert os.path.join('pretrain_models', 'self_blind_vsr_realistic.pkl') in err

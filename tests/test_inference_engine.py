@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import jittor_sbvsr  # noqa: F401
-from jittor_sbvsr.data.frames import list_videos, read_frame, window_indices
+from jittor_sbvsr.data.folders import list_videos
+from jittor_sbvsr.data.images import read_frame
+from jittor_sbvsr.data.windows import window_indices
 from jittor_sbvsr.infer.engine import FrameSource, VideoSR
 from jittor_sbvsr.models import PWC_Recons
 

@@ -28,7 +28,7 @@ def need_mpi():
 
 
 def _run(cmd):
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=MPI_ENV, timeout=600)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=MPI_ENV, timeout=600, encoding='utf-8')
 
 
 @pytest.fixture(scope='module')

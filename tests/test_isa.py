@@ -22,7 +22,7 @@ from jittor_sbvsr.ops import fused_conv
 
 def _cpu_flags():
     try:
-        with open('/proc/cpuinfo') as f:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
             return next((set(ln.split(':', 1)[1].split()) for ln in f if ln.startswith('flags')), set())
     except OSError:
         return set()
@@ -46,7 +46,7 @@ def test_fused_path_under_isa(cap, expect, needs):
     if cap:
         env['DNNL_MAX_CPU_ISA'] = cap
     r = subprocess.run([sys.executable, str(ROOT / 'tests' / 'isa_check.py'), str(ROOT)], env=env,
-                       capture_output=True, text=True, timeout=900)
+                       capture_output=True, text=True, timeout=900, encoding='utf-8')
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith('ISA_CHECK ')), None)
     assert r.returncode == 0 and line, r.stderr[-3000:]
     res = json.loads(line[len('ISA_CHECK '):])

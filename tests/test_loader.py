@@ -79,8 +79,8 @@ def test_loader_shards_each_global_batch_over_mpi_ranks(demo_clips):
     big = _batches(whole, 3)
     parts = [_batches(r, 3) for r in ranks]
     # global batches of 4, 4, 2: the last one is rank 0's alone
-    assert ranks[0].shard_sizes() == [(4, 2), (4, 2), (2, 2)]
-    assert ranks[1].shard_sizes() == [(4, 2), (4, 2), (2, 0)]
+    assert ranks[0].part_sizes() == [(4, 2), (4, 2), (2, 2)]
+    assert ranks[1].part_sizes() == [(4, 2), (4, 2), (2, 0)]
     for j in range(2):
         for key in ('index', 'lr', 'hr', 'kernel'):
             np.testing.assert_array_equal(big[j][key], np.concatenate([parts[0][j][key], parts[1][j][key]]))
@@ -116,13 +116,13 @@ def test_loader_worker_errors_reach_the_caller(demo_clips, tmp_path):
 
 
 def test_loader_weights_uneven_accumulation_groups_like_one_big_batch():
-    """Loader.shares: a batch's loss weight is its share of its accumulation group's samples
+    """Loader.batch_parts: a batch's loss weight is its share of its accumulation group's samples
     (x ranks, which Jittor averages); a rank without samples gets 0; the step comes last."""
 
     def weights(n, bs, acc, rank=0, world=1):
         loader = Loader([0] * n, batch_size=bs, rank=rank, world=world, accumulate=acc)
-        shares = loader.shares()
-        return [s.weight for s in shares], [s.step for s in shares]
+        parts = loader.batch_parts()
+        return [p.weight for p in parts], [p.step for p in parts]
     assert weights(5, 2, 3) == ([0.4, 0.4, 0.2], [False, False, True])
     assert weights(7, 2, 2) == ([0.5, 0.5, 2 / 3, 1 / 3], [False, True, False, True])
     # two ranks, 7 samples, batch 1 per rank, accumulate 2: global batches 2, 2 | 2, 1

@@ -11,7 +11,7 @@ from PIL import Image
 from jittor_sbvsr.data import degrade, kernels
 from jittor_sbvsr.data.datasets import PairedTestSet
 from conftest import BROKEN_INSTALLS, ROOT, load_tool
-from jittor_sbvsr.data.frames import read_frame
+from jittor_sbvsr.data.images import read_frame
 
 TOOL = ROOT / 'tools' / 'make_blurdown_dataset.py'
 tool = load_tool('make_blurdown_dataset')
@@ -122,7 +122,7 @@ def test_errors_write_nothing(hr_root, tmp_path, capsys):
         assert not save.exists()
     # an existing save_root keeps exactly what it had
     save.mkdir()
-    (save / 'keep.txt').write_text('x')
+    (save / 'keep.txt').write_text('x', encoding='utf-8')
     rc, _, err = run(['--hr_root', hr_root, '--save_root', save, '--type', 'gaussian'], capsys)
     assert rc == 2 and tree(save) == ['keep.txt']
 
@@ -138,13 +138,13 @@ def test_frame_size_must_be_multiple_of_scale(tmp_path, capsys):
 
 def test_cli_bad_arguments_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(TOOL), '--hr_root', str(tmp_path), '--save_root',
-                        str(tmp_path / 'o'), '--type', 'motion'], capture_output=True, text=True)
+                        str(tmp_path / 'o'), '--type', 'motion'], capture_output=True, text=True, encoding='utf-8')
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: ') and 'motion' in lines[0]
     r = subprocess.run([sys.executable, str(TOOL), '--hr_root', str(tmp_path / 'nope'),
                         '--save_root', str(tmp_path / 'o'), '--type', 'gaussian'],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, encoding='utf-8')
     assert r.returncode == 2 and r.stderr.strip().count('\n') == 0
     assert r.stderr.startswith('error: ') and 'nope' in r.stderr
     assert not (tmp_path / 'o').exists()
@@ -154,7 +154,7 @@ def test_cli_bad_arguments_one_line(tmp_path):
 def test_cli_on_an_unusable_installation_one_line(hr_root, tmp_path, cause, broken_install):
     r = subprocess.run([sys.executable, str(TOOL), '--hr_root', str(hr_root), '--save_root', str(tmp_path / 'o'),
                         '--type', 'gaussian'], capture_output=True, text=True,
-                       env=dict(os.environ, **broken_install(cause)))
+                       env=dict(os.environ, **broken_install(cause)), encoding='utf-8')
     assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and BROKEN_INSTALLS[cause] in r.stderr
     assert not (tmp_path / 'o').exists()

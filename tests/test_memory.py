@@ -14,7 +14,7 @@ import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.cli.infer import build_parser as infer_parser
 from jittor_sbvsr.errors import UserError
 from jittor_sbvsr.infer.engine import VideoSR, choose_tile, min_tile, window_bytes
-from jittor_sbvsr.options import parse_args as train_args
+from jittor_sbvsr.cli.train_options import parse_args as train_args
 from jittor_sbvsr.trainer.micro import STEP_FIXED_BYTES, sample_bytes, split_batch
 from jittor_sbvsr.utils import memory
 

@@ -15,7 +15,7 @@ def _load(path):
 
 @pytest.fixture(scope='module')
 def reference_metrics(public_case):
-    with open(public_case / 'upstream_metrics.json') as f:
+    with open(public_case / 'upstream_metrics.json', encoding='utf-8') as f:
         return json.load(f)
 
 

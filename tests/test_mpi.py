@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import MPI_ENV, mpirun, require_mpi
-from jittor_sbvsr.io.checkpoint import load_state
+from jittor_sbvsr.weights.checkpoint import load_state
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = str(ROOT / 'main.py')
@@ -49,7 +49,7 @@ def need_mpi():
 
 
 def run(cmd, timeout=900):
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=timeout, encoding='utf-8')
 
 
 def demo_args(clips, exp, save, *extra):
@@ -115,8 +115,8 @@ def test_two_ranks_equal_one_process_with_the_global_batch(runs):
     _ok(runs.part)
     e1 = load_state(runs.root / 'epoch1.pkl')
     assert max(float(np.max(np.abs(a[k] - e1[k]))) for k in a) > 10 * WEIGHT_ATOL
-    ha = json.loads((runs.exp / 'mpi' / 'history.json').read_text())
-    hb = json.loads((runs.exp / 'single' / 'history.json').read_text())
+    ha = json.loads((runs.exp / 'mpi' / 'history.json').read_text(encoding='utf-8'))
+    hb = json.loads((runs.exp / 'single' / 'history.json').read_text(encoding='utf-8'))
     assert ha['epoch'] == hb['epoch'] == [1, 2]
     for k in ('total', 'recons_down_l1', 'cycle_l1', 'psnr', 'cycle_psnr', 'down_psnr'):
         np.testing.assert_allclose(ha[k], hb[k], rtol=LOSS_RTOL, err_msg=k)
@@ -134,8 +134,8 @@ def test_a_rank_without_samples_in_the_last_batch_changes_nothing(runs):
         _ok(r)
     assert '3 samples per epoch, 2 batches' in runs.odd[0].stdout
     assert _max_diff(runs.exp, 'odd_mpi', 'odd_single') <= WEIGHT_ATOL
-    ha = json.loads((runs.exp / 'odd_mpi' / 'history.json').read_text())
-    hb = json.loads((runs.exp / 'odd_single' / 'history.json').read_text())
+    ha = json.loads((runs.exp / 'odd_mpi' / 'history.json').read_text(encoding='utf-8'))
+    hb = json.loads((runs.exp / 'odd_single' / 'history.json').read_text(encoding='utf-8'))
     np.testing.assert_allclose(ha['total'], hb['total'], rtol=LOSS_RTOL)
 
 
@@ -164,8 +164,8 @@ def test_resume_under_mpi_repeats_the_uninterrupted_run(runs):
     a = load_state(runs.exp / 'mpi' / 'model' / 'model_latest.pkl')
     b = load_state(runs.exp / 'part' / 'model' / 'model_latest.pkl')
     assert [k for k in a if not np.array_equal(a[k], b[k])] == []
-    ha = json.loads((runs.exp / 'mpi' / 'history.json').read_text())
-    hb = json.loads((runs.exp / 'part' / 'history.json').read_text())
+    ha = json.loads((runs.exp / 'mpi' / 'history.json').read_text(encoding='utf-8'))
+    hb = json.loads((runs.exp / 'part' / 'history.json').read_text(encoding='utf-8'))
     assert ha == hb
 
 
@@ -181,7 +181,7 @@ def test_resuming_on_another_number_of_ranks_warns(runs, tmp_path):
 def _ranks(mpirun_pid, n, deadline):
     """The pids of mpirun's n rank processes (its children)."""
     while time.time() < deadline:
-        out = subprocess.run(['pgrep', '-P', str(mpirun_pid)], capture_output=True, text=True).stdout
+        out = subprocess.run(['pgrep', '-P', str(mpirun_pid)], capture_output=True, text=True, encoding='utf-8').stdout
         pids = [int(p) for p in out.split()]
         if len(pids) >= n:
             return pids
@@ -193,7 +193,7 @@ def _stop_one_rank(runs, tmp_path, sig, timeout):
     """Start a long run, wait for epoch 2, send ``sig`` to one rank; returns (rc, stderr, seconds)."""
     exp = tmp_path / 'exp'
     err_path = tmp_path / 'stderr'
-    with open(tmp_path / 'stdout', 'w') as out, open(err_path, 'w') as err:
+    with open(tmp_path / 'stdout', 'w', encoding='utf-8') as out, open(err_path, 'w', encoding='utf-8') as err:
         p = subprocess.Popen(mpirun(2, MAIN, *demo_args(runs.clips, exp, 'k', '--epochs', 100, '--batch_size', 1,
                                                         '--dist_timeout', timeout)),
                              stdout=out, stderr=err, cwd=ROOT, env=ENV, start_new_session=True)
@@ -202,7 +202,7 @@ def _stop_one_rank(runs, tmp_path, sig, timeout):
         try:
             victim = _ranks(p.pid, 2, t0 + 120)[-1]
             while not (log.exists() and '[Epoch 2]' in log.read_text(encoding='utf-8')):
-                assert p.poll() is None, err_path.read_text()[-3000:]
+                assert p.poll() is None, err_path.read_text(encoding='utf-8')[-3000:]
                 assert time.time() - t0 < 600, 'training did not reach epoch 2'
                 time.sleep(0.2)
             os.kill(victim, sig)
@@ -212,9 +212,9 @@ def _stop_one_rank(runs, tmp_path, sig, timeout):
         finally:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
-    left = subprocess.run(['pgrep', '-f', str(exp)], capture_output=True, text=True).stdout.split()
+    left = subprocess.run(['pgrep', '-f', str(exp)], capture_output=True, text=True, encoding='utf-8').stdout.split()
     assert not left, 'ranks left running'
-    return rc, err_path.read_text(), took
+    return rc, err_path.read_text(encoding='utf-8'), took
 
 
 def test_a_killed_rank_stops_the_group(runs, tmp_path):
@@ -242,7 +242,7 @@ def test_mpirun_without_mpicc_is_one_line_error(tmp_path):
     env = dict(ENV, OMPI_COMM_WORLD_SIZE='2', OMPI_COMM_WORLD_RANK='0', mpicc_path=str(tmp_path / 'no-mpicc'))
     r = subprocess.run([sys.executable, MAIN, '--template', 'Self_Blind_VSR_Demo', '--cpu',
                         '--experiment_dir', tmp_path / 'exp'], capture_output=True, text=True, cwd=ROOT,
-                       env=env, timeout=300)
+                       env=env, timeout=300, encoding='utf-8')
     assert r.returncode == 2
     assert 'Traceback' not in r.stderr
     assert r.stderr.strip().splitlines() == [r.stderr.strip()]

@@ -1,10 +1,12 @@
-"""Training options (jittor_sbvsr/options.py): templates, paths, overrides, checks."""
+"""Training options (cli/train_options.py, trainer/templates.py, paths.py): templates, paths, overrides, checks."""
 from pathlib import Path
 
 import pytest
 
 from jittor_sbvsr.errors import UserError
-from jittor_sbvsr.options import ROOT as OPT_ROOT, TEMPLATES, parse_args
+from jittor_sbvsr.cli.train_options import parse_args
+from jittor_sbvsr.paths import ROOT as OPT_ROOT
+from jittor_sbvsr.trainer.templates import TEMPLATES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,3 +45,13 @@ def test_templates_resolve_paths_and_flags_override_them():
         parse_args(['--template', 'Nope'])
     with pytest.raises(UserError, match='patch_size'):
         parse_args(['--patch_size', '0'])
+
+
+@pytest.mark.parametrize('flag, value, match', [('--n_GPUs', '2', 'mpirun'), ('--process', None, 'on demand'),
+                                                 ('--size_must_mode', '4', 'crops no frame'),
+                                                 ('--mid_loss_weight', '0.5', 'no middle term')])
+def test_flags_without_an_effect_are_refused(flag, value, match):
+    with pytest.raises(UserError, match=match):
+        parse_args([flag] + ([value] if value else []))
+    if value is not None:  # the default is accepted
+        parse_args([flag, {'--mid_loss_weight': '1.0'}.get(flag, '1')])

@@ -1,6 +1,6 @@
 """pyproject.toml: ``pip install -e .`` gives sbvsr-infer, sbvsr-train and sbvsr-convert with the
 flags of inference.py, main.py and tools/convert_torch_weights.py; ``pip install .`` a copy in
-site-packages that keeps its data (options.ROOT) in the current folder, not in site-packages.
+site-packages that keeps its data (paths.ROOT) in the current folder, not in site-packages.
 
 The installs are real: ``pip install --no-deps --no-build-isolation [-e] <checkout>`` into a
 throwaway venv that sees this environment's packages through a .pth file (measured: 3.6 s
@@ -23,20 +23,24 @@ from conftest import BROKEN_INSTALLS, ROOT
 
 COMMANDS = {'sbvsr-infer': 'inference.py', 'sbvsr-train': 'main.py',
             'sbvsr-convert': 'tools/convert_torch_weights.py'}
+MODULES = {'sbvsr-doctor': 'jittor_sbvsr.doctor'}  # commands whose script form is python -m <module>
 ENV = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'SBVSR_ROOT')} | {'COLUMNS': '100'}
 
 
 def scripts():
-    return tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['scripts']
+    return tomllib.loads((ROOT / 'pyproject.toml').read_text(encoding='utf-8'))['project']['scripts']
 
 
 def test_entry_points_are_the_scripts_code():
     """Each [project.scripts] entry resolves, and the top-level script is a shim over it."""
-    assert set(scripts()) == set(COMMANDS)
+    assert set(scripts()) == set(COMMANDS) | set(MODULES)
     for name, target in scripts().items():
         module, func = target.split(':')
         main = getattr(importlib.import_module(module), func)
         assert callable(main)
+        if name in MODULES:
+            assert main.__name__ == func and callable(importlib.import_module(MODULES[name]).main)
+            continue
         spec = importlib.util.spec_from_file_location(f'shim_{name}', ROOT / COMMANDS[name])
         shim = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(shim)  # the scripts run nothing unless __main__
@@ -57,12 +61,12 @@ def _make_venv(tmp_path_factory, name, *install):
     subprocess.run([sys.executable, '-m', 'venv', '--without-pip', d], check=True, timeout=120)
     py = d / 'bin' / 'python'
     site = subprocess.run([py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    with open(os.path.join(site, 'sbvsr_test_base.pth'), 'w') as f:
+                          capture_output=True, text=True, check=True, encoding='utf-8').stdout.strip()
+    with open(os.path.join(site, 'sbvsr_test_base.pth'), 'w', encoding='utf-8') as f:
         f.write(sysconfig.get_paths()['purelib'] + '\n')
     r = subprocess.run([py, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '--no-deps',
                         '--no-build-isolation', *map(str, install)], capture_output=True, text=True,
-                       env=ENV, cwd=d, timeout=300)
+                       env=ENV, cwd=d, timeout=300, encoding='utf-8')
     assert r.returncode == 0, r.stdout + r.stderr
     return d
 
@@ -93,7 +97,7 @@ def installed(tmp_path_factory):
 
 def run(cmd, cwd):
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=ENV, cwd=cwd,
-                          timeout=120)
+                          timeout=120, encoding='utf-8')
 
 
 @pytest.mark.parametrize('name', sorted(COMMANDS))
@@ -130,14 +134,14 @@ def test_commands_on_an_unusable_installation(name, cause, venv, broken_install,
     args = [tmp_path / 'in ü.pt', tmp_path / 'out.pkl'] if name == 'sbvsr-convert' else ['--cpu']
     for cmd in ([sys.executable, ROOT / COMMANDS[name]], [venv / 'bin' / name]):
         r = subprocess.run([str(c) for c in cmd + args], capture_output=True, text=True, env=env, cwd=tmp_path,
-                           timeout=120)
+                           timeout=120, encoding='utf-8')
         assert r.returncode == 2 and 'Traceback' not in r.stderr, (cmd, r.stderr)
         assert r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
         assert r.stderr.startswith('error') and BROKEN_INSTALLS[cause] in r.stderr, r.stderr
         assert os.listdir(tmp_path) == []
 
 
-_WHERE = 'import jittor_sbvsr, jittor_sbvsr.options as o; print(jittor_sbvsr.__file__); print(o.ROOT)'
+_WHERE = 'import jittor_sbvsr, jittor_sbvsr.paths as o; print(jittor_sbvsr.__file__); print(o.ROOT)'
 
 
 def test_an_editable_install_keeps_its_data_in_the_checkout(venv, tmp_path):
@@ -155,7 +159,7 @@ def test_an_installed_package_keeps_its_data_in_the_current_folder(installed, tm
     assert root == str(work)
     env = ENV | {'SBVSR_ROOT': str(tmp_path / 'data é')}
     r = subprocess.run([str(installed / 'bin' / 'python'), '-c', _WHERE], capture_output=True, text=True,
-                       env=env, cwd=work, timeout=120)
+                       env=env, cwd=work, timeout=120, encoding='utf-8')
     assert r.stdout.splitlines()[1] == str(tmp_path / 'data é'), r.stderr
     r = run([installed / 'bin' / 'sbvsr-train', '--help'], cwd=work)
     assert r.returncode == 0 and r.stdout.startswith('usage: sbvsr-train '), r.stderr

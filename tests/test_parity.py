@@ -11,9 +11,11 @@ import pytest
 
 import jittor_sbvsr  # noqa: F401  (configures Jittor)
 import jittor as jt
-from jittor_sbvsr.data.frames import frames_to_input, list_videos, read_frame, to_uint8, window_indices
+from jittor_sbvsr.data.folders import list_videos
+from jittor_sbvsr.data.images import read_frame
+from jittor_sbvsr.data.windows import frames_to_input, to_uint8, window_indices
 from jittor_sbvsr.infer.engine import VideoSR
-from jittor_sbvsr.io.recipe import recipe_state, state_sha256
+from jittor_sbvsr.weights.recipe import recipe_state, state_sha256
 from jittor_sbvsr.metrics.psnr_ssim import psnr_ssim
 from jittor_sbvsr.models import PWC_Recons
 
@@ -21,7 +23,8 @@ RECIPE_SHA = '68a1761c3229d171b195b9bb7aac1da7ae547163e321a57c33d797abef0fae7d'
 
 
 def _key_file(reference_dir):
-    rows = [line.split('\t') for line in (reference_dir / 'upstream_state_dict_keys.txt').read_text().splitlines()]
+    keys = (reference_dir / 'upstream_state_dict_keys.txt').read_text(encoding='utf-8')
+    rows = [line.split('\t') for line in keys.splitlines()]
     return [(k, tuple(int(s) for s in shape.split(',')), dt) for k, shape, dt in rows]
 
 
@@ -68,7 +71,7 @@ def test_state_dict_matches_reference_keys(reference_dir):
 
 
 def test_recipe_checksums(reference_dir, public_case):
-    sums = json.loads((public_case / 'weights_checksums.json').read_text())
+    sums = json.loads((public_case / 'weights_checksums.json').read_text(encoding='utf-8'))
     state = recipe_state({k: s for k, s, _ in _key_file(reference_dir)})
     assert state_sha256(state) == RECIPE_SHA
     assert sums['sha256_f32le_concat_in_key_order'] == RECIPE_SHA
@@ -121,7 +124,7 @@ def test_every_window_png_and_kernel(case_run, public_case):
 
 
 def test_metrics_against_hr(case_run, public_case):
-    ref = json.loads((public_case / 'upstream_metrics.json').read_text())
+    ref = json.loads((public_case / 'upstream_metrics.json').read_text(encoding='utf-8'))
     vals = []
     for (video, t), (recons, _) in sorted(case_run.items()):
         gt = read_frame(public_case / 'HR' / video / f'{t:08d}.png')

@@ -48,7 +48,7 @@ def _standalone_runtime():
 def test_prepare_without_onednn_or_cuda(clean_env, capsys):
     monkeypatch = clean_env
     rt = _standalone_runtime()
-    monkeypatch.setattr(rt, 'onednn_installed', lambda: False)
+    monkeypatch.setattr(rt, 'onednn_installed', lambda d=None: False)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: False)
     rt.prepare()
     assert os.environ['use_mkl'] == '0'
@@ -65,7 +65,7 @@ def test_prepare_without_onednn_or_cuda(clean_env, capsys):
 def test_prepare_keeps_an_explicit_nvcc_path_and_installed_onednn(clean_env, capsys):
     monkeypatch = clean_env
     rt = _standalone_runtime()
-    monkeypatch.setattr(rt, 'onednn_installed', lambda: True)
+    monkeypatch.setattr(rt, 'onednn_installed', lambda d=None: True)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: False)
     monkeypatch.setenv('nvcc_path', '/opt/cuda/bin/nvcc')
     rt.prepare()
@@ -78,7 +78,7 @@ def test_prepare_keeps_an_explicit_nvcc_path_and_installed_onednn(clean_env, cap
 def test_prepare_with_cuda_keeps_tf32_off_and_downloads_away(clean_env):
     monkeypatch = clean_env
     rt = _standalone_runtime()
-    monkeypatch.setattr(rt, 'onednn_installed', lambda: True)
+    monkeypatch.setattr(rt, 'onednn_installed', lambda d=None: True)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: True)
     monkeypatch.setattr(rt, 'find_system_nccl', lambda: None)
     rt.prepare()
@@ -87,7 +87,7 @@ def test_prepare_with_cuda_keeps_tf32_off_and_downloads_away(clean_env):
     assert os.environ['use_cutt'] == '0' and os.environ['use_nccl'] == '0'
     # a user's own choice stays
     rt = _standalone_runtime()
-    monkeypatch.setattr(rt, 'onednn_installed', lambda: True)
+    monkeypatch.setattr(rt, 'onednn_installed', lambda d=None: True)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: True)
     monkeypatch.setenv('NVIDIA_TF32_OVERRIDE', '1')
     rt.prepare()
@@ -97,7 +97,7 @@ def test_prepare_with_cuda_keeps_tf32_off_and_downloads_away(clean_env):
 def test_prepare_without_cuda_leaves_gpu_settings_alone(clean_env):
     monkeypatch = clean_env
     rt = _standalone_runtime()
-    monkeypatch.setattr(rt, 'onednn_installed', lambda: True)
+    monkeypatch.setattr(rt, 'onednn_installed', lambda d=None: True)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: False)
     rt.prepare()
     assert not {'NVIDIA_TF32_OVERRIDE', 'use_cutt', 'use_nccl'} & set(os.environ)
@@ -117,7 +117,7 @@ def test_prepare_checks_again_after_a_failure(clean_env):
     """Done only once it has succeeded: an import retried after an InstallationError fails again."""
     monkeypatch = clean_env
     rt = _standalone_runtime()
-    monkeypatch.setattr(rt, 'onednn_installed', lambda: True)
+    monkeypatch.setattr(rt, 'onednn_installed', lambda d=None: True)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: False)
     import numpy
     monkeypatch.setattr(numpy, '__version__', '2.1.0')
@@ -150,7 +150,7 @@ def test_library_import_raises_on_an_unusable_installation(cause, broken_install
     env = dict(os.environ, **broken_install(cause))
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [env.get('PYTHONPATH'), str(ROOT)]))
     r = subprocess.run([sys.executable, '-c', _IMPORT_TWICE], cwd=str(ROOT), env=env, capture_output=True,
-                       text=True, timeout=120)
+                       text=True, timeout=120, encoding='utf-8')
     assert r.returncode == 0 and r.stderr == '', r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 2 and lines[0] == lines[1], r.stdout
@@ -166,7 +166,7 @@ def test_import_in_a_fresh_process():
     code = ('import jittor_sbvsr, jittor, jittor_sbvsr.runtime as rt; '
             'print(jittor.compile_extern.mkl_ops is not None, rt.onednn_enabled(), jittor.flags.use_cuda)')
     r = subprocess.run([sys.executable, '-c', code], cwd=str(ROOT), env=env, capture_output=True, text=True,
-                       timeout=600)
+                       timeout=600, encoding='utf-8')
     assert r.returncode == 0, r.stderr
     assert 'Traceback' not in r.stderr and 'Downloading' not in r.stderr, r.stderr
     import jittor_sbvsr.runtime as rt
@@ -198,7 +198,7 @@ def test_a_child_killed_by_ctrl_c_does_not_end_the_process(handlers):
     """Jittor's SIGCHLD handler quick-exits (code 1, 'Caught SIGCHLD. Maybe out of memory') when any
     child dies of a signal; after select_device (runtime.python_sigint) the process carries on."""
     r = subprocess.run([sys.executable, '-c', _CHILD_KILLED, handlers], cwd=str(ROOT), capture_output=True,
-                       text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                       text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(ROOT)), encoding='utf-8')
     if handlers == 'jittor':  # the premise: without the runtime's handlers, the process dies
         assert r.returncode == 1 and 'Caught SIGCHLD' in r.stderr, (r.returncode, r.stderr[-2000:])
     else:
@@ -219,7 +219,7 @@ def test_ctrl_c_exit_does_not_hang_on_jittors_compiler_pool(tmp_path):
             '    time.sleep(30)\n'
             'sys.exit(guarded(work))\n')
     r = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True)
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True, encoding='utf-8')
     assert r.returncode == 130, r.stderr[-2000:]
     assert [ln for ln in r.stderr.splitlines() if 'interrupted' in ln] == [
         'interrupted (Ctrl-C): the files written so far are complete, none is half-written']

@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from jittor_sbvsr.data.frames import read_frame
+from jittor_sbvsr.data.images import read_frame
 from jittor_sbvsr.data.synthetic import make_demo_videos
 
 

@@ -5,15 +5,18 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import ROOT
 
 import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.cli.infer import build_parser
-from jittor_sbvsr.data.frames import list_videos, read_frame, window_indices
+from jittor_sbvsr.data.folders import list_videos
+from jittor_sbvsr.data.images import read_frame
+from jittor_sbvsr.data.windows import window_indices
 from jittor_sbvsr.errors import UserError
 from jittor_sbvsr.infer.engine import VideoSR, _ramp, check_tiles, tile_spans
-from jittor_sbvsr.io.recipe import recipe_state
+from jittor_sbvsr.weights.recipe import recipe_state
 from jittor_sbvsr.models import PWC_Recons
 
 
@@ -64,9 +67,16 @@ def test_bad_tile_flags():
 
 
 def test_cli_rejects_overlap_not_smaller_than_tile(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / 'inference.py'), '--input_path', str(ROOT / 'no_such_dir'),
-                        '--tile', '8'], capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    """Refused for the tiles, not for the input: the input folder holds a readable clip."""
+    (tmp_path / 'in' / 'clip').mkdir(parents=True)
+    for t in range(5):
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / 'in' / 'clip' / f'{t}.png')
+    r = subprocess.run([sys.executable, str(ROOT / 'inference.py'), '--input_path', str(tmp_path / 'in'),
+                        '--tile', '8', '--result_path', str(tmp_path / 'out')],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=600, encoding='utf-8')
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and '--tile_overlap' in lines[0], r.stderr[-2000:]
+    assert not (tmp_path / 'out').exists()
 
 
 # ------------------------------------------------------------ outputs ----

@@ -14,8 +14,8 @@ import pytest
 
 import jittor_sbvsr  # noqa: F401  (configures Jittor)
 import jittor as jt
-from jittor_sbvsr.io.recipe import recipe_state, state_sha256
-from jittor_sbvsr.losses import LOSS_NAMES, SelfBlindLoss, penalty_mask
+from jittor_sbvsr.weights.recipe import recipe_state, state_sha256
+from jittor_sbvsr.trainer.losses import LOSS_NAMES, SelfBlindLoss, penalty_mask
 from jittor_sbvsr.models import PWC_Recons
 from jittor_sbvsr.trainer.optim import GROUP_MODULES, TorchAdam, make_optimizer, step_lr_factor
 
@@ -46,7 +46,7 @@ def _l2(x):
 @pytest.fixture(scope='module')
 def ref(public_case):
     d = public_case / 'train_step'
-    return {'json': json.loads((d / 'upstream_train_step.json').read_text()),
+    return {'json': json.loads((d / 'upstream_train_step.json').read_text(encoding='utf-8')),
             'tensors': dict(np.load(d / 'upstream_train_step_tensors.npz')),
             'batch': np.load(d / 'train_batch.npy')}
 

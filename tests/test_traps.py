@@ -30,10 +30,10 @@ SMALL = dict(n_feat=8, extra_RBS=1, recons_RBS=1)
 def torch_ref(tmp_path_factory):
     """``torch_ref(op, **arrays) -> dict``: one torch server for the whole session."""
     d = tmp_path_factory.mktemp('torch_ref')
-    err = open(d / 'stderr.txt', 'w')
+    err = open(d / 'stderr.txt', 'w', encoding='utf-8')
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     proc = subprocess.Popen([sys.executable, str(HERE / 'torch_ref_ops.py'), 'serve'], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=err, text=True, env=env, encoding='utf-8')
     n = [0]
 
     def call(op, **arrays):
@@ -46,7 +46,7 @@ def torch_ref(tmp_path_factory):
         if line.strip() != 'ok':
             err.flush()
             raise AssertionError(f'torch reference {op!r} failed: {line.strip() or "(no answer)"}\n'
-                                 + (d / 'stderr.txt').read_text()[-3000:])
+                                 + (d / 'stderr.txt').read_text(encoding='utf-8')[-3000:])
         with np.load(dst) as z:
             return {k: z[k] for k in z.files}
 

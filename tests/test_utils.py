@@ -27,7 +27,7 @@ def test_ensure_dir(tmp_path):
     assert d.is_dir()
     assert ensure_dir(str(d)) == str(d)  # existing is fine
     f = tmp_path / 'file'
-    f.write_text('x')
+    f.write_text('x', encoding='utf-8')
     with pytest.raises(UserError, match='not a folder'):
         ensure_dir(f)
     with pytest.raises(UserError, match='cannot create folder'):
@@ -91,20 +91,20 @@ def test_remove_stale_temps_only_our_pattern(tmp_path):
 
 def test_atomic_save_failure_keeps_old_and_cleans_up(tmp_path):
     p = tmp_path / 'keep.txt'
-    p.write_text('old')
+    p.write_text('old', encoding='utf-8')
     seen = []
 
     def writer(tmp):
         seen.append(tmp)
         assert os.path.dirname(tmp) == str(tmp_path)
         assert tmp.endswith('.txt')
-        with open(tmp, 'w') as f:
+        with open(tmp, 'w', encoding='utf-8') as f:
             f.write('partial')
         raise RuntimeError('boom')
 
     with pytest.raises(RuntimeError, match='boom'):
         atomic_save(p, writer)
-    assert p.read_text() == 'old'
+    assert p.read_text(encoding='utf-8') == 'old'
     assert not os.path.exists(seen[0])
     assert _leftovers(tmp_path) == []
 
@@ -274,7 +274,7 @@ def test_logger_during_a_bar_clears_and_redraws_it():
 
 def test_logger_bad_path(tmp_path):
     f = tmp_path / 'file'
-    f.write_text('x')
+    f.write_text('x', encoding='utf-8')
     with pytest.raises(UserError, match='cannot open log file'):
         Logger(f / 'log.txt')
 
@@ -306,10 +306,15 @@ def test_video_progress_tty_updates_in_place_with_total_eta():
 
 
 def test_logger_line_clears_a_tqdm_bar():
-    import sys
+    """A log line on the bar's stream: the bar is wiped first and redrawn after, not overwritten."""
     out = FakeTTY()
     bar = progress_mod.VideoProgress(10, stream=out)
     bar.video('v', 10)
     bar.update()
-    Logger(stream=sys.stderr)('hello')  # tqdm clears bars on stdout/stderr; here: no error
+    drawn = len(out.getvalue())
+    Logger(stream=out)('hello')
+    text = out.getvalue()[drawn:]
+    before, after = text.split('hello\n')
+    assert before.startswith('\r') and before.strip(' \r\x1b[A') == '', repr(before)  # the bar wiped
+    assert 'v:' in after, repr(after)  # and redrawn under the line
     bar.close()

@@ -1,25 +1,35 @@
-"""Adapt the installed Jittor 1.3.8.5 to the CUDA toolkit and cuDNN it will build with.
+"""Adapt the installed Jittor 1.3.8.5 to the CUDA toolkit, cuDNN and GPU it will build for.
 
 Jittor 1.3.8.5 was made for CUDA 11/12 with cuDNN 8; it compiles its CUDA
-sources on the user's machine, and with CUDA 13 or cuDNN 9 that fails:
+sources on the user's machine for the GPU's architecture, and:
+- it caps that architecture at sm_89, and builds machine code only (no
+  PTX), so an H100/H200 (sm_90) or a Blackwell GPU gets no kernel it can
+  load. The cap follows nvcc instead: sm_90 from CUDA 11.8, sm_120 from
+  12.8 (sm_100 B200, sm_120 RTX 50xx), sm_121 from 12.9; every CUDA 11.8+;
 - CUDA 13 removed ``cudaDeviceProp.computeMode`` and ``.clockRate``, which
   Jittor's ``helper_cuda.h`` reads (every CUDA translation unit fails);
-- Jittor caps the target architecture at sm_89, so an H100/H200 (sm_90)
-  gets no kernel image: the cap becomes 90;
 - CUDA 13's CUB refuses C++14: nvcc gets ``-std=c++17``;
 - cuDNN 9 has no legacy RNN API (``cudnnSetRNNDescriptor_v6``...): Jittor's
-  cuDNN RNN ops, which use it, are removed (the project uses no RNN).
+  cuDNN RNN ops, which use it, are removed (the project uses no RNN); and it
+  split its libraries differently: Jittor preloads cuDNN 8's
+  ``libcudnn_{ops,cnn}_{infer,train}.so``, cuDNN 9's ``libcudnn_{ops,cnn}.so``
+  instead.
+It also says, as a warning, what no change can fix: a driver older than the
+toolkit, a GPU newer than the toolkit (sm_100+ before CUDA 12.8), a GPU
+CUDA 13 dropped (before sm_75). Where Jittor uses the CUDA 11.2 it downloads
+itself (always on Windows unless ``nvcc_path`` is set) nothing is changed.
 
-``env/setup.sh`` runs this once. It changes nothing without a CUDA driver
+``env/setup.py`` runs this once. It changes nothing without a CUDA driver
 (a CPU-only set-up, even with an nvcc on it), without an nvcc, or with
-CUDA 11/12 and cuDNN 8. Every change is made only where it is missing, so
-running it again changes no file; a text it does not find (another Jittor
-version) is reported as a warning, and the file is left as it is.
+CUDA 11.0-11.7 and cuDNN 8. Every change is made only where it is missing,
+so running it again changes no file; a text it does not find (another
+Jittor version) is reported as a warning, and the file is left as it is.
 ``pip install --force-reinstall jittor==1.3.8.5`` undoes it all.
 
 Usage: tools/jittor_cuda_patch.py [--jittor-dir DIR]
 """
 import argparse
+import ctypes
 import glob
 import importlib.util
 import os
@@ -32,24 +42,38 @@ import sysconfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+WINDOWS = os.name == 'nt'
+# The CUDA Jittor 1.3.8.5 downloads itself for a driver of CUDA 11.2 or newer (jtcuda,
+# jittor_utils/install_cuda.py): on Windows always, unless nvcc_path is set.
+JTCUDA = (11, 2)
+
 APPLIED = 'applied'
 ALREADY = 'already applied'
 MISSING = 'pattern not found'
 
 # (name, file, old text, new text). The new text must contain a marker that
 # the old one lacks; Jittor's files use CRLF, written here as '\n'.
+# The highest architecture each nvcc builds, from which on (Jittor's own caps below 11.8).
+ARCH_CAPS = [((12, 9), 121), ((12, 8), 120), ((11, 8), 90)]
+JITTOR_CAPS = [((11, 8), 89), ((11, 1), 86), ((11, 0), 80), ((0, 0), 75)]
+ARCH_EDIT = ('max_arch 89 -> what nvcc builds (sm_90 from CUDA 11.8, sm_120 from 12.8)', 'compiler.py',
+             '    max_arch = 89\n',
+             '    max_arch = ' + ' else '.join(f'{cap} if nvcc_version >= {list(v)}' for v, cap in ARCH_CAPS)
+             + ' else 89  # jittor-sbvsr: sm_90+\n')
 CUDA13_EDITS = [
     ('cudaDeviceProp.computeMode (removed in CUDA 13)', 'extern/cuda/inc/helper_cuda.h',
      'deviceProp.computeMode', 'cudaComputeModeDefault /* jittor-sbvsr: removed in CUDA 13 */'),
     ('cudaDeviceProp.clockRate (removed in CUDA 13)', 'extern/cuda/inc/helper_cuda.h',
      'deviceProp.clockRate', '1000000 /* jittor-sbvsr: removed in CUDA 13 */'),
-    ('max_arch 89 -> 90 (sm_90)', 'compiler.py',
-     '    max_arch = 89\n', '    max_arch = 90  # jittor-sbvsr: sm_90\n'),
     ('nvcc -std=c++14 -> c++17 (CUDA 13 CUB)', 'compiler.py',
      '        nvcc_flags = nvcc_flags.replace("-Wall", "")\n',
      '        nvcc_flags = nvcc_flags.replace("-Wall", "")\n'
      '        nvcc_flags = nvcc_flags.replace("-std=c++14", "-std=c++17")  # jittor-sbvsr: CUDA 13\n'),
 ]
+CUDNN9_EDIT = ('cuDNN 9 library names preloaded (libcudnn_ops, libcudnn_cnn)', 'compile_extern.py',
+               'libs = ["libcudnn_ops_infer.so", "libcudnn_ops_train.so", "libcudnn_cnn_infer.so", '
+               '"libcudnn_cnn_train.so"]',
+               'libs = ["libcudnn_ops.so", "libcudnn_cnn.so"]  # jittor-sbvsr: cuDNN 9')
 RNN_CHANGE = 'cuDNN RNN ops removed (cuDNN 9 has no legacy RNN API)'
 
 
@@ -70,7 +94,7 @@ def edit_text(path, old, new):
     Keeps the file's line endings ('\\n' in old/new stands for them), writes
     atomically and drops the file's stale bytecode.
     """
-    with open(path, newline='') as f:
+    with open(path, newline='', encoding='utf-8') as f:
         text = f.read()
     nl = '\r\n' if '\r\n' in text else '\n'
     old, new = old.replace('\n', nl), new.replace('\n', nl)
@@ -78,7 +102,7 @@ def edit_text(path, old, new):
     if edited == text:
         return ALREADY if new in text else MISSING
     tmp = path + '.sbvsr-tmp'
-    with open(tmp, 'w', newline='') as f:
+    with open(tmp, 'w', newline='', encoding='utf-8') as f:
         f.write(edited)
     shutil.copymode(path, tmp)
     os.replace(tmp, path)
@@ -105,14 +129,43 @@ def patch_jittor(jittor_dir, cuda_version, cudnn_major):
     """
     if not os.path.isfile(os.path.join(jittor_dir, 'compiler.py')):
         raise PatchError(f'{jittor_dir} is not a Jittor package folder (no compiler.py)')
-    done = []
+    edits = []
+    if tuple(cuda_version) >= (11, 8):
+        edits.append(ARCH_EDIT)
     if tuple(cuda_version) >= (13,):
-        for name, rel, old, new in CUDA13_EDITS:
-            path = os.path.join(jittor_dir, *rel.split('/'))
-            done.append((name, edit_text(path, old, new) if os.path.isfile(path) else MISSING))
+        edits.extend(CUDA13_EDITS)
+    if cudnn_major is not None and cudnn_major >= 9:
+        edits.append(CUDNN9_EDIT)
+    done = []
+    for name, rel, old, new in edits:
+        path = os.path.join(jittor_dir, *rel.split('/'))
+        done.append((name, edit_text(path, old, new) if os.path.isfile(path) else MISSING))
     if cudnn_major is not None and cudnn_major >= 9:
         done.append((RNN_CHANGE, remove_cudnn_rnn(jittor_dir)))
     return done
+
+
+def built_arch(cuda_version, arch):
+    """The architecture Jittor, once patched, builds machine code for on an ``arch`` GPU."""
+    cap = next(cap for v, cap in ARCH_CAPS + JITTOR_CAPS if tuple(cuda_version) >= v)
+    return min(arch, cap)
+
+
+def problems(cuda_version, driver_version, archs):
+    """What no change to Jittor fixes, one line each: driver too old, GPU too new or too old for nvcc."""
+    cuda = f'{cuda_version[0]}.{cuda_version[1]}'
+    out = []
+    if driver_version is not None and driver_version[0] < cuda_version[0]:
+        out.append(f'the driver supports CUDA {driver_version[0]}.{driver_version[1]} only, nvcc is CUDA {cuda}: '
+                   'kernels it builds will not load; update the NVIDIA driver (or use an older CUDA toolkit)')
+    for arch in sorted(set(archs)):
+        built = built_arch(cuda_version, arch)
+        if arch // 10 != built // 10:  # machine code runs only within one major architecture
+            out.append(f'the GPU is sm_{arch}, CUDA {cuda} builds up to sm_{built}, which it cannot run: '
+                       f'use CUDA {"12.8 or newer" if arch >= 100 else "11.8 or newer"}')
+        if tuple(cuda_version) >= (13,) and arch < 75:
+            out.append(f'the GPU is sm_{arch}, which CUDA {cuda} no longer builds for: use CUDA 12')
+    return out
 
 
 # ------------------------------------------------------------ detection ----
@@ -137,6 +190,25 @@ def driver_present():
     return _runtime().cuda_driver_present()
 
 
+def gpu_info():
+    """(the driver's CUDA version, [sm of each GPU]) from the driver; (None, []) where it says nothing."""
+    try:
+        cuda = ctypes.CDLL('nvcuda.dll' if os.name == 'nt' else 'libcuda.so.1')
+    except OSError:
+        return None, []
+    v, n = ctypes.c_int(), ctypes.c_int()
+    driver = (v.value // 1000, v.value % 1000 // 10) if cuda.cuDriverGetVersion(ctypes.byref(v)) == 0 else None
+    archs = []
+    if cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(n)) == 0:
+        for i in range(n.value):
+            dev, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+            if (cuda.cuDeviceGet(ctypes.byref(dev), i) == 0  # 75, 76: compute capability major, minor
+                    and cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev) == 0
+                    and cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev) == 0):
+                archs.append(major.value * 10 + minor.value)
+    return driver, archs
+
+
 def find_nvcc():
     """The nvcc Jittor 1.3.8.5 would use: None for none, 'jtcuda' for its own download."""
     if 'nvcc_path' in os.environ:
@@ -144,7 +216,7 @@ def find_nvcc():
         if path and not (os.path.isfile(path) and os.access(path, os.X_OK)):
             raise PatchError(f'nvcc_path={path} is not an executable file')
         return path or None
-    if os.path.isdir(os.path.join(_runtime().jittor_home(), '.cache', 'jittor', 'jtcuda')):
+    if WINDOWS or os.path.isdir(os.path.join(_runtime().jittor_home(), '.cache', 'jittor', 'jtcuda')):
         return 'jtcuda'
     for cand in (shutil.which('nvcc'), '/usr/local/cuda/bin/nvcc', '/usr/bin/nvcc', '/opt/cuda/bin/nvcc'):
         if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
@@ -161,7 +233,7 @@ def parse_cuda_version(text):
 
 def nvcc_version(nvcc):
     try:
-        r = subprocess.run([nvcc, '--version'], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([nvcc, '--version'], capture_output=True, text=True, timeout=60, encoding='utf-8')
     except (OSError, subprocess.TimeoutExpired) as e:
         raise PatchError(f'{nvcc} --version failed: {e}') from None
     return parse_cuda_version(r.stdout + r.stderr)
@@ -178,7 +250,7 @@ def cudnn_major(nvcc):
     for d in dirs:
         header = os.path.join(d, 'cudnn_version.h')
         if os.path.isfile(header):
-            with open(header, errors='replace') as f:
+            with open(header, errors='replace', encoding='utf-8') as f:
                 m = re.search(r'#define\s+CUDNN_MAJOR\s+(\d+)', f.read())
             if m:
                 return int(m.group(1))
@@ -194,7 +266,8 @@ def main(argv=None):
         # First, before anything else is looked at: importing jittor_sbvsr
         # hides nvcc from Jittor (nvcc_path='') exactly when there is no driver.
         if not driver_present():
-            print(tag, 'no CUDA driver (libcuda.so.1): CPU-only set-up, Jittor left as it is')
+            print(tag, f'no CUDA driver ({"nvcuda.dll" if WINDOWS else "libcuda.so.1"}): CPU-only set-up, '
+                  'Jittor left as it is')
             return 0
         jittor_dir = args.jittor_dir or installed_jittor_dir()
         nvcc = find_nvcc()
@@ -202,14 +275,23 @@ def main(argv=None):
             print(tag, 'no nvcc (nvcc_path, PATH, /usr/local/cuda/bin): Jittor left as it is')
             return 0
         if nvcc == 'jtcuda':
-            print(tag, 'Jittor uses the CUDA 11 it downloaded (jtcuda): Jittor left as it is')
+            driver, archs = gpu_info()
+            for problem in problems(JTCUDA, driver, archs):
+                print(f'warning: {tag} {problem} (set nvcc_path to that nvcc)', file=sys.stderr)
+            print(tag, f'Jittor uses the CUDA {JTCUDA[0]}.{JTCUDA[1]} it downloads itself (jtcuda; on Windows '
+                  'unless nvcc_path is set): Jittor left as it is')
             return 0
         cuda, cudnn = nvcc_version(nvcc), cudnn_major(nvcc)
-        found = f'CUDA {cuda[0]}.{cuda[1]} ({nvcc}), cuDNN {cudnn if cudnn is not None else "not found"}'
+        driver, archs = gpu_info()
+        found = (f'CUDA {cuda[0]}.{cuda[1]} ({nvcc}), cuDNN {cudnn if cudnn is not None else "not found"}, '
+                 f'driver {"CUDA %d.%d" % driver if driver else "version unknown"}, '
+                 f'GPU {" ".join(f"sm_{a}" for a in archs) or "unknown"}')
         done = patch_jittor(jittor_dir, cuda, cudnn)
     except (PatchError, OSError) as e:
         print(f'error: {tag} {e}', file=sys.stderr)
         return 2
+    for problem in problems(cuda, driver, archs):
+        print(f'warning: {tag} {problem}', file=sys.stderr)
     if not done:
         print(tag, f'{found}: Jittor 1.3.8.5 needs no change')
     for change, status in done:
@@ -222,4 +304,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+    sys.path.insert(0, ROOT)
+    from jittor_sbvsr_launcher import safe_console  # a CJK path on a GBK or ASCII console
+    safe_console()
     sys.exit(main())

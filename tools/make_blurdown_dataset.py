@@ -19,7 +19,6 @@ into place at the end, one video folder at a time: a failure (unreadable
 frame, full disk, Ctrl-C) leaves no partial video behind. Errors are one
 line ``error: ...`` and exit status 2.
 """
-import argparse
 import hashlib
 import os
 import shutil
@@ -32,11 +31,6 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 SUBDIRS = ('HR', 'LR_blurdown_x4', 'kernels')
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f'error: {message}\n')
 
 
 def video_rng(seed, video):
@@ -81,7 +75,8 @@ def build(hr_root, save_root, kind, seed, scale=4, log=print):
 
     from jittor_sbvsr.data import kernels
     from jittor_sbvsr.data.degrade import blur_down_uint8
-    from jittor_sbvsr.data.frames import list_videos, read_frame
+    from jittor_sbvsr.data.folders import frames_by_name, list_videos, stem
+    from jittor_sbvsr.data.images import read_frame
     from jittor_sbvsr.errors import UserError
     from jittor_sbvsr.utils import Bar, ensure_dir, save_npy_atomic, save_png_atomic
 
@@ -90,10 +85,7 @@ def build(hr_root, save_root, kind, seed, scale=4, log=print):
         raise UserError(f'{save_root}: exists and is not a folder')
     copy_hr = not _same_dir(hr_root, os.path.join(save_root, 'HR'))
     for name, frames in videos:
-        stems = [os.path.splitext(os.path.basename(f))[0] for f in frames]
-        if len(set(stems)) != len(stems):
-            raise UserError(f'{os.path.join(hr_root, name)}: two frames have the same name '
-                            'apart from the extension')
+        frames_by_name(frames, os.path.join(hr_root, name))  # one output file per frame name
     created_root = not os.path.exists(save_root)
     ensure_dir(save_root)
     try:
@@ -111,15 +103,15 @@ def build(hr_root, save_root, kind, seed, scale=4, log=print):
                 save_png_atomic(os.path.join(stage, 'kernels', f'{name}.png'),
                                 kernels.kernel_image(applied))
                 for path in frames:
-                    stem = os.path.splitext(os.path.basename(path))[0]
+                    frame = stem(path)
                     hr = read_frame(path)
                     if hr.shape[0] % scale or hr.shape[1] % scale:
                         raise UserError(f'{path}: frame is {hr.shape[0]}x{hr.shape[1]}, not a multiple '
                                         f'of the scale {scale}; crop the HR frames first')
                     lr = blur_down_uint8(hr, kernel, scale)
-                    save_png_atomic(os.path.join(stage, 'LR_blurdown_x4', name, f'{stem}.png'), lr)
+                    save_png_atomic(os.path.join(stage, 'LR_blurdown_x4', name, f'{frame}.png'), lr)
                     if copy_hr:
-                        dst = os.path.join(stage, 'HR', name, f'{stem}.png')
+                        dst = os.path.join(stage, 'HR', name, f'{frame}.png')
                         if path.lower().endswith('.png'):
                             ensure_dir(os.path.dirname(dst))
                             shutil.copyfile(path, dst)
@@ -150,19 +142,21 @@ def build(hr_root, save_root, kind, seed, scale=4, log=print):
 
 
 def main(argv=None):
-    ap = _Parser(description='Blur and x4-downsample HR videos into a paired test set '
-                             '(HR, LR_blurdown_x4, kernels), as the Self-Blind-VSR test sets.')
-    ap.add_argument('--hr_root', required=True, help='folder with one sub-folder of HR frames per video')
-    ap.add_argument('--save_root', required=True, help='output folder')
-    ap.add_argument('--type', dest='kind', required=True, choices=('gaussian', 'realistic'),
-                    type=str.lower, help='kernel type')
-    ap.add_argument('--seed', type=int, default=0,
-                    help='seed of the realistic kernels (default 0); unused for gaussian')
-    args = ap.parse_args(argv)
-    if args.seed < 0:
-        ap.error(f'--seed must be >= 0, got {args.seed}')
     from jittor_sbvsr.cli import guarded
-    return guarded(lambda: build(args.hr_root, args.save_root, args.kind, args.seed))
+    from jittor_sbvsr.cli.parser import Parser, checked
+
+    def work():
+        ap = Parser(description='Blur and x4-downsample HR videos into a paired test set '
+                                '(HR, LR_blurdown_x4, kernels), as the Self-Blind-VSR test sets.')
+        ap.add_argument('--hr_root', required=True, help='folder with one sub-folder of HR frames per video')
+        ap.add_argument('--save_root', required=True, help='output folder')
+        ap.add_argument('--type', dest='kind', required=True, choices=('gaussian', 'realistic'),
+                        type=str.lower, help='kernel type')
+        ap.add_argument('--seed', type=checked(int, lambda v: v >= 0, '>= 0'), default=0,
+                        help='seed of the realistic kernels (default 0); unused for gaussian')
+        args = ap.parse_args(argv)
+        build(args.hr_root, args.save_root, args.kind, args.seed)
+    return guarded(work)
 
 
 if __name__ == '__main__':

@@ -71,10 +71,10 @@ def nvcc_dryrun(nvcc):
     tmp = '/tmp/_jt_dry'
     os.makedirs(tmp, exist_ok=True)
     src = os.path.join(tmp, 'e.cu')
-    with open(src, 'w') as f:
+    with open(src, 'w', encoding='utf-8') as f:
         f.write('__global__ void k(){}\n')
     r = subprocess.run([nvcc, '--dryrun', '-c', src, '-o', os.path.join(tmp, 'e.o')],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, encoding='utf-8')
     text = r.stdout + r.stderr
     top = re.search(r'#\$ TOP=(\S+)', text)
     top = os.path.realpath(top.group(1)) if top else None
@@ -149,7 +149,7 @@ def main():
     if not nvcc:
         log('FATAL: no nvcc found (PATH, /usr/local/cuda/bin, site-packages/nvidia/*/bin)')
         return 2
-    v = subprocess.run([nvcc, '--version'], capture_output=True, text=True).stdout.strip().splitlines()
+    v = subprocess.run([nvcc, '--version'], capture_output=True, text=True, encoding='utf-8').stdout.strip().splitlines()
     log('nvcc:', nvcc, '|', v[-1] if v else '?')
     try:
         cuda_version = jittor_cuda_patch.parse_cuda_version('\n'.join(v))
@@ -172,7 +172,7 @@ def main():
         shutil.rmtree(home)
     os.makedirs(os.path.join(home, 'bin'))
     wrapper = os.path.join(home, 'bin', 'nvcc')
-    with open(wrapper, 'w') as f:
+    with open(wrapper, 'w', encoding='utf-8') as f:
         real = os.path.join(top, 'bin', 'nvcc') if top and os.path.isfile(os.path.join(top, 'bin', 'nvcc')) \
             else os.path.realpath(nvcc)
         f.write(f'#!/bin/sh\nexec "{real}" "$@"\n')
@@ -193,9 +193,9 @@ def main():
     cudnn_major = None
     vh = os.path.join(home, 'include', 'cudnn_version.h')
     if os.path.exists(vh):
-        m = re.search(r'#define CUDNN_MAJOR\s+(\d+)', open(vh).read())
+        m = re.search(r'#define CUDNN_MAJOR\s+(\d+)', open(vh, encoding='utf-8').read())
         cudnn_major = int(m.group(1)) if m else None
-        mi = re.search(r'#define CUDNN_MINOR\s+(\d+)', open(vh).read())
+        mi = re.search(r'#define CUDNN_MINOR\s+(\d+)', open(vh, encoding='utf-8').read())
         log(f'  cuDNN header version {cudnn_major}.{mi.group(1) if mi else "?"}')
     if cudnn_major and cudnn_major >= 9:
         for old, new in (('ops_infer', 'ops'), ('ops_train', 'ops'), ('cnn_infer', 'cnn'), ('cnn_train', 'cnn')):
@@ -225,7 +225,7 @@ def main():
             return 2
         for change, status in jittor_cuda_patch.patch_jittor(jt, cuda_version, cudnn_major):
             log(f'{change}: {status}')
-        hdrs = ''.join(open(p, errors='replace').read()
+        hdrs = ''.join(open(p, errors='replace', encoding='utf-8').read()
                        for p in glob.glob(os.path.join(home, 'include', 'cudnn*.h')))
         for sym in ('cudnnSetRNNDescriptor_v6', 'cudnnFindConvolutionForwardAlgorithmEx',
                     'cudnnGetConvolutionForwardAlgorithm_v7', 'cudnnFindConvolutionBackwardDataAlgorithmEx',
@@ -236,7 +236,7 @@ def main():
         st = jittor_cuda_patch.edit_text(ce, '            LOG.f(msg)\n', '            LOG.w(msg)  # gpu-check patch P5\n')
         log(f'P5 compile_extern.py LOG.f -> LOG.w: {st}')
 
-    with open(a.env_file, 'w') as f:
+    with open(a.env_file, 'w', encoding='utf-8') as f:
         for k, v in env.items():
             f.write(f"export {k}='{v}'\n")
     log('env:', env)

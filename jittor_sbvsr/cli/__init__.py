@@ -2,7 +2,7 @@
 import sys
 
 from ..errors import UserError
-from ..options import ROOT  # noqa: F401  (the commands' presets live under it)
+from ..paths import ROOT  # noqa: F401  (the commands' presets live under it)
 from ..runtime import RuntimeSetupError, abandon_compile_pool, interrupted, report
 
 INTERRUPTED = 'interrupted (Ctrl-C): the files written so far are complete, none is half-written'

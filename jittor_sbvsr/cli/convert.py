@@ -2,7 +2,7 @@
 (or PWC-Net weights) -> our .pkl.
 
 Needs no torch. The file is checked strictly against the Jittor model of
-the architecture its tensors describe (io/arch.py; the published files are
+the architecture its tensors describe (weights/arch.py; the published files are
 the paper configuration): any missing, unexpected or mis-shaped key, or a
 NaN, is an error and nothing is written. The input is never overwritten:
 an output that is the input (or a link to it) is refused. Lives in the package so the
@@ -19,12 +19,13 @@ def model_shapes(arch=None):
     """Shapes of the full model (``arch``: PWC_Recons kwargs, default the paper's); imported lazily
     so --help stays fast.
 
-    Jittor's info log is silenced: this CLI prints one line, and building the
-    model here only declares parameters (nothing is computed).
+    Jittor's info log is silenced (runtime.quiet_jittor): this CLI prints one line, and
+    building the model here only declares parameters (nothing is computed).
     """
-    os.environ.setdefault('log_silent', '1')
+    from jittor_sbvsr import runtime
+    runtime.quiet_jittor()
     from jittor_sbvsr.errors import UserError
-    from jittor_sbvsr.io.checkpoint import expected_shapes
+    from jittor_sbvsr.weights.checkpoint import expected_shapes
     from jittor_sbvsr.runtime import RuntimeSetupError
     try:
         from jittor_sbvsr.models import PWC_Recons
@@ -39,7 +40,7 @@ def model_shapes(arch=None):
 
 def choose_kind(state, full):
     """Full model, or PWC-Net weights keyed relative to flow_net.moduleNetwork."""
-    from jittor_sbvsr.io.checkpoint import FLOW_PREFIX
+    from jittor_sbvsr.weights.checkpoint import FLOW_PREFIX
     flow = {k[len(FLOW_PREFIX):]: s for k, s in full.items() if k.startswith(FLOW_PREFIX)}
     n_full = sum(k in full for k in state)
     n_flow = sum(k in flow for k in state)
@@ -63,7 +64,7 @@ def check_paths(src, dst):
 
 def _is_our_pkl(path):
     from jittor_sbvsr.errors import UserError
-    from jittor_sbvsr.io.checkpoint import load_state
+    from jittor_sbvsr.weights.checkpoint import load_state
     try:
         load_state(path)
         return True
@@ -73,9 +74,9 @@ def _is_our_pkl(path):
 
 def convert(src, dst):
     from jittor_sbvsr.errors import UserError
-    from jittor_sbvsr.io import torch_pickle
-    from jittor_sbvsr.io.arch import PAPER, derive_arch, describe
-    from jittor_sbvsr.io.checkpoint import _as_float32, check_finite, save_state_atomic, validate_state
+    from jittor_sbvsr.weights import torch_pickle
+    from jittor_sbvsr.weights.arch import PAPER, derive_arch, describe
+    from jittor_sbvsr.weights.checkpoint import _as_float32, check_finite, save_state_atomic, validate_state
     from jittor_sbvsr.utils.files import remove_stale_temps, stale_note
     check_paths(src, dst)
     if os.path.isfile(src) and not torch_pickle.is_torch_file(src) and _is_our_pkl(src):
@@ -106,10 +107,10 @@ def main(argv=None):
         except (AttributeError, ValueError):
             pass
     from jittor_sbvsr.cli import guarded
-    from jittor_sbvsr.options import _Parser  # a bad argument is one 'error:' line and exit 2
+    from jittor_sbvsr.cli.parser import Parser  # a bad argument is one 'error:' line and exit 2
 
     def work():
-        ap = _Parser(
+        ap = Parser(
             description='Convert PyTorch Self-Blind-VSR weights (.pt, torch 0.4.1 legacy or zip '
                         'format) or PWC-Net weights (network-default.pytorch) to the .pkl format '
                         'of jittor-sbvsr. PyTorch is not needed.')

@@ -1,13 +1,13 @@
 """``inference.py``: the reference's flags, plus --device, --save_kernel, --no_save_image, --crf."""
 from ..data.video import DEFAULT_CRF
-from ..options import _Parser
 from ..utils.memory import size_arg
 from . import ROOT, guarded
+from .parser import Parser
 
 
 def build_parser():
-    # _Parser: a bad flag is one 'error:' line and exit 2, like every other bad input
-    p = _Parser(description='Self-Blind-VSR inference (Jittor)')
+    # Parser: a bad flag is one 'error:' line and exit 2, like every other bad input
+    p = Parser(description='Self-Blind-VSR inference (Jittor)')
     p.add_argument('--input_path', default='dataset/input',
                    help='a video file, a folder of video files, or a folder with one sub-folder of frames per video')
     p.add_argument('--gt_path', default=None,
@@ -34,7 +34,6 @@ def build_parser():
     p.add_argument('--crf', type=int, default=DEFAULT_CRF,
                    help=f'H.264 quality of output videos, 0..51, lower is better (default {DEFAULT_CRF}: near-lossless)')
     p.add_argument('--save_kernel', action='store_true', help='save each estimated kernel (.npy and .png)')
-    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--verbose', action='store_true', help="show Jittor's start-up [i ...] lines")
     p.add_argument('--demo', action='store_true',
                    help='super-resolve a synthetic clip made from scikit-image photos into demo_results/')
@@ -48,6 +47,14 @@ def build_parser():
     p.add_argument('--no_compose', action='store_true',
                    help='run the upsampling and output convolutions layer by layer, not composed into '
                         'one LR convolution (slower; float rounding differs)')
+    add_engine_flags(p)
+    return p
+
+
+def add_engine_flags(p):
+    """The flags that choose where and in what pieces the network runs; bench/infer_speed.py
+    takes them from here too."""
+    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--tile', type=int, default=0,
                    help='reconstruct in tiles of N x N LR pixels to bound memory (0: whole frames); '
                         'the kernel and flows are still estimated on whole frames')
@@ -57,7 +64,6 @@ def build_parser():
                    help='memory a window may use beyond the loaded model, e.g. 2G or 512M: without --tile, '
                         'the largest tile that fits is chosen (default: on CUDA the free device memory '
                         'less a margin, on the CPU 75%% of the available RAM)')
-    return p
 
 
 def main(argv=None):

@@ -8,11 +8,11 @@ def main(argv=None):
     from . import guarded
 
     def work():
-        from ..options import parse_args
+        from .train_options import parse_args
         args = parse_args(argv)
         from ..runtime import describe, select_device
         device = select_device('cpu' if args.cpu else 'auto')
-        from ..trainer import dist
+        from .. import dist
         if dist.rank() == 0:
             print(f'Self-Blind-VSR training: template {args.template}, {describe()}', flush=True)
         from ..trainer.trainer import run

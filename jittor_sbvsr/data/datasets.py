@@ -24,11 +24,11 @@ synthesised LR of the online sets stays float (no rounding).
 import os
 
 import numpy as np
-from PIL import Image
-
 from ..errors import UserError
 from . import degrade, kernels
-from .frames import _INV255, check_gt_size, list_videos, pair_frames, read_frame  # _INV255: docs/porting.md, trap 14
+from .folders import check_gt_size, check_pairs, check_same_size, list_videos, pair_frames, require_folder, stem
+from .images import image_size, read_frame
+from .windows import INV255  # docs/porting.md, trap 14
 
 __all__ = ['OnlineBlurDownTrainSet', 'PairedTestSet', 'LROnlyTrainSet', 'reference_repeat',
            'TRAIN_KINDS']
@@ -51,26 +51,11 @@ def _check_positive_int(name, value, odd=False):
         raise ValueError(f'{name} must be odd, got {value}')
 
 
-def _frame_size(path):
-    """(height, width) of an image file from its header."""
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except FileNotFoundError:
-        raise UserError(f'{path}: cannot read image (file not found)') from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise UserError(f'{path}: cannot read image ({type(e).__name__}: {e})') from None
-    return h, w
-
-
 def _read_stack(paths):
     """n frames -> uint8 [n, H, W, 3]; all frames must have one size."""
     frames = [read_frame(p) for p in paths]
-    shape = frames[0].shape
     for p, f in zip(paths, frames):
-        if f.shape != shape:
-            raise UserError(f'{p}: frame is {f.shape[0]}x{f.shape[1]} but {paths[0]} is '
-                            f'{shape[0]}x{shape[1]}; frames of a video must have one size')
+        check_same_size(p, f.shape, paths[0], frames[0].shape)
     return np.stack(frames)
 
 
@@ -81,11 +66,7 @@ def _to_chw(x):
 
 def _u8_to_float(x):
     """uint8 [T, H, W, C] -> float32 [T, C, H, W] in [0, 1], times float32(1/255)."""
-    return _to_chw(x.astype(np.float32) * _INV255)
-
-
-def _stem(path):
-    return os.path.splitext(os.path.basename(path))[0]
+    return _to_chw(x.astype(np.float32) * INV255)
 
 
 def _crop(stack, size, rng, threshold, centre):
@@ -148,7 +129,7 @@ class _WindowSet:
 
     def window_name(self, index):
         name, paths = self.window_paths(index)
-        return f'{name}/{_stem(paths[self.n_seq // 2])}'
+        return f'{name}/{stem(paths[self.n_seq // 2])}'
 
     def _check_index(self, index):
         if not 0 <= index < len(self):
@@ -205,7 +186,7 @@ class OnlineBlurDownTrainSet(_WindowSet):
         self._init_windows(videos, int(n_seq), self.dir_hr)
         hp = self.patch_size * self.scale
         for name, frames in videos:
-            h, w = _frame_size(frames[0])
+            h, w = image_size(frames[0])
             if h < hp or w < hp:
                 raise UserError(f'{frames[0]}: frame is {h}x{w}, smaller than the {hp}x{hp} HR crop '
                                 f'(patch_size {self.patch_size} x scale {self.scale}); '
@@ -213,9 +194,7 @@ class OnlineBlurDownTrainSet(_WindowSet):
 
     @staticmethod
     def _hr_dir(dir_data):
-        if not os.path.isdir(dir_data):
-            what = 'does not exist' if not os.path.exists(dir_data) else 'is not a folder'
-            raise UserError(f'{dir_data}: training data folder {what}')
+        require_folder(dir_data, 'training data folder')
         for sub in ('HR', 'GT'):
             path = os.path.join(dir_data, sub)
             if os.path.isdir(path):
@@ -240,7 +219,7 @@ class OnlineBlurDownTrainSet(_WindowSet):
                       self.augment, 'HR crop')
         kernel, sigma = self.draw_kernel(rng)
         lr = degrade.blur_down_np(hr, kernel, self.scale)
-        return {'lr': _to_chw(lr * _INV255), 'hr': _u8_to_float(hr) if self.with_hr else None,
+        return {'lr': _to_chw(lr * INV255), 'hr': _u8_to_float(hr) if self.with_hr else None,
                 'kernel': kernel.astype(np.float32), 'sigma': sigma,
                 'name': self.window_name(index)}
 
@@ -252,7 +231,7 @@ class PairedTestSet(_WindowSet):
     'hr': float32 [n_seq, 3, scale*h, scale*w], 'kernel': float32 [k, k]
     from <dir>/kernels/<video>.npy or None, 'name': 'video/frame'}`` where
     frame is the middle frame of the window. Frames pair by name as in
-    inference (frames.pair_frames; ``warnings`` holds the line to log when
+    inference (folders.pair_frames; ``warnings`` holds the line to log when
     they pair by position), and every HR frame must be exactly ``scale`` x
     its LR frame (checked on all frames' headers here): a cropped or
     other-scale HR would make the PSNR meaningless.
@@ -265,9 +244,7 @@ class PairedTestSet(_WindowSet):
         _check_positive_int('scale', scale)
         self.dir_data = os.fspath(dir_data_test)
         self.scale = int(scale)
-        if not os.path.isdir(self.dir_data):
-            what = 'does not exist' if not os.path.exists(self.dir_data) else 'is not a folder'
-            raise UserError(f'{self.dir_data}: test data folder {what}')
+        require_folder(self.dir_data, 'test data folder')
         self.dir_hr = os.path.join(self.dir_data, 'HR')
         self.dir_lr = os.path.join(self.dir_data, self.LR_DIR)
         for d in (self.dir_hr, self.dir_lr):
@@ -286,20 +263,14 @@ class PairedTestSet(_WindowSet):
                 raise UserError(f'{os.path.join(self.dir_hr, name)}: missing; video {name} is in '
                                 f'{self.dir_lr} but not in {self.dir_hr}')
         self.lr_frames = {}
-        self.warnings = []  # lines for the log (frames paired by position, see frames.pair_frames)
+        self.warnings = []  # lines for the log (frames paired by position, see folders.pair_frames)
         videos = []
         for name, hr_frames in hr_videos:
             pairs, warning = pair_frames(lr_videos[name], hr_frames, os.path.join(self.dir_lr, name),
                                          os.path.join(self.dir_hr, name))
             if warning:
                 self.warnings.append(warning)
-            lr0 = _frame_size(pairs[0][0])
-            for lr, hr in pairs:
-                size = _frame_size(lr)
-                if size != lr0:
-                    raise UserError(f'{lr}: frame is {size[0]}x{size[1]} but {pairs[0][0]} is '
-                                    f'{lr0[0]}x{lr0[1]}; frames of a video must have one size')
-                check_gt_size(size, _frame_size(hr), self.scale, lr, hr)
+            check_pairs(pairs, self.scale, image_size)
             self.lr_frames[name] = [lr for lr, _ in pairs]
             videos.append((name, [hr for _, hr in pairs]))
         self._init_windows(videos, int(n_seq), self.dir_hr)
@@ -365,7 +336,7 @@ class LROnlyTrainSet(_WindowSet):
         self._init_windows(videos, int(n_seq), self.dir_data)
         p = self.patch_size
         for name, frames in videos:
-            h, w = _frame_size(frames[0])
+            h, w = image_size(frames[0])
             if h < p or w < p:
                 raise UserError(f'{frames[0]}: frame is {h}x{w}, smaller than the {p}x{p} patch; '
                                 'lower --patch_size')

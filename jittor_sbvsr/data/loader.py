@@ -12,12 +12,12 @@ Under MPI (``rank``, ``world`` > 1) the epoch order is the same on every
 rank and each global batch of ``batch_size * world`` samples is split in
 rank order: the ranks together see exactly the batches one process with
 ``batch_size * world`` would see, each sample made with the same random
-numbers. A rank whose share of the last, partial batch is empty gets that
+numbers. A rank whose part of the last, partial batch is empty gets that
 batch's first sample (its loss weight is 0) so that every rank takes part in
 every collective.
 
 Batch weights live here too, beside the sharding they follow:
-:meth:`Loader.weighted` yields each batch with its :class:`Share` (this
+:meth:`Loader.weighted` yields each batch with its :class:`BatchPart` (this
 rank's and the global sample counts, the loss weight, whether the
 optimizer steps after it), so that gradient accumulation over
 ``accumulate`` batches and the ranks' averaging together make the update of
@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ['Loader', 'Share', 'sample_rng', 'epoch_order', 'collate']
+__all__ = ['Loader', 'BatchPart', 'sample_rng', 'epoch_order', 'collate']
 
 _TAG_SAMPLE = 0x5A4D
 _TAG_ORDER = 0x0D3E
@@ -119,11 +119,11 @@ def _local_batch(dataset, seed, epoch, indices):
 
 # -------------------------------------------------------------- loader
 
-class Share(NamedTuple):
+class BatchPart(NamedTuple):
     """This rank's part of one global batch, and what the trainer does with it."""
     samples: int   # real samples of this rank (0: it got a stand-in sample)
     total: int     # samples of the global batch, all ranks together
-    weight: float  # loss weight, see Loader.shares
+    weight: float  # loss weight, see Loader.batch_parts
     step: bool     # the last batch of its accumulation group: step the optimizer after it
 
 
@@ -133,7 +133,7 @@ class Loader:
     ``len(loader)`` is the number of batches of an epoch. Call
     :meth:`set_epoch` before iterating (epoch 0 otherwise). ``num_workers=0``
     makes every batch in the calling thread. ``accumulate`` groups that many
-    consecutive batches into one update (see :meth:`shares`).
+    consecutive batches into one update (see :meth:`batch_parts`).
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, num_workers=0, seed=0,
@@ -187,16 +187,16 @@ class Loader:
             self._plan = (epoch, [order[b * gb:(b + 1) * gb] for b in range(len(self))])
         return self._plan[1]
 
-    def _share(self, g):
+    def _my_part(self, g):
         """This rank's part of the global batch ``g`` (empty for a short last batch)."""
         return g[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
 
-    def shard_sizes(self):
-        """Per batch: (samples in the global batch, real samples of this rank's share)."""
-        return [(len(g), len(self._share(g))) for g in self._global_batches(self.epoch)]
+    def part_sizes(self):
+        """Per batch: (samples in the global batch, real samples of this rank's part)."""
+        return [(len(g), len(self._my_part(g))) for g in self._global_batches(self.epoch)]
 
-    def shares(self):
-        """Per batch of the epoch (before ``start_batch``): this rank's :class:`Share`.
+    def batch_parts(self):
+        """Per batch of the epoch (before ``start_batch``): this rank's :class:`BatchPart`.
 
         Batch j of an accumulation group of ``S`` samples (all ranks) with
         ``s`` of them on this rank gets the weight ``s * world / S``: the
@@ -204,27 +204,27 @@ class Loader:
         means is then the mean over all ``S`` samples, the update of one big
         batch. A rank with no sample in the batch gets weight 0.
         """
-        sizes = self.shard_sizes()
+        sizes = self.part_sizes()
         acc = self.accumulate
         out = []
         for j, (total, mine) in enumerate(sizes):
             g0 = (j // acc) * acc
             group = sizes[g0:g0 + acc]
-            out.append(Share(mine, total, mine * self.world / sum(g for g, _ in group),
+            out.append(BatchPart(mine, total, mine * self.world / sum(g for g, _ in group),
                              j == g0 + len(group) - 1))
         return out
 
     def weighted(self):
-        """Iterate over ``(batch, share)`` pairs of the epoch (from ``start_batch`` on)."""
-        return zip(self, self.shares()[self.start_batch:])
+        """Iterate over ``(batch, part)`` pairs of the epoch (from ``start_batch`` on)."""
+        return zip(self, self.batch_parts()[self.start_batch:])
 
     def batch_indices(self, epoch=None):
         """This rank's index lists of all batches of an epoch (before ``start_batch`` is applied)."""
         epoch = self.epoch if epoch is None else int(epoch)
         out = []
         for g in self._global_batches(epoch):
-            share = self._share(g)
-            out.append((share if len(share) else g[:1]).tolist())
+            part = self._my_part(g)
+            out.append((part if len(part) else g[:1]).tolist())
         return out
 
     # -- workers

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from ..data.frames import frames_to_input
+from ..data.windows import frames_to_input
 from ..errors import UserError
 from ..utils.memory import format_size, is_out_of_memory
 
@@ -333,8 +333,3 @@ class FrameSource:
             for i in [i for i in self._held if self._last_use[i] <= k]:
                 del self._held[i]
         return out
-
-    def held(self):
-        """How many frames are held now (for tests)."""
-        return len(self._held)
-

@@ -8,8 +8,9 @@ import os
 import time
 from collections import namedtuple
 
-from ..data.frames import (check_gt_size, crop_to_multiple, frames_by_name, list_videos, pair_frames, read_frame,
-                          window_indices)
+from ..data.folders import check_gt_size, check_same_size, frames_by_name, list_videos, pair_frames
+from ..data.images import read_frame
+from ..data.windows import crop_to_multiple, window_indices
 from ..data.video import DEFAULT_CRF, VideoReader, is_video_file, probe
 from .engine import check_tiles
 from ..errors import UserError
@@ -97,9 +98,8 @@ def _pair_videos(inputs, gt_root, notes):
 def _check_shape(path, shape, first, m):
     """(h, w) of a frame, which must equal ``first`` ((h, w, path) of its video's first frame)."""
     h, w = shape[:2]
-    if first is not None and (h, w) != first[:2]:
-        raise UserError(f'{path}: frame is {h}x{w}, but {os.path.basename(first[2])} of the same video is '
-                        f'{first[0]}x{first[1]}; the frames of a video must have one size')
+    if first is not None:
+        check_same_size(path, (h, w), first[2], first[:2])
     if h < m or w < m:
         raise UserError(f'{path}: frame is {h}x{w}, smaller than --size_must_mode {m}')
     return h, w

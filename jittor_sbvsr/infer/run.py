@@ -6,7 +6,7 @@ crop when ground truth is given. Each frame's features are computed once per
 video, not once per window: the output is the same, the work a fifth.
 
 ``run`` checks everything it can before it writes anything: the flags, the
-checkpoint (whose architecture it reads from the weights, io/arch.py), and
+checkpoint (whose architecture it reads from the weights, weights/arch.py), and
 every frame of every video (readable, one size per video, ground truth
 paired by name and exactly scale x LR). A number it logs is therefore never
 computed on mismatched frames; what it cannot score it says so.
@@ -21,7 +21,8 @@ import time
 import numpy as np
 
 from .. import dist, runtime
-from ..data.frames import check_gt_size, to_uint8, window_indices
+from ..data.folders import check_gt_size
+from ..data.windows import to_uint8, window_indices
 from ..data.kernels import kernel_image
 from ..data.video import DEFAULT_CRF, VideoWriter
 from .engine import FrameSource, VideoSR
@@ -29,7 +30,7 @@ from ..errors import UserError
 from .inputs import GroundTruth, Video, check_flags, check_videos, frames, is_video, list_inputs  # noqa: F401
 from .setup import (PRESETS, apply_preset, build_model, choose_output_dir, load_model,  # noqa: F401
                           prepare_demo, read_checkpoint)
-from .split import encode_parts, part_path, remove_parts, shares, write_part
+from .split import encode_parts, part_path, remove_parts, window_spans, write_part
 from ..metrics.psnr_ssim import psnr_ssim
 from ..utils import Logger, VideoProgress, ensure_dir, save_npy_atomic, save_png_atomic
 from ..utils.files import remove_stale_temps, stale_note
@@ -67,7 +68,7 @@ def run(args, root):
         stale = stale_note(remove_stale_temps(out_dir, recursive=True))
     dist.barrier()  # no rank writes before rank 0 removed the stale temporary files
     log = Logger(os.path.join(out_dir, f"inference_log_{time.strftime('%Y%m%d-%H%M%S')}.txt")) if lead else _Quiet()
-    from ..io.arch import describe
+    from ..weights.arch import describe
     for key in ('input_path', 'gt_path', 'model_path', 'border', 'save_image', 'crf', 'n_seq', 'scale',
                 'size_must_mode', 'no_reuse', 'no_fused', 'no_winograd', 'no_compose',
                 'tile', 'tile_overlap'):
@@ -81,7 +82,7 @@ def run(args, root):
     for line in notes + ([stale] if stale else []):
         log(line)
     wins = [window_indices(v.n, args.n_seq, border=args.border) for v in videos]
-    share = shares([len(w) for w in wins], dist.rank(), world)
+    share = window_spans([len(w) for w in wins], dist.rank(), world)
     total = sum(stop - start for start, stop in share.values())
     done = [0]
     t_run = time.perf_counter()
@@ -268,7 +269,7 @@ def _video(args, engine, v, windows, span, source, gt_of, writer, out_dir, rows,
 def _encode_split_videos(args, videos, wins, out_dir, world):
     """Rank 0, once every rank is done: the video files no one rank ran whole, from their frames."""
     counts = [len(w) for w in wins]
-    whole = {i for r in range(world) for i, span in shares(counts, r, world).items() if span == (0, counts[i])}
+    whole = {i for r in range(world) for i, span in window_spans(counts, r, world).items() if span == (0, counts[i])}
     for i, v in enumerate(videos):
         if not is_video(v.lr) or i in whole:
             continue

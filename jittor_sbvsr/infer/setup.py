@@ -64,8 +64,8 @@ def prepare_demo(args, root):
     if found:
         args.model_path = found[0]
         return []
-    from ..io.checkpoint import save_state_atomic
-    from ..io.recipe import recipe_state
+    from ..weights.checkpoint import save_state_atomic
+    from ..weights.recipe import recipe_state
     from ..models import PWC_Recons
     args.model_path = os.path.join(demo, 'recipe_weights_seed1234.pkl')
     stale = stale_note(remove_stale_temps(demo, of=os.path.basename(args.model_path)))  # a killed first demo's
@@ -82,8 +82,8 @@ def read_checkpoint(model_path, n_seq=None, scale=None):
     numpy only: a wrong file or flag is reported before Jittor starts.
     ``n_seq`` / ``scale`` None take the checkpoint's values.
     """
-    from ..io.arch import conflict_error, conflicts, derive_arch
-    from ..io.checkpoint import check_finite, load_state
+    from ..weights.arch import conflict_error, conflicts, derive_arch
+    from ..weights.checkpoint import check_finite, load_state
     model_path = os.fspath(model_path)
     if os.path.isdir(model_path):
         raise UserError(f'{model_path}: is a folder; --model_path takes a weights file (.pkl or .pt)')
@@ -122,8 +122,8 @@ def _is_training_state(path):
 def build_model(state, arch, model_path):
     """The PWC_Recons ``arch`` describes, with ``state`` loaded strictly (finite values only)."""
     import jittor_sbvsr  # noqa: F401
-    from ..io.arch import describe
-    from ..io.checkpoint import expected_shapes, load_into_module, validate_state
+    from ..weights.arch import describe
+    from ..weights.checkpoint import expected_shapes, load_into_module, validate_state
     from ..models import PWC_Recons
     net = PWC_Recons(**arch)
     validate_state(state, expected_shapes(net), model_path,

@@ -1,7 +1,7 @@
 """Inference over several processes (``mpirun -np N python inference.py ...``), same output as one.
 
 The run's windows (one per output frame), video after video, are one list;
-rank r takes the r-th contiguous share of it (:func:`shares`). So whole
+rank r takes the r-th contiguous span of it (:func:`window_spans`). So whole
 videos and the windows of a long video are both split, and each rank runs
 the sliding window over its share: its reuse caches start empty at the
 share's first window, which gives the same bits as a run over the whole
@@ -28,17 +28,17 @@ other ranks' frames of a split video).
 import os
 import shutil
 
-from ..data.frames import read_frame
+from ..data.images import read_frame
 from ..utils import save_png_atomic
 
 PARTS = '.mpi_parts'  # frames of split videos without --save_image, removed once encoded
 
 
-def shares(counts, rank, world):
+def window_spans(counts, rank, world):
     """{video index: (start, stop)} of the windows rank ``rank`` of ``world`` runs.
 
     ``counts``: windows per video. The run's windows, in order, are cut into
-    ``world`` contiguous shares that differ by one window at most.
+    ``world`` contiguous spans that differ by one window at most.
     """
     total = sum(counts)
     lo, hi = total * rank // world, total * (rank + 1) // world

@@ -20,6 +20,7 @@ import jittor as jt
 from jittor import nn
 
 from ..ops import fused_conv
+from .fused_weights import chain_weights, head_weights
 from .tails import ComposedTail, FusedTail, PlainTail, tail_layers
 
 TOL = 1e-5  # largest difference from the plain ops, relative to the output's peak (at least 1)
@@ -31,9 +32,9 @@ class FusedChain:
     """A ResBlock chain, after a ``head`` conv if given, as one fused oneDNN op, with a snapshot of its weights."""
 
     def __init__(self, blocks, layout='auto', algorithm='direct', head=None):
-        w, b = fused_conv.chain_weights(blocks)
+        w, b = chain_weights(blocks)
         self.w, self.b, self.layout, self.algorithm = jt.array(w), jt.array(b), layout, algorithm
-        self.head = None if head is None else [jt.array(a) for a in fused_conv.head_weights(head, w)]
+        self.head = None if head is None else [jt.array(a) for a in head_weights(head, w)]
         self.in_channels = (w if head is None else head.weight).shape[1]
 
     def __call__(self, x):

@@ -160,7 +160,7 @@ class Flow_PWC(nn.Module):  # noqa: N801 (the reference's name)
         super().__init__()
         self.moduleNetwork = Network()
         if pretrain_fn not in (None, '', '.'):
-            from ..io.checkpoint import load_state, load_into_module
+            from ..weights.checkpoint import load_state, load_into_module
             load_into_module(self.moduleNetwork, load_state(pretrain_fn), pretrain_fn)
 
     def pyramid(self, frame):

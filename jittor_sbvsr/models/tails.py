@@ -26,7 +26,7 @@ import jittor as jt
 from jittor import nn
 
 from ..ops import fused_conv
-from ..ops.fused_conv import same_conv
+from .fused_weights import same_conv, tail_fits, tail_weights
 
 
 def tail_layers(net):
@@ -49,12 +49,12 @@ class FusedTail:
     """The layers as one fused oneDNN op (CPU); ``layout`` as ops/fused_conv.py takes it."""
 
     def __init__(self, up_convs, out_convs, layout='auto'):
-        self.weights = [jt.array(a) for a in fused_conv.tail_weights(up_convs, out_convs)]
+        self.weights = [jt.array(a) for a in tail_weights(up_convs, out_convs)]
         self.layout = layout
 
     @classmethod
     def fits(cls, up_convs, out_convs):
-        return fused_conv.tail_fits(up_convs, out_convs)
+        return tail_fits(up_convs, out_convs)
 
     def __call__(self, x):
         return fused_conv.upsample_tail(x, self.weights, self.layout)

@@ -26,7 +26,9 @@ CPU_FWD = '''
 const float* f = in0_p; const float* s = in1_p; float* o = out0_p;
 const int N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
 const long long HW = (long long)H * W;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static)
+#endif
 for (int t = 0; t < N * H; t++) {
     const int n = t / H, y = t % H;
     std::vector<float> acc(81 * (size_t)W, 0.f);
@@ -54,7 +56,9 @@ const float* f = in0_p; const float* s = in1_p; const float* g = in2_p;
 float* gf = out0_p; float* gs = out1_p;
 const int N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
 const long long HW = (long long)H * W;
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static)
+#endif
 for (int t = 0; t < N * H; t++) {
     const int n = t / H, y = t % H;
     std::vector<float> a1(W), a2(W);

@@ -313,7 +313,11 @@ static void sbvsr_shuffle(const dnnl::memory& u, dnnl::memory& p, long long N, l
     auto at = [](const SbvsrLay& l, long long n, long long c, long long y, long long x) {
         return l.off0 + n * l.s[0] + (c / l.ib) * l.s[1] + y * l.s[2] + x * l.s[3] + c % l.ib;
     };
+#if defined(_OPENMP) && _OPENMP >= 200805  // collapse: OpenMP 3.0 (MSVC's /openmp is 2.0)
     #pragma omp parallel for collapse(3) schedule(static)
+#elif defined(_OPENMP)
+    #pragma omp parallel for schedule(static)
+#endif
     for (long long n = 0; n < N; n++)
         for (long long y = 0; y < H; y++)
             for (int i = 0; i < 2; i++)
@@ -356,10 +360,20 @@ ISA_NAMES = {0x1: 'sse41', 0x3: 'avx', 0x7: 'avx2', 0xf: 'avx512_mic', 0x1f: 'av
              0x3e7: 'avx512_core_amx', 0x407: 'avx2_vnni'}
 
 
-def _flags():
-    d = runtime.onednn_dir()
-    return (f' -I"{os.path.join(d, "include")}" -L"{os.path.join(d, "lib")}" '
-            f'-Wl,-rpath,"{os.path.join(d, "lib")}" -lmkldnn ')
+def _flags(cc_type=None, d=None):
+    """Compile and link flags for oneDNN in ``d`` with Jittor's compiler (``jt.flags.cc_type``).
+
+    MSVC (``cl``) takes Jittor's own oneDNN flags for it: Jittor turns
+    ``-L`` into ``/LIBPATH`` and a DLL search folder (``bin`` holds
+    dnnl.dll) and ``-ldnnl`` into ``dnnl.lib``. gcc and clang link
+    libmkldnn with an rpath, so that no LD_LIBRARY_PATH is needed.
+    """
+    cc_type = cc_type or jt.flags.cc_type
+    d = d or runtime.onednn_dir()
+    inc, lib = os.path.join(d, 'include'), os.path.join(d, 'lib')
+    if cc_type == 'cl':
+        return f' -I"{inc}" -L"{lib}" -L"{os.path.join(d, "bin")}" -ldnnl '
+    return f' -I"{inc}" -L"{lib}" -Wl,-rpath,"{lib}" -lmkldnn '
 
 
 def available():
@@ -390,46 +404,11 @@ def onednn_isa():
     return ISA_NAMES.get(code, hex(code))
 
 
-def same_conv(c, k):
-    """Whether conv c is k x k, stride 1, undilated, ungrouped, 'same'-padded, with a bias."""
-    return (c.bias is not None and c.groups == 1 and tuple(c.weight.shape[2:]) == (k, k)
-            and tuple(c.stride) == (1, 1) and tuple(c.dilation) == (1, 1) and tuple(c.padding) == (k // 2, k // 2))
-
-
-def _plain_resblock(b):
-    c1, c2 = b.conv1, b.conv2
-    k = c1.weight.shape[2]
-    return (b.res_translate is None and same_conv(c1, k) and same_conv(c2, k)
-            and c1.weight.shape[0] == c1.weight.shape[1] == c2.weight.shape[0] == c2.weight.shape[1])
-
-
-def chain_weights(blocks):
-    """(weights [2B,C,C,K,K], biases [2B,C]) of ResBlocks that :func:`resblock_chain` takes, as numpy."""
-    blocks = list(blocks)
-    if not blocks or not all(_plain_resblock(b) for b in blocks) \
-            or len({tuple(b.conv1.weight.shape) for b in blocks}) != 1:
-        raise ValueError('resblock_chain takes ResBlocks of one width, stride 1, dilation 1, with biases')
-    convs = [c for b in blocks for c in (b.conv1, b.conv2)]
-    return (np.stack([c.weight.numpy().astype(np.float32) for c in convs]),
-            np.stack([c.bias.numpy().astype(np.float32) for c in convs]))
-
-
-def head_weights(conv, blocks_weights):
-    """(weights [C,Ci,K,K], bias [C]) of a head conv for :func:`resblock_chain`, as numpy:
-    a same-padded conv with bias onto the blocks' C channels (``blocks_weights`` as
-    :func:`chain_weights` gives them)."""
-    k = conv.weight.shape[2]
-    if not (k % 2 and same_conv(conv, k) and conv.weight.shape[0] == blocks_weights.shape[1]):
-        raise ValueError(f'resblock_chain takes a head conv stride 1, dilation 1, same-padded, with a bias, '
-                         f'onto {blocks_weights.shape[1]} channels')
-    return conv.weight.numpy().astype(np.float32), conv.bias.numpy().astype(np.float32)
-
-
 def resblock_chain(x, weights, biases, layout='auto', algorithm='direct', head=None):
     """ResBlocks (conv-ReLU-conv + x, 'same' padding) applied to x [N,C,H,W], or to head(x).
 
-    ``weights``/``biases`` as :func:`chain_weights` gives them (numpy or
-    Vars); ``head`` (weights [C,Ci,K,K], bias [C], as :func:`head_weights`
+    ``weights``/``biases`` as models/fused_weights.py:chain_weights gives them
+    (numpy or Vars); ``head`` (weights [C,Ci,K,K], bias [C], as its head_weights
     gives them) a conv first, on x [N,Ci,H,W], written straight into the
     blocks' layout: no reorder between it and the blocks. Same result as
     the layers run by Jittor to float rounding; no gradient. ``algorithm``
@@ -470,38 +449,10 @@ def chain_algorithm(shape, layout='auto', algorithm='auto', head=None):
     return 'winograd' if int(y.numpy()[0]) else 'direct'
 
 
-def tail_fits(up_convs, out_convs):
-    """Whether :func:`tail_weights` takes these layers (same-padded convs C->4C, at least one, then C->C->Co)."""
-    up_convs, out_convs = list(up_convs), list(out_convs)
-    if not up_convs or len(out_convs) != 2:
-        return False
-    c, k = out_convs[0].weight.shape[1], out_convs[0].weight.shape[2]
-    return (k % 2 == 1 and all(same_conv(v, k) for v in up_convs + out_convs)
-            and all(tuple(v.weight.shape[:2]) == (4 * c, c) for v in up_convs)
-            and tuple(out_convs[0].weight.shape[:2]) == (c, c) and out_convs[1].weight.shape[1] == c)
-
-
-def tail_weights(up_convs, out_convs):
-    """The arrays :func:`upsample_tail` takes, as numpy: upsampling weights with their
-    output channels reordered (c, k) -> (k, c), so that PixelShuffle moves runs of channels."""
-    up_convs, out_convs = list(up_convs), list(out_convs)
-    if not tail_fits(up_convs, out_convs):
-        raise ValueError('upsample_tail takes stride-1 same-padded convs with biases, C->4C then C->C->Co')
-    c, k = out_convs[0].weight.shape[1], out_convs[0].weight.shape[2]
-    wu = np.zeros((len(up_convs), 4 * c, c, k, k), np.float32)
-    bu = np.zeros((len(up_convs), 4 * c), np.float32)
-    for i, v in enumerate(up_convs):
-        wu[i] = v.weight.numpy().astype(np.float32).reshape(c, 4, c, k, k).transpose(1, 0, 2, 3, 4).reshape(4 * c, c, k, k)
-        bu[i] = v.bias.numpy().astype(np.float32).reshape(c, 4).T.reshape(4 * c)
-    o1, o2 = out_convs
-    return (wu, bu) + tuple(v.numpy().astype(np.float32)
-                                           for v in (o1.weight, o1.bias, o2.weight, o2.bias))
-
-
 def upsample_tail(x, weights, layout='auto'):
     """The output convs after (conv, PixelShuffle(2)) per upsampling stage, on x [N,C,h,w].
 
-    ``weights`` as :func:`tail_weights` gives them. Same result as the plain
+    ``weights`` as models/fused_weights.py:tail_weights gives them. Same result as the plain
     layers to float rounding; no gradient.
     """
     _need()

@@ -9,11 +9,11 @@ import os
 
 import jittor as jt
 
-from ..data.frames import to_uint8
+from ..data.windows import to_uint8
 from ..data.kernels import kernel_image_minmax
 from ..metrics.psnr_ssim import calc_psnr
 from ..utils import Bar, save_png_atomic
-from . import dist
+from .. import dist
 
 __all__ = ['PSNR_NAMES', 'evaluate']
 
@@ -32,7 +32,7 @@ def evaluate(model, test_set, watchdog, image_dir=None):
     c = test_set.n_seq // 2
     sums = {k: 0.0 for k in PSNR_NAMES}
     rank, world = dist.rank(), dist.world_size()
-    mine = range(rank, len(test_set), world)  # this rank's share of the windows
+    mine = range(rank, len(test_set), world)  # round-robin: every world-th window, from this rank's on
     watchdog.phase('evaluation')
     with Bar(len(mine), desc='evaluation', unit='window', enabled=rank == 0) as bar, jt.no_grad():
         for done, i in enumerate(mine):

@@ -12,11 +12,11 @@ import os
 import numpy as np
 
 from ..errors import UserError
-from ..io.checkpoint import save_state_atomic
-from ..losses import LOSS_NAMES
+from ..weights.checkpoint import save_state_atomic
 from ..utils import Logger, atomic_write_bytes, ensure_dir
 from ..utils.files import remove_stale_temps, stale_note
 from .evaluate import PSNR_NAMES
+from .losses import LOSS_NAMES
 from .plots import save_line_plot
 from .state import STATE_NAME, epoch_seed, save_training_state
 

@@ -8,9 +8,9 @@ appended to ``notes``: the log file does not exist yet.
 import os
 
 from ..errors import UserError
-from ..io.checkpoint import FLOW_PREFIX, load_into_module, load_state
-from ..options import DEMO_DATA, TRAIN_SETS
-from . import dist
+from ..weights.checkpoint import FLOW_PREFIX, load_into_module, load_state
+from .templates import DEMO_DATA, TRAIN_SETS
+from .. import dist
 from .state import STATE_NAME
 
 __all__ = ['check_resume_config', 'write_demo_data', 'make_train_set', 'make_test_set',
@@ -127,7 +127,7 @@ def _load_pwc(model, folder, notes):
 
 def _load_full_model(model, args, path, notes):
     """Load a whole PWC_Recons checkpoint; one that was made with other options says which."""
-    from ..io.arch import conflict_error, conflicts, derive_arch
+    from ..weights.arch import conflict_error, conflicts, derive_arch
     a = args
     state = load_state(path)
     found = conflicts(derive_arch(state, path), {

@@ -2,17 +2,17 @@
 
 Per epoch e (1-based): lr = base * gamma ** (e // lr_decay) for each of the
 8 Adam groups; every batch runs the model in 'train' mode, the loss of
-:mod:`jittor_sbvsr.losses` and Adam (PyTorch's formula); then the model is
+:mod:`jittor_sbvsr.trainer.losses` and Adam (PyTorch's formula); then the model is
 evaluated on the test set in 'val' mode (PSNR, cycle-PSNR, down-PSNR) and the
 epoch is saved. Differences from the reference are listed in README.md;
 the one that shows: the reference's loop trains ``epochs - 1`` epochs
 (it stops when ``last_epoch + 1 >= epochs``), this one trains ``epochs``.
 
-Under ``mpirun -np N`` (see :mod:`.dist`) every rank runs this loop on its
-share of each global batch of ``batch_size x N`` samples; Jittor averages the
+Under ``mpirun -np N`` (see :mod:`jittor_sbvsr.dist`) every rank runs this loop on its
+part of each global batch of ``batch_size x N`` samples; Jittor averages the
 gradients, so the update is the one a single process with batch
-``batch_size x N`` would make. Evaluation is sharded the same way; only rank
-0 logs and writes the log, plots and checkpoints.
+``batch_size x N`` would make. Evaluation deals the test windows to the ranks
+round-robin; only rank 0 logs and writes the log, plots and checkpoints.
 
 Layout: :mod:`.setup` builds what a run starts from (data sets, demo clips,
 initial weights) before any file is written, :mod:`.evaluate` runs the test
@@ -35,16 +35,18 @@ import time
 
 import jittor as jt
 
+from .. import dist
 from ..errors import UserError
-from ..losses import LOSS_NAMES, SelfBlindLoss
 from ..utils import Bar
 from ..utils.memory import is_out_of_memory as _is_oom
-from . import dist, setup
+from . import setup
 from .evaluate import PSNR_NAMES, evaluate
 from .experiment import open_experiment, save_epoch
+from .losses import LOSS_NAMES, SelfBlindLoss
 from .micro import plan_batches
 from .optim import make_optimizer, step_lr_factor
 from .state import STATE_NAME, epoch_seed, load_training_state
+from .watchdog import Watchdog
 
 __all__ = ['Trainer', 'run', 'OOM_HINT']
 
@@ -58,7 +60,7 @@ def _fmt_losses(d):
 
 
 class Trainer:
-    """Builds everything from ``args`` (see :mod:`jittor_sbvsr.options`), checks the
+    """Builds everything from ``args`` (see :mod:`jittor_sbvsr.cli.train_options`), checks the
     inputs before writing anything, then ``train()`` runs the remaining epochs."""
 
     def __init__(self, args, device='cpu', stream=None):
@@ -71,7 +73,7 @@ class Trainer:
         self.messages = []  # lines to log once the log file is open
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = self.rank == 0
-        self.watchdog = dist.Watchdog(a.dist_timeout, self.rank, self.world)
+        self.watchdog = Watchdog(a.dist_timeout, self.rank, self.world)
         self.logger = self.loader = None
 
         # everything that can fail on bad input, before any file is written
@@ -158,16 +160,16 @@ class Trainer:
         n_batches = len(self.loader)
         self.watchdog.phase(f'training epoch {epoch}')
         with Bar(n_batches, desc=f'epoch {epoch}', unit='batch', enabled=self.main) as bar:
-            for j, (batch, share) in enumerate(self.loader.weighted()):
+            for j, (batch, part) in enumerate(self.loader.weighted()):
                 out, _ = self.model({'x': jt.array(batch['lr']), 'mode': 'train'})
                 total, terms = self.loss_fn(out)
                 # read the losses before the update: a lazy Var evaluated after
                 # p.update() would see the new weights
                 jt.sync(list(terms.values()))
                 values = dist.weighted_mean({k: float(v.item()) for k, v in terms.items()},
-                                            share.samples, share.total)
-                self.optimizer.backward(total if share.weight == 1 else total * share.weight)
-                if share.step:
+                                            part.samples, part.total)
+                self.optimizer.backward(total if part.weight == 1 else total * part.weight)
+                if part.step:
                     self.optimizer.step()
                 self.watchdog.beat()
                 if not all(math.isfinite(v) for v in values.values()):

@@ -1,56 +1,13 @@
-"""Data-parallel training over MPI: Jittor's distributed engine, made safe to use.
+"""A rank that makes no progress under ``mpirun`` ends, and mpirun stops the job.
 
-``mpirun -np N python main.py ...`` starts N identical processes. Jittor
-(built with Open MPI's ``mpicc``) sees ``OMPI_COMM_WORLD_SIZE`` at import,
-calls ``MPI_Init``, and its optimizers average every gradient over the ranks
-(``mpi_all_reduce('mean')`` in ``Optimizer.backward``) and broadcast the
-weights from rank 0 at the first step. The rest is ours:
-
-- who does what: only rank 0 logs, draws progress and writes files
-  (:func:`rank`); data and evaluation are sharded by rank;
-- small collectives on numpy values (:func:`all_sum`, :func:`weighted_mean`),
-  a :func:`barrier`, and
-  :func:`broadcast_vars` so that every rank starts each epoch from rank 0's
-  weights and Adam moments, bit for bit;
-- a :class:`Watchdog`: a rank whose peer died or hangs would wait forever in
-  a collective; with no progress for ``timeout`` seconds it prints one line
-  and ends the rank, and mpirun then stops the whole job.
-
-Without mpirun everything here is a no-op (world size 1).
+A rank whose peer died or hangs would wait forever in a collective
+(jittor_sbvsr/dist.py); the :class:`Watchdog` prints one line naming the rank
+and the phase and ends it. Without mpirun it does nothing.
 """
 import os
 import sys
 
-import numpy as np
-
-from ..dist import all_sum, barrier, rank, world_size  # noqa: F401 (shared with inference)
-
-__all__ = ['rank', 'world_size', 'all_sum', 'weighted_mean', 'barrier', 'broadcast_vars', 'Watchdog']
-
-
-def _jt():
-    import jittor as jt
-    return jt
-
-
-def weighted_mean(means, n, total):
-    """{name: mean over all ranks' samples}, from this rank's ``means`` over its ``n`` of
-    the ``total`` samples (the dict itself with one rank)."""
-    if world_size() == 1:
-        return means
-    keys = list(means)
-    summed = all_sum([means[k] * n for k in keys]) / total
-    return {k: float(v) for k, v in zip(keys, summed)}
-
-
-def broadcast_vars(vs, root=0):
-    """Overwrite the Jittor Vars ``vs`` on every rank with rank ``root``'s values."""
-    if world_size() == 1 or not vs:
-        return
-    jt = _jt()
-    for v in vs:
-        v.update(v.mpi_broadcast(root))
-    jt.sync(vs)
+__all__ = ['Watchdog']
 
 
 # The watcher runs in its own process: a rank blocked in a collective is

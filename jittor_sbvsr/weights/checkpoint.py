@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import UserError, read_error
 from ..utils.files import atomic_save
 from . import torch_pickle
+from .safe_pickle import ArrayUnpickler, Forbidden
 
 # PWC-Net weights (network-default.pytorch) are keyed relative to this module.
 FLOW_PREFIX = 'flow_net.moduleNetwork.'
@@ -24,24 +25,11 @@ FLOW_PREFIX = 'flow_net.moduleNetwork.'
 _LIST_MAX = 8
 
 
-class _StateUnpickler(torch_pickle.RestrictedUnpickler):
-    """Allows numpy array reconstruction and nothing else."""
-
-    allowed = None
-
-    def __init__(self, f):
-        super().__init__(f)
-        if _StateUnpickler.allowed is None:
-            allowed = dict(torch_pickle.COMMON_GLOBALS)
-            allowed.update(torch_pickle.numpy_globals())
-            _StateUnpickler.allowed = allowed
-
-
 def _read_pkl(path):
     try:
         with open(path, 'rb') as f:
-            obj = _StateUnpickler(f).load()
-    except torch_pickle._Forbidden as e:
+            obj = ArrayUnpickler(f).load()
+    except Forbidden as e:
         raise UserError(f"{path}: refusing to load: the pickle asks for '{e}', which a "
                         'weights file never needs') from None
     except OSError as e:

@@ -13,8 +13,10 @@ Views: a tensor is (storage, offset, shape, strides). Several tensors may share
 one storage (legacy storages can even be views of other storages), so every
 tensor is cut out of its storage buffer with numpy strides and then copied.
 
-One file: both formats share the restricted unpickler and the storage
-rebuild, and a reader of the security rules wants them in one place.
+One file: both formats share the storage rebuild and the allow-list of torch
+globals, and a reader of the security rules wants them in one place (the
+restricted unpickler itself and the allow-lists shared with our own .pkl
+files are in weights/safe_pickle.py).
 """
 import io
 import os
@@ -27,6 +29,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..errors import UserError, read_error
+from .safe_pickle import COMMON_GLOBALS, Forbidden, RestrictedUnpickler, numpy_globals
 
 LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
 LEGACY_PROTOCOL = 1001
@@ -130,10 +133,6 @@ class _Corrupt(Exception):
     """Internal: the file's content is inconsistent (reported as UserError)."""
 
 
-class _Forbidden(Exception):
-    """Internal: the pickle names a global we do not allow."""
-
-
 def _as_int_tuple(value, what):
     try:
         out = tuple(int(v) for v in value)
@@ -165,54 +164,6 @@ def _rebuild_from_type_v2(func, new_type, args, state):
     return func(*args)
 
 
-def _codecs_encode(text, encoding='utf-8', errors='strict'):
-    # Protocol-2 pickles store bytes as _codecs.encode(str, 'latin1').
-    if str(encoding).lower().replace('_', '-') not in ('latin1', 'latin-1', 'iso-8859-1'):
-        raise _Forbidden(f'_codecs.encode with encoding {encoding!r}')
-    return text.encode('latin-1', errors)
-
-
-def _np_dtype(*args, **kwargs):
-    return np.dtype(*args, **kwargs)
-
-
-def _numpy_globals():
-    """numpy array / scalar reconstruction, under numpy 1 and numpy 2 names."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:
-        from numpy.core import multiarray
-    out = {}
-    for mod in ('numpy.core.multiarray', 'numpy._core.multiarray'):
-        out[(mod, '_reconstruct')] = multiarray._reconstruct
-        out[(mod, 'scalar')] = multiarray.scalar
-    out[('numpy', 'ndarray')] = np.ndarray
-    out[('numpy', 'dtype')] = _np_dtype
-    for name in ('Float32DType', 'Float64DType', 'Float16DType', 'Int64DType',
-                 'Int32DType', 'UInt8DType', 'BoolDType'):
-        # numpy >= 1.25 may pickle dtypes by their DType class.
-        cls = getattr(getattr(np, 'dtypes', None), name, None)
-        if cls is not None:
-            out[('numpy.dtypes', name)] = cls
-    return out
-
-
-NUMPY_GLOBALS = None
-
-
-def numpy_globals():
-    global NUMPY_GLOBALS
-    if NUMPY_GLOBALS is None:
-        NUMPY_GLOBALS = _numpy_globals()
-    return NUMPY_GLOBALS
-
-
-COMMON_GLOBALS = {
-    ('collections', 'OrderedDict'): OrderedDict,
-    ('_codecs', 'encode'): _codecs_encode,
-}
-
-
 def _torch_globals():
     out = {
         ('torch._utils', '_rebuild_tensor'): _rebuild_tensor,
@@ -230,20 +181,6 @@ def _torch_globals():
     for name in _TORCH_DTYPES:
         out[('torch', name)] = _TorchDtype(_TORCH_DTYPES[name])
     return out
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals in ``allowed``; refuses everything else."""
-
-    allowed = COMMON_GLOBALS
-
-    def find_class(self, module, name):
-        try:
-            return self.allowed[(module, name)]
-        except KeyError:
-            raise _Forbidden(f'{module}.{name}') from None
-        except TypeError:
-            raise _Forbidden(f'{module!r}.{name!r}') from None
 
 
 class _TorchUnpickler(RestrictedUnpickler):
@@ -480,7 +417,7 @@ def load_torch_file(path):
         return OrderedDict((k, _materialize(v)) for k, v in state.items())
     except UserError:
         raise
-    except _Forbidden as e:
+    except Forbidden as e:
         raise UserError(f"{path}: refusing to load: the pickle asks for '{e}', which a "
                         'PyTorch state_dict never needs') from None
     except _NotTorch:

@@ -1,101 +1,26 @@
 """Command-line options of ``main.py`` (training): the reference's names and defaults.
 
-A template sets a whole configuration; any flag given on the command line
-overrides the template's value (``--template Self_Blind_VSR_Gaussian
---batch_size 2 --patch_size 64``). Default paths are relative to
-:data:`ROOT` (``dataset/...``, ``pretrain_models/...``,
-``experiment/<save>``); paths given on the command line are relative to the
-current folder, as usual.
+A template (trainer/templates.py) sets a whole configuration; any flag given on
+the command line overrides the template's value (``--template
+Self_Blind_VSR_Gaussian --batch_size 2 --patch_size 64``). Default paths are
+relative to :data:`jittor_sbvsr.paths.ROOT` (``dataset/...``,
+``pretrain_models/...``, ``experiment/<save>``); paths given on the command
+line are relative to the current folder, as usual.
 """
 import argparse
 import os
 
-from .errors import UserError
-from .utils.memory import size_arg
+from ..errors import UserError
+from ..paths import ROOT
+from ..trainer.templates import PATH_OPTIONS, TEMPLATES, TRAIN_SETS
+from ..utils.memory import size_arg
+from .parser import Parser, checked
 
-__all__ = ['ROOT', 'DEMO_DATA', 'TEMPLATES', 'build_parser', 'parse_args', 'project_root', 'template_names']
+__all__ = ['build_parser', 'parse_args']
 
-
-def project_root():
-    """Where the default data, weights and results live: $SBVSR_ROOT if set; else the source
-    checkout the package runs from (``pip install -e .`` or the scripts); else, for a package
-    installed into site-packages (``pip install .``), the current folder: never site-packages."""
-    if os.environ.get('SBVSR_ROOT'):
-        return os.path.abspath(os.environ['SBVSR_ROOT'])
-    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(checkout, 'pyproject.toml')):
-        return checkout
-    return os.getcwd()
-
-
-ROOT = project_root()
-# The demo template's clips: written there on first use (and only there).
-DEMO_DATA = os.path.join(ROOT, 'dataset', 'demo')
-
-# The paper configuration shared by the reference's two templates.
-_PAPER = dict(
-    task='FlowVideoSR', model='PWC_Recons', HR_in=False, scale=4, patch_size=160, n_sequence=5,
-    n_frames_per_video=50, n_feat=128, extra_RBS=3, recons_RBS=20, ksize=13, loss='1*L1',
-    lr=1e-4, lr_decay=100, save_middle_models=True, save_images=False, epochs=500, batch_size=8,
-    data_test='REDS_HRLR',
-)
-
-TEMPLATES = {
-    'Self_Blind_VSR_Gaussian': dict(
-        _PAPER, save='Self_Blind_VSR_Gaussian', data_train='REDS_BLURDOWN_GAUSSIAN',
-        dir_data='dataset/REDS/train', dir_data_test='dataset/REDS4_BlurDown_Gaussian'),
-    'Self_Blind_VSR_Realistic': dict(
-        _PAPER, save='Self_Blind_VSR_Realistic', data_train='REDS_BLURDOWN_REALISTIC',
-        dir_data='dataset/REDS/train', dir_data_test='dataset/REDS4_BlurDown_Realistic'),
-    # Self-supervised fine-tuning of a trained model on LR footage alone
-    # (no HR, no evaluation unless --dir_data_test names a paired test set).
-    'Self_Blind_VSR_Finetune': dict(
-        _PAPER, save='Self_Blind_VSR_Finetune', data_train='LR_ONLY', data_test='TEST',
-        dir_data='dataset/LR_videos', dir_data_test='',
-        pre_train='pretrain_models/self_blind_vsr_realistic.pt', lr=1e-5, epochs=20,
-        save_middle_models=False, n_frames_per_video=0),
-    # A few minutes on a CPU: tiny network, tiny patches, synthetic clips made
-    # from scikit-image photos (written to dir_data when it does not exist).
-    'Self_Blind_VSR_Demo': dict(
-        _PAPER, save='Self_Blind_VSR_Demo', data_train='DEMO', data_test='DEMO',
-        dir_data=DEMO_DATA, dir_data_test=DEMO_DATA, n_feat=16, extra_RBS=1, recons_RBS=2,
-        patch_size=24, batch_size=2, epochs=3, test_every=4, n_frames_per_video=7, n_threads=0,
-        save_middle_models=False, save_images=True, print_every=2),
-}
-
-# Options whose default is a path relative to the repository root.
-_PATH_OPTIONS = ('dir_data', 'dir_data_test', 'pre_train', 'experiment_dir', 'pretrain_models_dir')
-
-# data_train -> kind of training set
-TRAIN_SETS = {
-    'REDS_BLURDOWN_GAUSSIAN': 'gaussian',
-    'REDS_BLURDOWN_REALISTIC': 'realistic',
-    'DEMO': 'gaussian',
-    'LR_ONLY': 'lr_only',
-}
-
-
-def template_names():
-    return list(TEMPLATES)
-
-
-def _checked(convert, ok, bound):
-    """An argparse type: ``convert(text)``, which must satisfy ``ok`` (``bound`` says how)."""
-    def parse(text):
-        try:
-            v = convert(text)
-        except ValueError:
-            kind = 'an integer' if convert is int else 'a number'
-            raise argparse.ArgumentTypeError(f'expected {kind}, got {text!r}') from None
-        if not ok(v):
-            raise argparse.ArgumentTypeError(f'must be {bound}, got {v}')
-        return v
-    return parse
-
-
-_positive_int = _checked(int, lambda v: v >= 1, '>= 1')
-_nonneg_int = _checked(int, lambda v: v >= 0, '>= 0')
-_positive_float = _checked(float, lambda v: v > 0, '> 0')
+_positive_int = checked(int, lambda v: v >= 1, '>= 1')
+_nonneg_int = checked(int, lambda v: v >= 0, '>= 0')
+_positive_float = checked(float, lambda v: v > 0, '> 0')
 
 
 def _accumulate(text):
@@ -108,16 +33,9 @@ def _accumulate(text):
         raise argparse.ArgumentTypeError(f'expected a positive integer or auto, got {text!r}') from None
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises (one line) instead of printing usage and exiting."""
-
-    def error(self, message):
-        raise UserError(message)
-
-
 def build_parser():
-    p = _Parser(description='Self-Blind-VSR self-supervised training (Jittor)',
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description='Self-Blind-VSR self-supervised training (Jittor)',
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--template', default='Self_Blind_VSR_Gaussian',
                    help='configuration to start from: ' + ', '.join(TEMPLATES))
 
@@ -125,10 +43,7 @@ def build_parser():
     g.add_argument('--n_threads', type=_nonneg_int, default=4,
                    help='data-loading worker processes (0: load in the main process)')
     g.add_argument('--cpu', action='store_true', help='use the CPU even when CUDA is available')
-    g.add_argument('--max_memory', type=size_arg, default=None,
-                   help='memory a training step may use, e.g. 2G or 512M (--accumulate auto; default: '
-                        'on CUDA the free device memory less a margin, on the CPU 75%% of the available RAM)')
-    g.add_argument('--n_GPUs', type=_positive_int, default=1, help='accepted for compatibility; one device is used')
+    g.add_argument('--n_GPUs', type=_positive_int, default=1, help='only 1: one device per process (several GPUs: one rank each under mpirun)')
     g.add_argument('--seed', type=_nonneg_int, default=1, help='random seed (data sampling, initial weights)')
     g.add_argument('--dist_timeout', type=float, default=1800.0,
                    help='under mpirun: stop when a rank makes no progress for this many seconds '
@@ -142,10 +57,10 @@ def build_parser():
     g.add_argument('--data_train', default='REDS_BLURDOWN_GAUSSIAN',
                    help='training set: ' + ', '.join(TRAIN_SETS))
     g.add_argument('--data_test', default='REDS_HRLR', help='name of the test set (for the result folder)')
-    g.add_argument('--process', action='store_true', help='accepted for compatibility (frames are read on demand)')
+    g.add_argument('--process', action='store_true', help='refused: frames are read on demand, never preloaded')
     g.add_argument('--scale', type=_positive_int, default=4, help='super-resolution scale')
     g.add_argument('--patch_size', type=_positive_int, default=160, help='training patch size in LR pixels')
-    g.add_argument('--size_must_mode', type=_positive_int, default=1, help='accepted for compatibility')
+    g.add_argument('--size_must_mode', type=_positive_int, default=1, help='only 1: training crops no frame')
     g.add_argument('--HR_in', action='store_true', help='bicubic-upsampled input (not supported in training)')
     g.add_argument('--rgb_range', type=_positive_int, default=1, help='maximum pixel value')
     g.add_argument('--n_colors', type=_positive_int, default=3, help='colour channels')
@@ -170,6 +85,9 @@ def build_parser():
     g.add_argument('--accumulate', type=_accumulate, default=1,
                    help='accumulate gradients over N batches per update (effective batch = batch_size x N); '
                         'auto: split each batch into the micro-batches that fit --max_memory (same update)')
+    g.add_argument('--max_memory', type=size_arg, default=None,
+                   help='memory a training step may use, e.g. 2G or 512M (--accumulate auto; default: '
+                        'on CUDA the free device memory less a margin, on the CPU 75%% of the available RAM)')
     g.add_argument('--test_only', action='store_true', help='only evaluate (--pre_train, else model_best)')
     g.add_argument('--task', default='FlowVideoSR', help='task (only FlowVideoSR)')
 
@@ -182,7 +100,7 @@ def build_parser():
     g.add_argument('--beta2', type=float, default=0.999, help='Adam beta2')
     g.add_argument('--epsilon', type=_positive_float, default=1e-8, help='Adam epsilon')
     g.add_argument('--weight_decay', type=float, default=0.0, help='weight decay')
-    g.add_argument('--mid_loss_weight', type=float, default=1.0, help='accepted for compatibility')
+    g.add_argument('--mid_loss_weight', type=float, default=1.0, help='only 1: the loss has no middle term to weigh')
 
     g = p.add_argument_group('logging and checkpoints')
     g.add_argument('--experiment_dir', default='experiment', help='experiments are written to <this>/<save>')
@@ -219,7 +137,7 @@ def parse_args(argv=None):
     # template values (and the built-in defaults of path options) resolve
     # against the repository root; values typed on the command line do not
     defaults = {a.dest: a.default for a in parser._actions}
-    for key in _PATH_OPTIONS:
+    for key in PATH_OPTIONS:
         if key in template:
             template[key] = _resolve(template[key])
         elif key in defaults:
@@ -233,6 +151,16 @@ def parse_args(argv=None):
         args.n_frames_per_video = None
     _check(args)
     return args
+
+
+# The reference's flags that would do nothing here: refused unless at their default.
+_INERT = {
+    'n_GPUs': (1, 'one device per process; for several GPUs run one rank per GPU under mpirun '
+                  '(README, "Training on several GPUs or machines")'),
+    'process': (False, 'preloading is not supported; frames are read on demand'),
+    'size_must_mode': (1, 'training crops no frame, only 1 is supported (the inference flag of this name crops)'),
+    'mid_loss_weight': (1.0, 'the loss has no middle term to weigh, only 1 is supported'),
+}
 
 
 def _check(args):
@@ -249,6 +177,10 @@ def _check(args):
         raise UserError(f'--n_sequence {args.n_sequence}: the method needs 5 frames per window')
     if args.n_colors != 3:
         raise UserError(f'--n_colors {args.n_colors}: only RGB (3) is supported')
+    for name, (default, why) in _INERT.items():
+        value = getattr(args, name)
+        if value != default:
+            raise UserError(f'--{name}{"" if value is True else f" {value}"}: {why}')
     if args.HR_in:
         raise UserError('--HR_in is not supported for training')
     if args.scale != 4:
