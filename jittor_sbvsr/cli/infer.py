@@ -1,7 +1,8 @@
 """``inference.py``: the reference's flags, plus --device, --save_kernel, --no_save_image, --crf."""
 from ..data.video import DEFAULT_CRF
-from .parser import Parser
+from ..utils.memory import size_arg
 from . import ROOT, guarded
+from .parser import Parser
 
 
 def build_parser():
@@ -59,6 +60,10 @@ def add_engine_flags(p):
                         'the kernel and flows are still estimated on whole frames')
     p.add_argument('--tile_overlap', type=int, default=16,
                    help='overlap of neighbouring tiles in LR pixels (blended linearly)')
+    p.add_argument('--max_memory', type=size_arg, default=None,
+                   help='memory a window may use beyond the loaded model, e.g. 2G or 512M: without --tile, '
+                        'the largest tile that fits is chosen (default: on CUDA the free device memory '
+                        'less a margin, on the CPU 75%% of the available RAM)')
 
 
 def main(argv=None):

@@ -13,6 +13,7 @@ import os
 from ..errors import UserError
 from ..paths import ROOT
 from ..trainer.templates import PATH_OPTIONS, TEMPLATES, TRAIN_SETS
+from ..utils.memory import size_arg
 from .parser import Parser, checked
 
 __all__ = ['build_parser', 'parse_args']
@@ -20,6 +21,16 @@ __all__ = ['build_parser', 'parse_args']
 _positive_int = checked(int, lambda v: v >= 1, '>= 1')
 _nonneg_int = checked(int, lambda v: v >= 0, '>= 0')
 _positive_float = checked(float, lambda v: v > 0, '> 0')
+
+
+def _accumulate(text):
+    """--accumulate: a positive count, or 'auto' (trainer/micro.py chooses it from --max_memory)."""
+    if text.strip().lower() == 'auto':
+        return 'auto'
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f'expected a positive integer or auto, got {text!r}') from None
 
 
 def build_parser():
@@ -71,8 +82,12 @@ def build_parser():
                    help='batches per epoch: the training set is repeated to about this many')
     g.add_argument('--epochs', type=_nonneg_int, default=500, help='epochs to train (0: no limit)')
     g.add_argument('--batch_size', type=_positive_int, default=16, help='batch size')
-    g.add_argument('--accumulate', type=_positive_int, default=1,
-                   help='accumulate gradients over N batches per update (effective batch = batch_size x N)')
+    g.add_argument('--accumulate', type=_accumulate, default=1,
+                   help='accumulate gradients over N batches per update (effective batch = batch_size x N); '
+                        'auto: split each batch into the micro-batches that fit --max_memory (same update)')
+    g.add_argument('--max_memory', type=size_arg, default=None,
+                   help='memory a training step may use, e.g. 2G or 512M (--accumulate auto; default: '
+                        'on CUDA the free device memory less a margin, on the CPU 75%% of the available RAM)')
     g.add_argument('--test_only', action='store_true', help='only evaluate (--pre_train, else model_best)')
     g.add_argument('--task', default='FlowVideoSR', help='task (only FlowVideoSR)')
 

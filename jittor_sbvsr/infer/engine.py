@@ -9,6 +9,7 @@ import numpy as np
 
 from ..data.windows import frames_to_input
 from ..errors import UserError
+from ..utils.memory import format_size, is_out_of_memory
 
 
 def tile_spans(n, tile, overlap):
@@ -46,6 +47,70 @@ def check_tiles(tile, overlap):
         raise UserError(f'--tile_overlap ({overlap}) must be smaller than --tile ({tile})')
 
 
+# Peak memory of one window beyond the loaded engine (bytes), fitted to the peak
+# RSS of windows on the CPU: bench/window_memory.py, recipe weights, default
+# engine, 2 threads; 48x64 to 180x320 LR untiled and 180x320 in 64- and
+# 96-px tiles (two border windows), 540x960 untiled and in 192-px tiles (one
+# window). With the two terms known from the shapes (cached frame features,
+# tile blending) taken out, least squares gave 98 MiB + 483 B per frame
+# pixel + 15.9 KB per tile pixel, within 13% of every run from 96x128 up
+# (48x64: its whole 76 MiB is below the fixed term). The constants below are
+# that fit raised to lie above every measured run, the features counted for
+# all n_seq frames (a window holds at most that many).
+WINDOW_FIXED_BYTES = 128 * 2 ** 20
+FRAME_BYTES_PER_PIXEL = 600        # whole-frame work: input, kernel, flows, pyramids
+TILE_BYTES_PER_PIXEL = 18500       # one tile's reconstruction, its HR layers above all
+BLEND_BYTES_PER_PIXEL = 16 * 44    # tiled: float64 sum (3) and weights (1), float32 result (3), per HR px
+
+
+def window_bytes(h, w, tile=0, overlap=16, keep_features=True, n_seq=5, n_feat=128):
+    """Conservative peak memory (bytes) of one window of h x w LR frames in ``tile`` tiles.
+
+    Fixed + FRAME_BYTES_PER_PIXEL x h x w + TILE_BYTES_PER_PIXEL x the
+    largest tile's LR pixels (tile 0: the whole frame), plus the frame
+    features (n_feat float32 a pixel for each of n_seq frames: over every
+    tile when kept across windows, ``keep_features``; else over one tile) and,
+    when tiled, the blending arrays.
+    """
+    ys, xs = tile_spans(h, tile, overlap), tile_spans(w, tile, overlap)
+    one = (ys[0][1] - ys[0][0]) * (xs[0][1] - xs[0][0])
+    tiled = len(ys) * len(xs) > 1
+    covered = sum(e - s for s, e in ys) * sum(e - s for s, e in xs) if keep_features else one
+    return int(WINDOW_FIXED_BYTES + FRAME_BYTES_PER_PIXEL * h * w + TILE_BYTES_PER_PIXEL * one
+               + 4 * n_feat * n_seq * covered + (BLEND_BYTES_PER_PIXEL * h * w if tiled else 0))
+
+
+def min_tile(overlap):
+    """The smallest tile the budget may choose: twice the overlap and at least 32 LR pixels."""
+    return max(2 * overlap + 8, 32)
+
+
+def choose_tile(h, w, budget, overlap=16):
+    """(tile, keep_features) for h x w frames under ``budget`` bytes.
+
+    Whole frames when they fit; else the largest tile (a multiple of 8) whose
+    window fits with the frame features kept across windows; else the
+    largest that fits with them recomputed for each tile (same output, more
+    work); else the smallest tile, recomputing.
+    """
+    if window_bytes(h, w, 0, overlap) <= budget:
+        return 0, True
+    lo = min_tile(overlap)
+    for keep in (True, False):
+        for tile in range(max(h, w) // 8 * 8, lo - 1, -8):
+            if window_bytes(h, w, tile, overlap, keep) <= budget:
+                return tile, keep
+    return lo, False
+
+
+def _default_budget():
+    """--max_memory's default: utils/memory.py's share of what the device has free now."""
+    import jittor as jt
+    from .. import dist
+    from ..utils.memory import default_budget
+    return default_budget('cuda' if jt.flags.use_cuda else 'cpu', dist.world_size())
+
+
 class VideoSR:
     """Runs a loaded model window by window over one video, reusing work.
 
@@ -68,23 +133,48 @@ class VideoSR:
     kernel and the flows are still estimated on whole frames (the kernel is
     then identical, and PWC-Net sees the whole motion); feature reuse works
     per tile. A tile as large as the frame gives exactly the untiled output.
+
+    ``max_memory`` (bytes; ``tile`` 0): the tile is the largest whose window
+    fits it by :func:`window_bytes` (untiled, so bit for bit today's output,
+    when the whole frame fits), chosen per video. A window that still runs
+    out of device memory is retried once in smaller tiles (half the side,
+    frame features recomputed per tile), with one line to ``warn``; these
+    smaller tiles are then kept for the rest of the video.
     """
 
     def __init__(self, net, n_seq=5, reuse=True, tile=0, overlap=16, fused=True, compose=True,
-                 layout='auto', warn=None, winograd=True):
+                 layout='auto', warn=None, winograd=True, max_memory=None):
         check_tiles(int(tile or 0), int(overlap))
         from ..models.deploy import InferenceNet
         self.net = net
         self.model = InferenceNet(net, fused=fused, compose=compose, layout=layout, warn=warn, winograd=winograd)
+        self.warn = self.model.warn
         self.n_seq = n_seq
         self.reuse = reuse
         self.tile = int(tile or 0)
         self.overlap = int(overlap)
+        self.max_memory = _default_budget() if max_memory is None else max_memory
+        self.plan = None  # (h, w, tile) of the last video: the tile it ran with
 
-    def tiles(self, h, w):
-        """[((y0, y1), (x0, x1)), ...] LR tiles of an h x w frame."""
-        return [(ys, xs) for ys in tile_spans(h, self.tile, self.overlap)
-                for xs in tile_spans(w, self.tile, self.overlap)]
+    def tiles(self, h, w, tile=None):
+        """[((y0, y1), (x0, x1)), ...] LR tiles of an h x w frame (``tile``: default the engine's)."""
+        tile = self.tile if tile is None else tile
+        return [(ys, xs) for ys in tile_spans(h, tile, self.overlap)
+                for xs in tile_spans(w, tile, self.overlap)]
+
+    def tile_for(self, h, w):
+        """(tile, keep_features) of an h x w video: --tile if given, else the budget's choice (one
+        note line when that is tiles)."""
+        if self.tile or not self.max_memory:
+            return self.tile, True
+        tile, keep = choose_tile(h, w, self.max_memory, self.overlap)
+        if tile:
+            need = window_bytes(h, w, tile, self.overlap, keep)
+            self.warn(f'note: {h}x{w} LR frames run in {tile}x{tile} tiles'
+                      + ('' if keep else ', frame features recomputed for each tile,')
+                      + f' to fit the memory budget of {format_size(self.max_memory)} (~{format_size(need)} a window)'
+                      + ('' if need <= self.max_memory else '; it may not fit even so'))
+        return tile, keep
 
     def windows(self, frames, windows, start=0, stop=None):
         """Yield (window index, recons [1,3,H,W] float32, kernel [k,k], seconds).
@@ -97,19 +187,45 @@ class VideoSR:
         import jittor as jt
         source = frames if isinstance(frames, FrameSource) else FrameSource(iter(frames), windows, keep=True)
         feats, pyramids = {}, {}  # {(frame, tile): features}, {frame: PWC-Net pyramid}
-        tiles = None
+        tiles, retried = None, False
         for k in range(start, len(windows) if stop is None else stop):
             window = source.window(k)
             if tiles is None:
                 hw = window[0].shape[:2]
-                tiles = self.tiles(*hw)
+                tile, keep = self.tile_for(*hw)  # keep: frame features across windows
+                tiles = self.tiles(*hw, tile)
             jt.sync_all(True)
             t0 = time.perf_counter()
-            recons_np, kernel_np = self._window(window, windows, k, feats, pyramids, tiles, hw)
+            while True:
+                try:
+                    recons_np, kernel_np = self._window(window, windows, k, feats, pyramids, tiles, hw, keep)
+                    break
+                except Exception as e:
+                    if not is_out_of_memory(e):
+                        raise
+                    tile = self._smaller(e, k, *hw, tile, retried)
+                    tiles, retried, keep = self.tiles(*hw, tile), True, False
+                    feats.clear()  # keyed by tile number: the old tiles' features are no use now
+                    jt.sync_all(True)
+                    jt.gc()
+            self.plan = (*hw, tile)
             jt.sync_all(True)
             yield k, recons_np, kernel_np, time.perf_counter() - t0
 
-    def _window(self, window, windows, k, feats, pyramids, tiles, hw):
+    def _smaller(self, err, k, h, w, tile, retried):
+        """The tile to retry window k in after ``err`` (out of memory): half the side, once a video."""
+        side = tile if 0 < tile < max(h, w) else max(h, w)
+        new = max(side // 2, min_tile(self.overlap))
+        if retried or new >= side:
+            raise UserError(f'out of memory in window {k} of a {h}x{w} video even in {side}x{side} LR tiles; '
+                            'give a smaller --max_memory or --tile, or free memory') from None
+        why = (str(err).strip().splitlines() or [type(err).__name__])[-1][:100]
+        where = f'{side}x{side} LR tiles' if 0 < tile < max(h, w) else 'whole frames'
+        self.warn(f'warning: window {k} ran out of memory in {where} ({why}); '
+                  f'retrying it and the rest of this video in {new}x{new} tiles')
+        return new
+
+    def _window(self, window, windows, k, feats, pyramids, tiles, hw, keep=True):
         """Window k's (recons, kernel) as numpy; drops the cached frames no later window needs."""
         import jittor as jt
         idx = windows[k]
@@ -127,7 +243,7 @@ class VideoSR:
             if len(tiles) == 1:
                 recons_np = self._recons(xs, idx, feats, 0, flows).numpy()
             else:
-                recons_np = self._recons_tiled(xs, idx, feats, tiles, flows, *hw)
+                recons_np = self._recons_tiled(xs, idx, feats, tiles, flows, *hw, keep)
             if self.reuse:
                 later = set(i for wi in windows[k + 1:k + self.n_seq] for i in wi)
                 for key in [key for key in feats if key[0] not in later]:
@@ -147,7 +263,7 @@ class VideoSR:
             feats.append(cache[(i, t)])
         return self.model.recons_forward(xs, feats, keys=idx, flows=flows)
 
-    def _recons_tiled(self, xs, idx, cache, tiles, flows, h, w):
+    def _recons_tiled(self, xs, idx, cache, tiles, flows, h, w, keep=True):
         s = self.net.scale
         out = np.zeros((1, 3, h * s, w * s), np.float64)
         wsum = np.zeros((h * s, w * s), np.float64)
@@ -155,10 +271,14 @@ class VideoSR:
             xt = [v[:, :, y0:y1, x0:x1] for v in xs]
             ft = {key: f[:, :, y0:y1, x0:x1] for key, f in flows.items()}
             r = self._recons(xt, idx, cache, t, ft).numpy()
+            if not keep:  # over budget: this tile's features are recomputed in the next window
+                for key in [key for key in cache if key[1] == t]:
+                    del cache[key]
             wt = np.outer(_ramp((y0, y1), h, self.overlap, s), _ramp((x0, x1), w, self.overlap, s))
             out[:, :, y0 * s:y1 * s, x0 * s:x1 * s] += r * wt
             wsum[y0 * s:y1 * s, x0 * s:x1 * s] += wt
-        return (out / wsum).astype(np.float32)
+        out /= wsum  # in place: one HR-sized float64 array less at the peak
+        return out.astype(np.float32)
 
 
 def _computed(v):

@@ -59,7 +59,8 @@ def run(args, root):
     net = build_model(state, arch, args.model_path)
     del state
     engine = VideoSR(net, args.n_seq, reuse=not args.no_reuse, tile=args.tile, overlap=args.tile_overlap,
-                     fused=not args.no_fused, compose=not args.no_compose, winograd=not args.no_winograd)
+                     fused=not args.no_fused, compose=not args.no_compose, winograd=not args.no_winograd,
+                     max_memory=getattr(args, 'max_memory', None))
     # 2. the run
     stale = None
     if lead:

@@ -38,10 +38,12 @@ import jittor as jt
 from .. import dist
 from ..errors import UserError
 from ..utils import Bar
+from ..utils.memory import is_out_of_memory as _is_oom
 from . import setup
 from .evaluate import PSNR_NAMES, evaluate
 from .experiment import open_experiment, save_epoch
 from .losses import LOSS_NAMES, SelfBlindLoss
+from .micro import plan_batches
 from .optim import make_optimizer, step_lr_factor
 from .state import STATE_NAME, epoch_seed, load_training_state
 from .watchdog import Watchdog
@@ -50,14 +52,6 @@ __all__ = ['Trainer', 'run', 'OOM_HINT']
 
 OOM_HINT = ('out of memory{where} (batch_size {bs}, patch_size {ps}): lower --batch_size '
             '(and use --accumulate N to keep the effective batch), or lower --patch_size')
-
-
-def _is_oom(e):
-    if isinstance(e, MemoryError):
-        return True
-    text = str(e)
-    return any(s in text for s in ('out of memory', 'Out of memory', 'OutOfMemory', 'cudaErrorMemoryAllocation',
-                                   'CUDA_ERROR_OUT_OF_MEMORY', 'std::bad_alloc', 'MemoryError'))
 
 
 def _fmt_losses(d):
@@ -87,6 +81,8 @@ class Trainer:
         if resume is not None:
             setup.check_resume_config(resume[0]['config'], a, self.world, self.messages)
         setup.write_demo_data(a, self.messages)
+        # loader batch and accumulation (--accumulate auto: micro-batches that fit --max_memory)
+        self.micro, self.n_acc = plan_batches(a, device, self.world, self.messages)
         self.train_set = None if a.test_only else setup.make_train_set(a, self.effective_batch())
         self.test_set = setup.make_test_set(a, self.messages)
 
@@ -108,9 +104,9 @@ class Trainer:
         if resume is not None:
             self._resume_from(resume)
         if self.train_set is not None:
-            self.loader = Loader(self.train_set, batch_size=a.batch_size, shuffle=True,
+            self.loader = Loader(self.train_set, batch_size=self.micro, shuffle=True,
                                  num_workers=a.n_threads, seed=int(a.seed), drop_last=False,
-                                 rank=self.rank, world=self.world, accumulate=a.accumulate)
+                                 rank=self.rank, world=self.world, accumulate=self.n_acc)
 
     def _resume_from(self, resume):
         meta, _, opt_state = resume
@@ -125,7 +121,7 @@ class Trainer:
 
     def effective_batch(self):
         """Samples per update: batch per rank x ranks x accumulated batches."""
-        return self.args.batch_size * self.world * self.args.accumulate
+        return self.micro * self.world * self.n_acc
 
     # ------------------------------------------------------------ log
     def _open_experiment(self):
@@ -184,7 +180,7 @@ class Trainer:
                     sums[k] += values[k]
                 bar.update(1, f'loss={sums["total"] / (j + 1):.4f}')
                 if (j + 1) % a.print_every == 0:
-                    self.log(f'[{min((j + 1) * a.batch_size * self.world, len(self.train_set))}/'
+                    self.log(f'[{min((j + 1) * self.micro * self.world, len(self.train_set))}/'
                              f'{len(self.train_set)}] ' + _fmt_losses({k: v / (j + 1) for k, v in sums.items()}))
         return {k: v / n_batches for k, v in sums.items()}, lr
 
@@ -241,8 +237,8 @@ class Trainer:
         self.log(f'Training epochs {self.start_epoch}..{a.epochs if a.epochs else "inf"} on {self.device}'
                  + (f' x {self.world} MPI ranks' if self.world > 1 else '')
                  + f': {len(self.train_set)} samples per epoch, {len(self.loader)} batches; effective batch '
-                 f'{self.effective_batch()} = {a.batch_size} per rank x {self.world} rank(s) x '
-                 f'{a.accumulate} accumulated'
+                 f'{self.effective_batch()} = {self.micro} per rank x {self.world} rank(s) x '
+                 f'{self.n_acc} accumulated'
                  + (f'; {len(self.test_set)} test windows' if self.test_set is not None else '; no test set'))
         for epoch in range(self.start_epoch, last + 1):
             t0 = time.time()

@@ -151,7 +151,13 @@ def atomic_write_bytes(path, data):
 
 
 def save_png_atomic(path, img):
-    """Save a uint8 HxW or HxWx3/4 image as PNG, whatever the extension of ``path``."""
+    """Save a uint8 HxW or HxWx3/4 image as PNG, whatever the extension of ``path``.
+
+    zlib's run-length strategy after PNG's row filters: 3-5x faster than
+    Pillow's default (level 6) on video frames, files about as small (within
+    +-5%; bench/host_speed.py measures both), the same pixels.
+    """
+    import zlib
     from PIL import Image
     img = np.asarray(img)
     if img.dtype != np.uint8:
@@ -159,7 +165,7 @@ def save_png_atomic(path, img):
     if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4))):
         raise ValueError(f'expected HxW, HxWx3 or HxWx4, got shape {img.shape}')
     pil = Image.fromarray(np.ascontiguousarray(img))
-    return atomic_save(path, lambda tmp: pil.save(tmp, format='PNG'))
+    return atomic_save(path, lambda tmp: pil.save(tmp, format='PNG', compress_type=zlib.Z_RLE))
 
 
 def save_npy_atomic(path, arr):
