@@ -392,7 +392,7 @@ def test_reused_infer_flag_is_refused_and_the_old_run_kept(tmp_path, tiny):
 
 
 def test_automatic_run_names_move_to_a_fresh_folder(tmp_path):
-    from jittor_sbvsr.infer.run import choose_output_dir
+    from jittor_sbvsr.infer.setup import choose_output_dir
     base = tmp_path / 'infer_demo'
     assert choose_output_dir(str(tmp_path), 'demo', named=False) == (str(base), None)
     (base / 'v').mkdir(parents=True)
