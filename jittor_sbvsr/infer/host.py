@@ -85,23 +85,18 @@ class Host:
 
     def stop(self):
         """End the worker once everything sent is done."""
-        try:
-            self._tasks.send(('stop',))
-        except OSError:
-            pass
-        self._proc.join(60)
-        self._end()
+        self._end('stop')
 
     def abort(self):
         """End the worker now: the file it writes is finished, the rest given up."""
+        self._end('abort')
+
+    def _end(self, how):
         try:
-            self._tasks.send(('abort',))
+            self._tasks.send((how,))
         except OSError:
             pass
         self._proc.join(60)
-        self._end()
-
-    def _end(self):
         if self._proc.is_alive():
             self._proc.kill()
             self._proc.join()
@@ -129,7 +124,7 @@ def _serve(tasks, results):
         while True:
             try:
                 msg = tasks.recv()
-            except (EOFError, OSError):  # the main process is gone (kill -9): stop
+            except Exception:  # the main process is gone (kill -9), or cut a message short (Ctrl-C): stop
                 msg = ('abort',)
             if msg[0] == 'abort':
                 aborted.set()
