@@ -141,7 +141,8 @@ def test_resume_with_other_flags_or_model_is_one_error_line(data):
     state = load_state(data['model'])
     key = sorted(state)[0]
     state[key] = state[key] + 1e-3  # the same architecture, other weights
-    other = save_state_atomic(state, data['root'] / 'other x4.pkl')
+    other = data['root'] / 'other x4.pkl'
+    save_state_atomic(state, other)
     other_model = [other if a == data['model'] else a for a in _args(data, 'folders')]
     assert_clean_error(run_cli(*other_model, '--infer_flag', flag, '--resume'), 'another checkpoint')
     assert_clean_error(run_cli(*_args(data, 'folders'), '--infer_flag', flag),
