@@ -51,20 +51,22 @@ class Host:
         self._send(('open', spec))
 
     def frame(self, k, t, stem, sr, kernel):
-        """Send window k's SR frame (of frame t, named ``stem``); yields the results ready by now."""
+        """Send window k's SR frame (of frame t, named ``stem``); returns the results ready by now."""
         self._send(('frame', k, t, stem, sr, kernel))
         self._pending += 1
+        ready = []
         while self._pending and (self._pending > self._depth or self._results.poll()):
-            yield self._receive()
+            ready.append(self._receive())
+        return ready
 
     def close(self):
         """The video's last results, once its outputs (the mp4 too) are complete."""
         self._send(('close',))
         self._pending += 1
+        ready = []
         while self._pending:
-            r = self._receive()
-            if r is not None:
-                yield r
+            ready.append(self._receive())
+        return ready[:-1]  # the last: the worker's 'closed'
 
     def _send(self, msg):
         try:

@@ -220,5 +220,5 @@ class _Share:
             self.host.open(OutputSpec(v.name, self.out_dir, v.lr, v.shape, self.args.scale, None, None, 0, False,
                                       self.args.save_image, False, video, False,
                                       [self._part(v, wins[i], k) for k in range(counts[i])]))
-            list(self.host.close())
+            self.host.close()
         remove_parts(self.out_dir)
