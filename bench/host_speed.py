@@ -28,7 +28,7 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
 
-from jittor_sbvsr.data.frames import read_frame  # noqa: E402
+from jittor_sbvsr.data.images import read_frame  # noqa: E402
 from jittor_sbvsr.metrics.psnr_ssim import psnr, psnr_ssim, ssim  # noqa: E402
 from jittor_sbvsr.utils.files import save_png_atomic  # noqa: E402
 from test_host_speed import _real_looking, _ssim_2d  # noqa: E402

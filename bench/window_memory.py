@@ -57,7 +57,7 @@ def child(h, w, tile, n_windows, overlap):
     import jittor as jt
     from scipy import ndimage
     from jittor_sbvsr import runtime
-    from jittor_sbvsr.data.frames import window_indices
+    from jittor_sbvsr.data.windows import window_indices
     from jittor_sbvsr.infer.engine import VideoSR, window_bytes
     from jittor_sbvsr.io.recipe import recipe_state
     from jittor_sbvsr.models import PWC_Recons

@@ -19,6 +19,9 @@ def build_parser():
     p.add_argument('--infer_flag', default='.',
                    help='name of this run: results go to <result_path>/infer_<flag>/, which must not hold an '
                         "earlier run's results (default: a time stamp)")
+    p.add_argument('--resume', action='store_true',
+                   help='continue the interrupted run of the same --infer_flag (same command): finished frames '
+                        'are kept, the rest is run (one process only, not under mpirun)')
     p.add_argument('--quick_test', default='.', help='Gaussian_REDS4 | Gaussian_Vid4 | Gaussian_SPMCS | '
                    'Realistic_REDS4 (paths under dataset/ and pretrain_models/)')
     p.add_argument('--n_seq', type=int, default=None,

@@ -281,7 +281,8 @@ def _tail(f):
 class VideoReader:
     """uint8 HxWx3 RGB frames of a video file, decoded as they are asked for.
 
-    ``VideoReader(path)`` probes the file at once (errors surface before any work) and
+    ``VideoReader(path)`` probes the file at once (errors surface before any work; ``info``
+    given, a caller's earlier :func:`probe`, it does not probe again) and
     exposes ``n_frames``, ``size`` (h, w), ``fps`` and ``has_audio``. Iterating, or
     ``frames(start, stop)``, runs one ffmpeg that writes raw frames into a pipe: memory
     is one frame plus the pipe's buffer, whatever the video's length. Each frame is a
@@ -291,9 +292,9 @@ class VideoReader:
     running ffmpeg.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, info=None):
         self.path = os.fspath(path)
-        self.info = probe(self.path)
+        self.info = probe(self.path) if info is None else info  # given: the caller probed it
         self.n_frames, self.size, self.fps, self.has_audio = self.info
         self._procs = set()
 
@@ -386,11 +387,12 @@ class VideoWriter:
     plays. 4:2:0 needs even sizes, and H.264 can crop only in steps of 2 there, so
     a frame with an odd width or height is written as yuv444p: exact size over
     universal playback (x4 super-resolution output is always even). ``pix_fmt``
-    forces either. ``fps`` may be a ``Fraction`` (``probe`` gives 30000/1001).
+    forces either. ``fps`` may be a ``Fraction`` (``probe`` gives 30000/1001). ``has_audio``:
+    whether ``audio_from`` has audio, when a :func:`probe` already said so.
     """
 
     def __init__(self, path, fps, crf=DEFAULT_CRF, audio_from=None, preset='medium',
-                 pix_fmt='auto'):
+                 pix_fmt='auto', has_audio=None):
         self.path = os.fspath(path)
         ext = os.path.splitext(self.path)[1].lower()
         if ext not in WRITE_FORMATS:
@@ -406,7 +408,9 @@ class VideoWriter:
             raise ValueError(f'pix_fmt must be auto, yuv420p or yuv444p, got {pix_fmt!r}')
         self.fps, self.crf, self.preset, self.pix_fmt = fps, int(crf), preset, pix_fmt
         self.audio_from = os.fspath(audio_from) if audio_from is not None else None
-        self._audio = self.audio_from is not None and _has_audio(self.audio_from)
+        if has_audio is None and self.audio_from is not None:  # not known from a probe: look
+            has_audio = _has_audio(self.audio_from)
+        self._audio = self.audio_from is not None and bool(has_audio)
         self.n_written = 0
         self._size = self._proc = self._log = self._tmp = None
         self._done = False

@@ -1,26 +1,31 @@
 """The inputs of an inference run: listed, paired with their ground truth, checked, then read.
 
-``check_videos`` checks every frame of every video
-before anything is written; ``frames`` and ``GroundTruth`` read them during
-the run (from any window on, for an MPI rank's share of a video).
+``check_videos`` checks every frame of every video before anything is
+written, probing each video file once (the :class:`Video` keeps what the
+probe found); ``frames`` and ``GroundTruth`` read them during the run, from
+any frame on (an MPI rank's share, a resumed run): a video file is then
+decoded from that frame, ffmpeg skipping the ones before.
 """
 import os
 import time
 from collections import namedtuple
 
+from ..data import folders
 from ..data.folders import check_gt_size, check_same_size, frames_by_name, list_videos, pair_frames
 from ..data.images import read_frame
 from ..data.windows import crop_to_multiple, window_indices
-from ..data.video import DEFAULT_CRF, VideoReader, is_video_file, probe
+from ..data.video import VideoReader, is_video_file, probe
 from .engine import check_tiles
+from .. import runtime
 from ..errors import UserError
 from ..metrics.psnr_ssim import metric_problem
 from ..utils.files import is_temp_name
 
 # one video of a run: its frames (a list of frame files, or a video file's path) and ground truth
 # (the same kinds, or None), the LR size, that size after the size-multiple crop, why it gets no
-# metrics (None: it does), its frame count and frame rate (video files; None for frame folders)
-Video = namedtuple('Video', 'name lr gt shape size no_metric n fps')
+# metrics (None: it does), its frame count and frame rate (video files; None for frame folders),
+# and what the probe of the LR and of the GT video file found (data/video.py:VideoInfo; else None)
+Video = namedtuple('Video', 'name lr gt shape size no_metric n fps info gt_info')
 
 
 def check_flags(args):
@@ -29,12 +34,16 @@ def check_flags(args):
     if args.size_must_mode < 1:
         raise UserError(f'--size_must_mode {args.size_must_mode}: must be >= 1 (1: no crop)')
     check_tiles(args.tile, args.tile_overlap)
-    crf = getattr(args, 'crf', DEFAULT_CRF)
-    if not 0 <= crf <= 51:
-        raise UserError(f'--crf {crf}: must be 0..51 (x264; lower is better)')
+    if not 0 <= args.crf <= 51:
+        raise UserError(f'--crf {args.crf}: must be 0..51 (x264; lower is better)')
     flag = args.infer_flag
     if flag in ('', '..') or os.sep in flag or (os.altsep and os.altsep in flag):
         raise UserError(f"--infer_flag '{flag}': must be a plain name (it becomes the folder infer_<flag>)")
+    if args.resume and runtime.mpi_env() is not None:
+        raise UserError('--resume does not work under mpirun (a run there keeps no record of its frames); '
+                        'resume it in one process, or rerun it with another --infer_flag')
+    if args.resume and flag in ('.', None) and not args.demo and args.quick_test == '.':
+        raise UserError('--resume needs the --infer_flag of the run it continues')
 
 
 def is_video(src):
@@ -47,7 +56,7 @@ def list_inputs(path, what):
     its path), or frame folders (list_videos; source: the frame paths)."""
     path = os.fspath(path)
     if os.path.isfile(path):
-        return [(os.path.splitext(os.path.basename(path))[0], path)]
+        return [(folders.stem(path), path)]
     if os.path.isdir(path):
         try:
             entries = sorted(e.name for e in os.scandir(path) if not e.name.startswith('.'))
@@ -106,17 +115,17 @@ def _check_shape(path, shape, first, m):
 
 
 def _check_gt(name, lr, gt, n, hw, scale):
-    """A ground truth paired by index (either side a video file): same frame count, scale x size."""
+    """A ground truth paired by index (either side a video file): same frame count, scale x size.
+    Returns (frames and files checked, the GT video's probe or None)."""
     where = gt if is_video(gt) else os.path.dirname(gt[0])
-    shapes = [probe(gt).size] if is_video(gt) else None
-    n_gt = probe(gt).n_frames if is_video(gt) else len(gt)
+    info = probe(gt) if is_video(gt) else None
+    n_gt = info.n_frames if info else len(gt)
     if n_gt != n:
         raise UserError(f'{where}: ground truth of video {name} has {n_gt} frames, the input {n}; '
                         'frames of a video file pair by index, so the counts must match')
-    for g in ([gt] if is_video(gt) else gt):
-        check_gt_size(hw, shapes[0] if shapes else read_frame(g).shape, scale,
-                      lr if is_video(lr) else lr[0], g)
-    return 1 if is_video(gt) else n_gt
+    for g in ([gt] if info else gt):
+        check_gt_size(hw, info.size if info else read_frame(g).shape, scale, lr if is_video(lr) else lr[0], g)
+    return (1 if info else n_gt), info
 
 
 def _video_defaults(args, videos, notes):
@@ -146,7 +155,7 @@ def check_videos(args, n_seq, scale, notes):
     videos = []
     t0, n = time.perf_counter(), 0
     for name, lr, gt in _pair_videos(inputs, args.gt_path, notes):
-        fps = None
+        fps = info = gt_info = None
         if is_video(lr):
             info = probe(lr)
             count, first = info.n_frames, (*_check_shape(lr, info.size, None, m), lr)
@@ -167,12 +176,13 @@ def check_videos(args, n_seq, scale, notes):
                 n += 1 + (gt is not None and not is_video(gt))
         window_indices(count, n_seq, border=args.border, name=name)  # enough frames
         if gt is not None and (is_video(lr) or is_video(gt)):
-            n += _check_gt(name, lr, gt, count, first[:2], scale)
+            checked, gt_info = _check_gt(name, lr, gt, count, first[:2], scale)
+            n += checked
         size = (first[0] - first[0] % m, first[1] - first[1] % m)
         why = None if gt is None else metric_problem(size[0] * scale, size[1] * scale)
         if why:
             notes.append(f'note: video {name}: no PSNR/SSIM, {why}; its SR frames are still written')
-        videos.append(Video(name, lr, gt, first[:2], size, why, count, fps))
+        videos.append(Video(name, lr, gt, first[:2], size, why, count, fps, info, gt_info))
     notes.append(f'checked {n} frames and video files of {len(videos)} video(s) in '
                  f'{time.perf_counter() - t0:.1f} s')
     return videos
@@ -182,10 +192,9 @@ def frames(video, m, first=0):
     """A video's LR frames from frame ``first`` on, one at a time, cropped to the size multiple
     (frame files re-checked against the video's first frame: they may change during a run)."""
     if is_video(video.lr):
-        with VideoReader(video.lr) as reader:
-            for i, f in enumerate(reader):
-                if i >= first:
-                    yield crop_to_multiple(f, m)
+        with VideoReader(video.lr, video.info) as reader:
+            for f in reader.frames(first):
+                yield crop_to_multiple(f, m)
         return
     size = (*video.shape, video.lr[0])
     for p in video.lr[first:]:
@@ -195,17 +204,18 @@ def frames(video, m, first=0):
 
 
 class GroundTruth:
-    """Ground-truth frame t of a video, asked for in increasing t (a video file is decoded once)."""
+    """Ground-truth frame t of a video, asked for in increasing t from ``first`` on (a video file is
+    decoded once, from that frame; ``info``: its probe, from check_videos)."""
 
-    def __init__(self, gt):
-        self.gt, self._it, self._next = gt, None, 0
+    def __init__(self, gt, info=None, first=0):
+        self.gt, self.info, self._it, self._next = gt, info, None, first
 
     def __call__(self, t):
         if not is_video(self.gt):
             return read_frame(self.gt[t]), self.gt[t]
         if self._it is None:
-            self._reader = VideoReader(self.gt)
-            self._it = iter(self._reader)
+            self._reader = VideoReader(self.gt, self.info)
+            self._it = self._reader.frames(self._next)
         while True:
             f, self._next = next(self._it), self._next + 1
             if self._next == t + 1:
@@ -215,3 +225,8 @@ class GroundTruth:
         if self._it is not None:
             self._it.close()
             self._reader.close()
+
+
+def stem(video, t):
+    """The output name of frame t of ``video``: its LR file's, or the index for a video file."""
+    return f'{t:08d}' if is_video(video.lr) else folders.stem(video.lr[t])

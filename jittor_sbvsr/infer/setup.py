@@ -133,12 +133,6 @@ def build_model(state, arch, model_path):
     return net
 
 
-def load_model(model_path, n_seq=None, scale=None):
-    """A checkpoint as the model it describes; ``n_seq`` / ``scale``, given, must match it."""
-    state, arch = read_checkpoint(model_path, n_seq, scale)
-    return build_model(state, arch, model_path)
-
-
 def _holds_results(folder):
     """True when ``folder`` has any file but the leftovers of interrupted writes."""
     if not os.path.isdir(folder):
@@ -146,22 +140,33 @@ def _holds_results(folder):
     return any(not is_temp_name(f) for _, _, files in os.walk(folder) for f in files)
 
 
-def choose_output_dir(result_path, flag, named):
+def choose_output_dir(result_path, flag, named, resume=False):
     """(folder, note) of this run's results: never a folder with an earlier run's results.
 
     A flag the user ``named`` that is taken is an error (they may mean to
     replace it: that is theirs to do); the automatic names (time stamp,
-    --demo, --quick_test) move on to ``infer_<flag>_2``, ``_3``, ... Writes nothing.
+    --demo, --quick_test) move on to ``infer_<flag>_2``, ``_3``, ... With
+    ``resume`` the folder is ``infer_<flag>`` itself: an interrupted run's
+    (it holds the record of resume.py), or a new one. Writes nothing.
     """
+    from .resume import has_record
     if os.path.exists(result_path) and not os.path.isdir(result_path):
         raise UserError(f'{result_path}: --result_path exists and is not a folder')
     base = os.path.join(result_path, f'infer_{flag}')
     if os.path.exists(base) and not os.path.isdir(base):
         raise UserError(f'{base}: exists and is not a folder; choose another --infer_flag')
+    if resume:
+        if _holds_results(base) and not has_record(base):
+            raise UserError(f'{base}: holds a finished run (or one of an older version, with no record of its '
+                            'frames): nothing to resume')
+        return base, (None if _holds_results(base) else f'note: --resume: {base} holds no earlier run; '
+                      'this run starts from the first frame')
     if not _holds_results(base):
         return base, None
     if named:
-        raise UserError(f"{base}: already holds the results of an earlier run; runs are never mixed: choose "
+        hint = (' (an interrupted run: rerun the same command with --resume to continue it)'
+                if has_record(base) else '')
+        raise UserError(f"{base}: already holds the results of an earlier run{hint}; runs are never mixed: choose "
                         'another --infer_flag, or move that folder away')
     k = 2
     while _holds_results(f'{base}_{k}'):

@@ -13,9 +13,9 @@ What stays as in one process, and why:
   writes, disjoint names);
 - a video file's output (mp4): a video within one rank's share is encoded by
   that rank as it goes. A video split over ranks writes its frames as PNG
-  (lossless), and rank 0 encodes them in order when every rank is done: one
-  ffmpeg over the same frames with the same x264 settings (its thread count
-  too, data/video.py), so the same file;
+  parts (lossless, outputs.py), and rank 0 encodes them in order when every
+  rank is done: one ffmpeg over the same frames with the same x264 settings
+  (its thread count too, data/video.py), so the same file;
 - the log: only rank 0 writes it; the per-frame scores and times come to it
   bit for bit (:func:`~jittor_sbvsr.dist.merge_owned`) and it logs them in
   order, then the averages, from the same numbers as one process;
@@ -24,14 +24,9 @@ What stays as in one process, and why:
 
 The output folder must be on a filesystem every rank sees (rank 0 reads the
 other ranks' frames of a split video).
+
+No ``--resume`` here: a run under mpirun keeps no record (resume.py).
 """
-import os
-import shutil
-
-from ..data.images import read_frame
-from ..utils import save_png_atomic
-
-PARTS = '.mpi_parts'  # frames of split videos without --save_image, removed once encoded
 
 
 def window_spans(counts, rank, world):
@@ -49,30 +44,3 @@ def window_spans(counts, rank, world):
             out[i] = (start, stop)
         offset += n
     return out
-
-
-def part_path(out_dir, name, stem, save_image):
-    """Where a split video's frame goes: its PNG output, or a part removed after encoding."""
-    if save_image:
-        return os.path.join(out_dir, name, f'{stem}.png')
-    return os.path.join(out_dir, PARTS, name, f'{stem}.png')
-
-
-def write_part(path, frame, save_image):
-    """A split video's frame, unless --save_image writes it there anyway."""
-    if not save_image:
-        save_png_atomic(path, frame)
-
-
-def encode_parts(writer, paths, save_image):
-    """Rank 0: a split video's frames, in order, into its (open) writer; parts removed after."""
-    for p in paths:
-        writer.write(read_frame(p))
-    writer.close()
-    if not save_image:
-        shutil.rmtree(os.path.dirname(paths[0]), ignore_errors=True)
-
-
-def remove_parts(out_dir):
-    """The parts folder once every split video is encoded."""
-    shutil.rmtree(os.path.join(out_dir, PARTS), ignore_errors=True)

@@ -1,0 +1,170 @@
+"""Scoring and writing beside the network: the host worker, a process of its own.
+
+Why a process and not a thread: Jittor keeps the GIL while it computes (its
+bindings never release it: a Python thread beside a forward pass ran 0.6% of
+the loop iterations it runs alone), so a thread would wait for the network
+instead of working beside it. The worker imports no Jittor; it receives each
+SR frame (uint8) as soon as the network made it and does the host work of
+outputs.py there (ground truth, PSNR/SSIM, PNG, kernel, video encoder feed),
+in order, one video after another, while the main process runs the next
+windows.
+
+:class:`Host` is the main process's side. ``frame`` sends a frame and
+returns the results that are ready (``(k, psnr, ssim)``, in the order the
+frames were sent); at most ``depth`` frames are in flight, so memory stays
+bounded and a slow disk slows the run instead of filling memory. An error in
+the worker (a full disk, a ground-truth frame of the wrong size) is raised
+in the main process as it was raised there (UserError: one line, exit 2),
+at the frame it stopped at. Ctrl-C reaches the worker too (a terminal sends
+it to the process group); the worker ignores it and ends when the main
+process says so (``abort``) or dies (kill -9: its pipe closes): it finishes
+the file it is writing (atomic writes: complete or absent) and removes its
+encoder's temporary file.
+"""
+import multiprocessing
+import queue
+import signal
+import threading
+
+DEPTH = 2  # frames in flight: the network is then never waiting for a frame's host work
+
+
+class WorkerGone(RuntimeError):
+    """The host worker ended without a word (killed, out of memory)."""
+
+
+class Host:
+    """The main process's end of the host worker; a context manager (an exception aborts it)."""
+
+    def __init__(self, depth=DEPTH):
+        ctx = multiprocessing.get_context('spawn')  # nothing of Jittor's threads or locks is inherited
+        task_in, self._tasks = ctx.Pipe(duplex=False)  # (receive end, send end)
+        self._results, result_out = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_serve, args=(task_in, result_out), daemon=True, name='sbvsr-host')
+        self._depth, self._pending = depth, 0
+        self._proc.start()
+        task_in.close()
+        result_out.close()
+
+    def open(self, spec):
+        """The next video's outputs (outputs.OutputSpec)."""
+        self._send(('open', spec))
+
+    def frame(self, k, t, stem, sr, kernel):
+        """Send window k's SR frame (of frame t, named ``stem``); returns the results ready by now."""
+        self._send(('frame', k, t, stem, sr, kernel))
+        self._pending += 1
+        ready = []
+        while self._pending and (self._pending > self._depth or self._results.poll()):
+            ready.append(self._receive())
+        return ready
+
+    def close(self):
+        """The video's last results, once its outputs (the mp4 too) are complete."""
+        self._send(('close',))
+        self._pending += 1
+        ready = []
+        while self._pending:
+            ready.append(self._receive())
+        return ready[:-1]  # the last: the worker's 'closed'
+
+    def _send(self, msg):
+        try:
+            self._tasks.send(msg)
+        except (BrokenPipeError, ConnectionResetError):
+            self._receive()  # its error, if it sent one
+            raise WorkerGone('the output worker has ended') from None
+
+    def _receive(self):
+        try:
+            kind, *rest = self._results.recv()
+        except (EOFError, OSError):
+            raise WorkerGone(f'the output worker has ended (exit code {self._proc.exitcode})') from None
+        self._pending -= 1
+        if kind == 'error':
+            raise rest[0]
+        return None if kind == 'closed' else tuple(rest)
+
+    def stop(self):
+        """End the worker once everything sent is done."""
+        self._end('stop')
+
+    def abort(self):
+        """End the worker now: the file it writes is finished, the rest given up."""
+        self._end('abort')
+
+    def _end(self, how):
+        try:
+            self._tasks.send((how,))
+        except OSError:
+            pass
+        self._proc.join(60)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+        self._tasks.close()
+        self._results.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.stop()
+        else:
+            self.abort()
+        return False
+
+
+def _serve(tasks, results):
+    """The worker: messages from ``tasks`` done in order, results to ``results``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C does
+    from .outputs import VideoOutputs
+    inbox, aborted = queue.Queue(), threading.Event()
+
+    def receive():  # the main process's sends never wait for the work (its pipe is always read)
+        while True:
+            try:
+                msg = tasks.recv()
+            except Exception:  # the main process is gone (kill -9), or cut a message short (Ctrl-C): stop
+                msg = ('abort',)
+            if msg[0] == 'abort':
+                aborted.set()
+            inbox.put(msg)
+            if msg[0] in ('abort', 'stop'):
+                return
+    threading.Thread(target=receive, daemon=True).start()
+    out, failed = None, False
+    try:
+        while True:
+            msg = inbox.get()
+            if aborted.is_set() or msg[0] in ('abort', 'stop'):
+                break
+            if failed:
+                continue  # after an error: only the main process's stop or abort counts
+            try:
+                if msg[0] == 'open':
+                    out = VideoOutputs(msg[1])
+                elif msg[0] == 'frame':
+                    k, t, stem, sr, kernel = msg[1:]
+                    results.send(('row', k, *out.frame(t, stem, sr, kernel)))
+                elif msg[0] == 'close':
+                    out, done = None, out
+                    done.close()
+                    results.send(('closed',))
+            except Exception as e:
+                failed = True
+                results.send(('error', _picklable(e)))
+    finally:
+        if out is not None:
+            out.abort()
+
+
+def _picklable(e):
+    """``e``, or a RuntimeError with its text where it cannot travel between processes."""
+    import pickle
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:
+        return RuntimeError(f'{type(e).__name__}: {e}')

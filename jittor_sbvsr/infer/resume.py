@@ -1,0 +1,146 @@
+"""``--resume``: the record of what a run has finished, so that a rerun continues it.
+
+A run (one process) keeps ``.progress.jsonl`` in its folder while it runs:
+a first line with what the outputs depend on (the checkpoint's SHA-256, the
+inputs, the flags, the device), then one line per finished output frame
+with its log values (PSNR, SSIM, seconds; JSON keeps a float64 exactly).
+A frame's line is appended, flushed and fsynced after all its files are
+written (atomically), so every frame it names is complete; a line cut by a
+kill is ignored. The record is removed when the run completes: a folder
+with results and no record holds a finished run.
+
+A resumed run checks the record against its own inputs and flags (one
+error line naming what differs), keeps the finished frames, logs their
+lines from the record, and runs each video from its first unfinished
+window: the engine gives a mid-video start the bits of a whole run
+(engine.py, ``_computed``). A video file's output is completed from the
+finished frames' lossless parts (outputs.py) and the new frames, which is
+the file an uninterrupted run writes. After a kill -9 at most the frames in
+flight (a window, and the host worker's queue) are computed again.
+
+Under ``mpirun`` there is no record and ``--resume`` is refused.
+"""
+import hashlib
+import json
+import os
+import signal
+
+from ..errors import UserError
+from ..utils.files import atomic_write_bytes
+
+NAME = '.progress.jsonl'
+# tests: the process kills itself (SIGKILL) once it has recorded this many frames
+KILL_AFTER = 'SBVSR_TEST_KILL_AFTER_FRAMES'
+# the flags the outputs depend on
+FLAGS = ('gt_path', 'n_seq', 'scale', 'border', 'size_must_mode', 'save_image', 'save_kernel', 'crf',
+         'no_reuse', 'no_fused', 'no_winograd', 'no_compose', 'tile', 'tile_overlap')
+
+
+def file_digest(path):
+    """SHA-256 of a file (the checkpoint: another model must not continue this run)."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def signature(args, videos, device):
+    """What a run's outputs depend on, as the record's first line holds it."""
+    sig = {'model': file_digest(args.model_path), 'device': device,
+           'input': [[v.name, v.n] for v in videos]}
+    sig.update({k: getattr(args, k) for k in FLAGS})
+    sig['gt_path'] = os.path.abspath(sig['gt_path']) if sig['gt_path'] else None
+    return json.loads(json.dumps(sig))  # the types the record reads back
+
+
+def has_record(out_dir):
+    return os.path.isfile(os.path.join(out_dir, NAME))
+
+
+def finished(out_dir, sig):
+    """{(video, window index): (psnr, ssim, seconds)} of the frames the record in ``out_dir`` names
+    (empty without one); a record of other inputs or flags is one error line. Reads only."""
+    path = os.path.join(out_dir, NAME)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+    except OSError as e:
+        raise UserError(f'{path}: cannot read the record of the run to resume ({e.strerror or e})') from None
+    recs = []
+    for line in text.splitlines(keepends=True):
+        try:
+            recs.append(json.loads(line))
+        except ValueError:
+            if line.endswith('\n'):  # only the last line may be cut (by a kill): else a damaged file
+                raise UserError(f'{path}: damaged record; the run cannot be resumed') from None
+    if not recs or 'signature' not in recs[0]:
+        raise UserError(f'{path}: damaged record; the run cannot be resumed')
+    old = recs[0]['signature']
+    diff = [k for k in sorted(set(old) | set(sig)) if old.get(k) != sig.get(k)]
+    if diff:
+        what = '; '.join(_difference(k, old.get(k), sig.get(k)) for k in diff[:3])
+        raise UserError(f'{out_dir}: --resume with other inputs or flags than the run it continues ({what}); '
+                        'give the same command, or another --infer_flag')
+    return {(r['v'], r['k']): tuple(r['row']) for r in recs[1:]}
+
+
+class Progress:
+    """The record of one run: started with the frames ``done`` already (a resumed run's), then
+    appended to frame by frame."""
+
+    def __init__(self, out_dir, sig, done):
+        self.path = os.path.join(out_dir, NAME)
+        lines = [{'signature': sig}] + [{'v': v, 'k': k, 'row': list(row)} for (v, k), row in done.items()]
+        # rewritten whole: a line cut by a kill is not left in the middle of the new ones
+        atomic_write_bytes(self.path, ''.join(json.dumps(r) + '\n' for r in lines).encode('utf-8'))
+        self._file = open(self.path, 'a', encoding='utf-8')
+        self._recorded = 0
+        self._kill_after = int(os.environ.get(KILL_AFTER, 0))
+
+    def frame(self, video, k, row):
+        """Frame k of ``video`` is finished (its files written): recorded for good."""
+        self._file.write(json.dumps({'v': video, 'k': int(k), 'row': [float(x) for x in row]}) + '\n')
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._recorded += 1
+        if self._recorded == self._kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def finish(self):
+        """The run completed: no record is left (the folder holds a finished run)."""
+        self.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def _difference(key, old, new):
+    if key == 'model':
+        return 'another checkpoint (--model_path)'
+    if key == 'input':
+        return 'other input videos or frame counts (--input_path)'
+    if key == 'device':
+        return f'device {old}, now {new}'
+    return f'--{key} {old}, now {new}'
+
+
+class NoRecord:
+    """What a run keeps instead under mpirun (no record, nothing to resume)."""
+
+    def frame(self, video, k, row):
+        pass
+
+    def close(self):
+        pass
+
+    def finish(self):
+        pass

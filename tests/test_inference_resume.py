@@ -1,0 +1,164 @@
+"""--resume: a run killed (SIGKILL) at any point and rerun with --resume ends with the outputs and the
+log values of an uninterrupted run; a resume with other flags or another model is one error line.
+
+Tiny checkpoint (test_bad_input.tiny), 32x48 LR frames with ground truth: two frame folders of 5 and 4
+frames (9 windows with --border), and a 12-frame video file. The kills: by the test hook
+SBVSR_TEST_KILL_AFTER_FRAMES (the process kills itself once it has recorded N frames; N=1, at the end of
+the first video, and inside the second), and one SIGKILL from outside at a random time.
+"""
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from test_bad_input import _frames, _names, tiny  # noqa: F401 (a fixture)
+from test_inference_cli import assert_clean_error, run_cli
+from test_video import H, W, make_clip
+
+import jittor_sbvsr  # noqa: F401
+from jittor_sbvsr.data.video import VideoReader
+from jittor_sbvsr.infer.resume import KILL_AFTER, NAME
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory, tiny):  # noqa: F811
+    """The inputs and an uninterrupted run of each (folders with kernels; a video file)."""
+    root = tmp_path_factory.mktemp('resume')
+    for i, (video, n) in enumerate((('a', 5), ('b', 4))):
+        _frames(root / 'LR' / video, _names(n), (H, W), seed=i)
+        _frames(root / 'GT' / video, _names(n), (4 * H, 4 * W), seed=10 + i)
+    (root / 'clip').mkdir()
+    make_clip(root / 'clip' / 'c.mp4', n=12)
+    make_clip(root / 'clip_gt.mp4', n=12, audio=False, size=f'{4 * W}x{4 * H}')
+    data = {'root': root, 'model': tiny['x4'], 'out': root / 'out'}
+    for kind in ('folders', 'video'):
+        r = run_cli(*_args(data, kind), '--infer_flag', f'{kind}_whole')
+        assert r.returncode == 0, r.stderr[-3000:]
+    return data
+
+
+def _args(data, kind):
+    root = data['root']
+    if kind == 'folders':
+        extra = ['--input_path', root / 'LR', '--gt_path', root / 'GT', '--border', '--save_kernel']
+    else:
+        extra = ['--input_path', root / 'clip' / 'c.mp4', '--gt_path', root / 'clip_gt.mp4']
+    return ['--model_path', data['model'], '--result_path', data['out'], '--device', 'cpu', *extra]
+
+
+def _files(folder):
+    """{relative path: bytes} of the outputs, the logs aside."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*'))
+            if p.is_file() and not p.name.startswith('inference_log_')}
+
+
+def _frame_lines(folder):
+    """The per-frame lines and averages of the newest log, timings out."""
+    log = sorted(folder.glob('inference_log_*.txt'))[-1].read_text(encoding='utf-8').splitlines()
+    assert log[-1].startswith('completed: '), log[-5:]
+    return [re.sub(r'forward_time=\S+', '', line) for line in log if line.startswith(('> ', '# '))]
+
+
+def _same_as_whole(data, kind, flag):
+    whole, resumed = data['out'] / f'infer_{kind}_whole', data['out'] / f'infer_{flag}'
+    one, two = _files(whole), _files(resumed)
+    assert sorted(one) == sorted(two)
+    assert [p for p in one if one[p] != two[p]] == []
+    assert _frame_lines(resumed) == _frame_lines(whole)
+    assert not (resumed / NAME).exists()
+
+
+@pytest.mark.parametrize('after', [1, 5, 7])
+def test_killed_after_n_frames_and_resumed_gives_the_uninterrupted_run(data, after):
+    """Killed after the first frame, at the end of the first video, and inside the second."""
+    flag = f'folders_k{after}'
+    r = run_cli(*_args(data, 'folders'), '--infer_flag', flag, env={KILL_AFTER: str(after)})
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    out = data['out'] / f'infer_{flag}'
+    assert (out / NAME).is_file()
+    pngs = [p for p in out.rglob('*.png') if 'kernel' not in p.parts]
+    assert after <= len(pngs) < 9  # at most what was in flight was lost
+    r = run_cli(*_args(data, 'folders'), '--infer_flag', flag, '--resume')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f'resume: {after} frame(s) finished by the earlier run are kept' in r.stdout
+    assert f'completed: {9 - after} frames of 2 video(s) (and {after} kept from the earlier run)' in r.stdout
+    _same_as_whole(data, 'folders', flag)
+
+
+def test_a_video_file_is_completed_with_the_frames_of_the_uninterrupted_run(data):
+    flag = 'video_k5'
+    r = run_cli(*_args(data, 'video'), '--infer_flag', flag, env={KILL_AFTER: '5'})
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    out = data['out'] / f'infer_{flag}'
+    assert not (out / 'c.mp4').exists()
+    r = run_cli(*_args(data, 'video'), '--infer_flag', flag, '--resume')
+    assert r.returncode == 0, r.stderr[-3000:]
+    whole = data['out'] / 'infer_video_whole' / 'c.mp4'
+    with VideoReader(whole) as a, VideoReader(out / 'c.mp4') as b:
+        fa, fb = list(a), list(b)
+    assert len(fa) == len(fb) == 12
+    assert all(np.array_equal(x, y) for x, y in zip(fa, fb))
+    _same_as_whole(data, 'video', flag)  # the mp4 byte for byte, no parts left
+
+
+def test_a_sigkill_at_a_random_time_then_resume(data):
+    flag = 'folders_random'
+    out = data['out'] / f'infer_{flag}'
+    cmd = [sys.executable, str(ROOT / 'inference.py'), *map(str, _args(data, 'folders')), '--infer_flag', flag]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        t0 = time.time()
+        while not list(out.glob('inference_log_*.txt')) or '> ' not in \
+                next(out.glob('inference_log_*.txt')).read_text(encoding='utf-8'):
+            assert p.poll() is None and time.time() - t0 < 600
+            time.sleep(0.05)
+        time.sleep(random.uniform(0, 3))
+        p.send_signal(signal.SIGKILL)
+    finally:
+        p.wait()
+    r = run_cli(*_args(data, 'folders'), '--infer_flag', flag, '--resume')
+    assert r.returncode == 0, r.stderr[-3000:]
+    _same_as_whole(data, 'folders', flag)
+
+
+def test_resume_with_other_flags_or_model_is_one_error_line(data):
+    flag = 'folders_bad'
+    r = run_cli(*_args(data, 'folders'), '--infer_flag', flag, env={KILL_AFTER: '2'})
+    assert r.returncode == -signal.SIGKILL
+    out = data['out'] / f'infer_{flag}'
+    before = _files(out)
+    other_flags = [a for a in _args(data, 'folders') if a != '--save_kernel']
+    assert_clean_error(run_cli(*other_flags, '--infer_flag', flag, '--resume'),
+                       str(out), '--resume with other inputs or flags', '--save_kernel True, now False')
+    from jittor_sbvsr.io.checkpoint import load_state, save_state_atomic
+    state = load_state(data['model'])
+    key = sorted(state)[0]
+    state[key] = state[key] + 1e-3  # the same architecture, other weights
+    other = data['root'] / 'other x4.pkl'
+    save_state_atomic(state, other)
+    other_model = [other if a == data['model'] else a for a in _args(data, 'folders')]
+    assert_clean_error(run_cli(*other_model, '--infer_flag', flag, '--resume'), 'another checkpoint')
+    assert_clean_error(run_cli(*_args(data, 'folders'), '--infer_flag', flag),
+                       str(out), 'already holds', 'with --resume to continue it')
+    assert _files(out) == before  # nothing touched
+    assert_clean_error(run_cli(*_args(data, 'folders'), '--resume'), '--resume needs the --infer_flag')
+    assert_clean_error(run_cli(*_args(data, 'folders'), '--infer_flag', 'folders_whole', '--resume'),
+                       'holds a finished run', 'nothing to resume')
+
+
+def test_resume_is_refused_under_mpirun(data):
+    """Checked from the environment mpirun sets, before anything is read or written."""
+    r = run_cli(*_args(data, 'folders'), '--infer_flag', 'mpi', '--resume',
+                env={'OMPI_COMM_WORLD_SIZE': '2', 'OMPI_COMM_WORLD_RANK': '0'})
+    assert r.returncode == 2 and 'Traceback' not in r.stderr
+    assert [line for line in r.stderr.splitlines() if line.startswith('error')] == [
+        'error (rank 0/2): --resume does not work under mpirun (a run there keeps no record of its frames); '
+        'resume it in one process, or rerun it with another --infer_flag']
+    assert not (data['out'] / 'infer_mpi').exists()
