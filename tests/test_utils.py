@@ -65,10 +65,10 @@ def test_atomic_replace_keeps_the_files_mode(tmp_path):
 
 def test_remove_stale_temps_only_our_pattern(tmp_path):
     """Leftovers of interrupted atomic writes go; anything else stays, whatever it looks like."""
-    from jittor_sbvsr.utils.files import _temp_name, is_temp_name, remove_stale_temps, stale_note
+    from jittor_sbvsr.utils.files import temp_name, is_temp_name, remove_stale_temps, stale_note
     sub = tmp_path / ODD_NAME
     sub.mkdir()
-    ours = [os.path.basename(_temp_name(str(tmp_path / n))) for n in ('frame 1.png', 'model.pkl', 'history')]
+    ours = [os.path.basename(temp_name(str(tmp_path / n))) for n in ('frame 1.png', 'model.pkl', 'history')]
     assert all(is_temp_name(n) for n in ours)
     keep = ['.x.png.0123abcd.tmp.npy',     # extension is not the name's
             '.x.png.0123ABCD.tmp.png',     # not our hex

@@ -13,6 +13,7 @@ from PIL import Image
 from jittor_sbvsr.data.video import (DEFAULT_CRF, VideoReader, VideoWriter, ffmpeg_exe,
                                      is_video_file, probe)
 from jittor_sbvsr.errors import UserError
+from jittor_sbvsr.utils.files import is_temp_name
 
 H, W, N, FPS = 32, 48, 12, 25
 
@@ -154,6 +155,8 @@ def test_interrupted_writer_leaves_nothing(exc, clips, tmp_path):
                 w.write(f)
                 w2.write(f)
             assert len(os.listdir(tmp_path)) == 3  # old.mp4 and the two hidden temporaries
+            # named so that the next run's clean-up removes what a kill -9 leaves
+            assert all(is_temp_name(n) for n in os.listdir(tmp_path) if n != 'old.mp4')
             raise exc('stop')
     assert os.listdir(tmp_path) == ['old.mp4']
     assert (tmp_path / 'old.mp4').read_bytes() == b'previous result'

@@ -32,7 +32,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import UserError, read_error
-from ..utils.files import atomic_save, ensure_dir
+from ..utils.files import atomic_save, ensure_dir, temp_name
 
 __all__ = ['VIDEO_EXTENSIONS', 'WRITE_FORMATS', 'DEFAULT_CRF', 'VideoInfo', 'is_video_file',
            'ffmpeg_exe', 'probe', 'VideoReader', 'VideoWriter']
@@ -420,11 +420,9 @@ class VideoWriter:
     def _start(self, h, w):
         folder = os.path.dirname(os.path.abspath(self.path))
         ensure_dir(folder)
-        name = os.path.basename(self.path)
-        try:
-            fd, self._tmp = tempfile.mkstemp(dir=folder, prefix=f'.{name}.',
-                                             suffix='.tmp' + os.path.splitext(name)[1])
-            os.close(fd)
+        try:  # named as atomic writes name theirs, so a run's remove_stale_temps knows a killed one's
+            self._tmp = temp_name(self.path)
+            open(self._tmp, 'xb').close()
         except OSError as e:
             raise UserError(f'{self.path}: cannot write ({e.strerror or e})') from None
         pix = self.pix_fmt

@@ -14,9 +14,9 @@ import numpy as np
 from ..errors import UserError
 
 __all__ = ['ensure_dir', 'atomic_save', 'atomic_write_bytes', 'save_png_atomic',
-           'save_npy_atomic', 'is_temp_name', 'remove_stale_temps', 'stale_note']
+           'save_npy_atomic', 'temp_name', 'is_temp_name', 'remove_stale_temps', 'stale_note']
 
-# what _temp_name makes: .{name}.{8 hex digits}.tmp{the extension of name}
+# what temp_name makes: .{name}.{8 hex digits}.tmp{the extension of name}
 _TEMP = re.compile(r'\.(?P<name>.+)\.[0-9a-f]{8}\.tmp(?P<ext>\.[^.]*)?')
 
 
@@ -34,7 +34,7 @@ def ensure_dir(path):
     return path
 
 
-def _temp_name(path):
+def temp_name(path):
     """Hidden sibling of ``path`` that keeps its extension, for writers that look at it."""
     folder, name = os.path.split(path)
     ext = os.path.splitext(name)[1]
@@ -114,7 +114,7 @@ def atomic_save(path, writer):
     if folder:
         ensure_dir(folder)
     for _ in range(100):
-        tmp = _temp_name(path)
+        tmp = temp_name(path)
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             break
