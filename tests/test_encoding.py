@@ -40,7 +40,8 @@ def leaves_encoding_to_locale(node):
         return False
     f = node.func
     name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ''
-    owner = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ''
+    # the name before the call's last dot: '' for a bare call, '.' for a longer chain (self.host.open)
+    owner = (f.value.id if isinstance(f.value, ast.Name) else '.') if isinstance(f, ast.Attribute) else ''
     if name == 'open' and owner in ('', 'io'):  # os.open is a file descriptor
         return _text_mode(node, 1)
     if name in ('read_text', 'write_text', 'TextIOWrapper'):
@@ -81,7 +82,7 @@ def test_every_text_open_and_pipe_names_its_encoding():
     ("subprocess.run(c, capture_output=True)", False), ("subprocess.Popen(c, universal_newlines=True)", True),
     ("subprocess.run(c, text=True, encoding='utf-8')", False), ("tempfile.NamedTemporaryFile('w')", False),
     ("tempfile.NamedTemporaryFile(mode='w')", True), ("os.fdopen(fd, 'w')", True), ("os.fdopen(fd, 'wb')", False),
-    ("io.TextIOWrapper(b)", True), ("z.open(name)", False),
+    ("io.TextIOWrapper(b)", True), ("z.open(name)", False), ("self.host.open(spec)", False),
 ])
 def test_the_source_check_finds_what_it_names(code, bad):
     assert bool(unnamed_encodings(ast.parse(code))) == bad
