@@ -4,7 +4,7 @@
     python bench/whole_run.py --lr-size 90x160 --frames 9 --threads 2 --json bench/results/X.json
 
 One synthetic clip (data/synthetic.py pan, seed 0; its HR frames are the
-ground truth), the recipe weights (io/recipe.py, seed 1234), ``--border``,
+ground truth), the recipe weights (weights/recipe.py, seed 1234), ``--border``,
 PNG output: ``infer.run.run`` called in this process, as the CLI calls it,
 once untimed (Jittor compiles), then ``--runs`` times each of:
 
@@ -65,8 +65,8 @@ def main(argv=None):
     from jittor_sbvsr.cli.infer import build_parser
     from jittor_sbvsr.data.synthetic import make_demo_videos
     from jittor_sbvsr.infer.run import run
-    from jittor_sbvsr.io.checkpoint import save_state_atomic
-    from jittor_sbvsr.io.recipe import recipe_state
+    from jittor_sbvsr.weights.checkpoint import save_state_atomic
+    from jittor_sbvsr.weights.recipe import recipe_state
     from jittor_sbvsr.models import PWC_Recons
     h, w = (int(x) for x in a.lr_size.split('x'))
     res = {'bench': 'whole_run', 'package': os.path.abspath(a.package), 'lr_size': [h, w], 'frames': a.frames,

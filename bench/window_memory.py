@@ -3,7 +3,7 @@
 
     python bench/window_memory.py --sizes 48x64,96x128,135x240,180x320 --tiled 180x320:64,180x320:96
 
-Each configuration runs in its own process: the recipe weights (io/recipe.py),
+Each configuration runs in its own process: the recipe weights (weights/recipe.py),
 the default engine (infer/engine.py's VideoSR), then ``--windows`` border
 windows of a random smooth clip of that LR size, untiled or with the tile
 after the colon. Reports the process's peak RSS (``resource.getrusage``)
@@ -59,7 +59,7 @@ def child(h, w, tile, n_windows, overlap):
     from jittor_sbvsr import runtime
     from jittor_sbvsr.data.windows import window_indices
     from jittor_sbvsr.infer.engine import VideoSR, window_bytes
-    from jittor_sbvsr.io.recipe import recipe_state
+    from jittor_sbvsr.weights.recipe import recipe_state
     from jittor_sbvsr.models import PWC_Recons
     runtime.select_device('cpu')
     net = PWC_Recons()
@@ -89,8 +89,8 @@ def cli_run(spec):
     import tempfile
     sys.path[:0] = [ROOT, os.path.join(ROOT, 'bench')]
     from stream_rss import make_clip
-    from jittor_sbvsr.io.checkpoint import save_state_atomic
-    from jittor_sbvsr.io.recipe import recipe_state
+    from jittor_sbvsr.weights.checkpoint import save_state_atomic
+    from jittor_sbvsr.weights.recipe import recipe_state
     from jittor_sbvsr.models import PWC_Recons
     size, n, budget = spec.split(':')
     h, w = map(int, size.split('x'))

@@ -22,10 +22,12 @@ the file it is writing (atomic writes: complete or absent) and removes its
 encoder's temporary file.
 """
 import multiprocessing
+import os
 import queue
 import signal
 import threading
 
+NICE = 10  # the worker's scheduling priority below the main process's (Unix)
 DEPTH = 2  # frames in flight: the network is then never waiting for a frame's host work
 
 
@@ -119,6 +121,8 @@ class Host:
 def _serve(tasks, results):
     """The worker: messages from ``tasks`` done in order, results to ``results``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C does
+    if hasattr(os, 'nice'):  # the network's threads first: the host work fills their gaps (not on Windows)
+        os.nice(NICE)
     from .outputs import VideoOutputs
     inbox, aborted = queue.Queue(), threading.Event()
 

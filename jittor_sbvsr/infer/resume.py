@@ -33,7 +33,8 @@ NAME = '.progress.jsonl'
 KILL_AFTER = 'SBVSR_TEST_KILL_AFTER_FRAMES'
 # the flags the outputs depend on
 FLAGS = ('gt_path', 'n_seq', 'scale', 'border', 'size_must_mode', 'save_image', 'save_kernel', 'crf',
-         'no_reuse', 'no_fused', 'no_winograd', 'no_compose', 'tile', 'tile_overlap')
+         'no_reuse', 'no_fused', 'no_winograd', 'no_compose', 'tile', 'tile_overlap',
+         'max_memory')  # the default budget follows the free memory: give it to be sure a resume tiles alike
 
 
 def file_digest(path):

@@ -76,7 +76,7 @@ def run(args, root):
         log = Logger(os.path.join(out_dir, f"inference_log_{time.strftime('%Y%m%d-%H%M%S')}.txt")) if lead else Quiet()
         for key in ('input_path', 'gt_path', 'model_path', 'border', 'save_image', 'crf', 'n_seq', 'scale',
                     'size_must_mode', 'no_reuse', 'no_fused', 'no_winograd', 'no_compose', 'tile', 'tile_overlap',
-                    'resume'):
+                    'max_memory', 'resume'):
             log(f'{key}: {getattr(args, key)}')
         log(f'result_path: {out_dir}')
         log(f'runtime: {runtime.describe()}')
