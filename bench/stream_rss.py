@@ -30,14 +30,14 @@ def make_clip(path, n, h, w, fps=25):
 
 def peak_rss(cmd):
     """(peak RSS in MiB, seconds) of one child process."""
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # host time: a child process, waited for
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     err = proc.stderr.read().decode('utf-8', 'replace')
     if proc.returncode:
         sys.exit(f'inference failed ({proc.returncode}):\n{err[-3000:]}')
-    return usage.ru_maxrss / 1024, time.perf_counter() - t0
+    return usage.ru_maxrss / 1024, time.perf_counter() - t0  # host time: a child process, waited for
 
 
 def main():

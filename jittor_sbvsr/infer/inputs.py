@@ -153,7 +153,7 @@ def check_videos(args, n_seq, scale, notes):
     _video_defaults(args, any(is_video(src) for _, src in inputs), notes)
     m = args.size_must_mode
     videos = []
-    t0, n = time.perf_counter(), 0
+    t0, n = time.perf_counter(), 0  # host time: file checks
     for name, lr, gt in _pair_videos(inputs, args.gt_path, notes):
         fps = info = gt_info = None
         if is_video(lr):
@@ -184,7 +184,7 @@ def check_videos(args, n_seq, scale, notes):
             notes.append(f'note: video {name}: no PSNR/SSIM, {why}; its SR frames are still written')
         videos.append(Video(name, lr, gt, first[:2], size, why, count, fps, info, gt_info))
     notes.append(f'checked {n} frames and video files of {len(videos)} video(s) in '
-                 f'{time.perf_counter() - t0:.1f} s')
+                 f'{time.perf_counter() - t0:.1f} s')  # host time: file checks
     return videos
 
 

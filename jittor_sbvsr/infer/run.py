@@ -123,7 +123,7 @@ class _Share:
         rows = np.zeros((sum(len(w) for w in wins), 3))
         todo = sum(1 for i, (start, stop) in share.items() for k in range(start, stop)
                    if (videos[i].name, k) not in self.done)
-        t_run = time.perf_counter()
+        t_run = time.perf_counter()  # host time: every frame is numpy by then
         try:
             with VideoProgress(todo, enabled=lead) as self.bar:
                 for i, (v, vid_rows) in enumerate(zip(videos, per_video(rows, wins))):
@@ -149,7 +149,7 @@ class _Share:
         kept = f' (and {len(self.done)} kept from the earlier run)' if self.done else ''
         log(f'Results in {self.out_dir}')
         log(f'completed: {self.computed} frames of {len(videos)} video(s){kept} in '
-            f'{time.perf_counter() - t_run:.1f} s')
+            f'{time.perf_counter() - t_run:.1f} s')  # host time: every frame is numpy by then
         log.close()
         self.record.finish()
         return {v.name: [(float(p), float(q)) for p, q, _ in r] for v, r in zip(videos, per_video(rows, wins))

@@ -50,7 +50,7 @@ class Bar:
         self.n, self.text = 0, ''
         self.stream = sys.stderr if stream is None else stream
         self.enabled, self.interval = bool(enabled), interval
-        self.t0 = self._last = time.perf_counter()
+        self.t0 = self._last = time.perf_counter()  # host time: ETAs
         self.closed = False
         self._tqdm = None
         if self.enabled and _isatty(self.stream):
@@ -68,11 +68,11 @@ class Bar:
                 self._tqdm.set_postfix_str(text, refresh=False)
             self._tqdm.update(n)
         elif self.enabled and (self.total is None or self.n < self.total) \
-                and time.perf_counter() - self._last >= self.interval:
+                and time.perf_counter() - self._last >= self.interval:  # host time: ETAs
             self._line(final=False)
 
     def _line(self, final):
-        self._last = time.perf_counter()
+        self._last = time.perf_counter()  # host time: ETAs
         elapsed = self._last - self.t0
         count = f'{self.n}/{self.total}' if self.total is not None else f'{self.n}'
         parts = [f'{self.desc}: {count} {_plural(self.unit)}']
@@ -118,7 +118,7 @@ class VideoProgress:
     def __init__(self, total, stream=None, interval=30.0, enabled=True):
         self.total, self.done = total, 0
         self.stream, self.interval, self.enabled = stream, interval, enabled
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter()  # host time: ETAs
         self._bar = None
 
     def video(self, name, n):
@@ -131,7 +131,7 @@ class VideoProgress:
         """Seconds left for the whole run, from its pace so far (None before the first frame)."""
         if not self.done:
             return None
-        return (time.perf_counter() - self.t0) / self.done * (self.total - self.done)
+        return (time.perf_counter() - self.t0) / self.done * (self.total - self.done)  # host time: ETAs
 
     def update(self, **postfix):
         """One more frame of the current video; ``postfix`` values are shown as k=v."""
