@@ -192,6 +192,10 @@ class _Share:
         video split between ranks, which rank 0 encodes at the end)."""
         if not is_video(v.lr) or (start, stop) != (0, len(windows)):
             return None
+        return self._mp4(v)
+
+    def _mp4(self, v):
+        """The output video file of video file ``v``."""
         return VideoFile(os.path.join(self.out_dir, v.name + '.mp4'), v.fps, self.args.crf, v.lr, v.info.has_audio)
 
     def _part(self, v, windows, k):
@@ -217,10 +221,8 @@ class _Share:
         for i, v in enumerate(videos):
             if not is_video(v.lr) or i in whole:
                 continue
-            video = VideoFile(os.path.join(self.out_dir, v.name + '.mp4'), v.fps, self.args.crf, v.lr,
-                              v.info.has_audio)
             self.host.open(OutputSpec(v.name, self.out_dir, v.lr, v.shape, self.args.scale, None, None, 0, False,
-                                      self.args.save_image, False, video, False,
+                                      self.args.save_image, False, self._mp4(v), False,
                                       [self._part(v, wins[i], k) for k in range(counts[i])]))
             self.host.close()
         remove_parts(self.out_dir)
