@@ -19,6 +19,7 @@ import sys
 import tempfile
 
 from . import runtime
+from .utils.memory import host_memory
 
 PYTHONS = ((3, 11), (3, 12))  # what the pinned numpy, scipy and scikit-image have wheels for
 MARKER = 'jittor-sbvsr'  # what tools/jittor_cuda_patch.py writes into each file it changes
@@ -48,25 +49,6 @@ def gpus():
                           'free_mib': int(parts[2]) if parts[2].isdigit() else None,
                           'total_mib': int(parts[3]) if parts[3].isdigit() else None})
     return found
-
-
-def free_memory():
-    """(available, total) bytes of host memory, or None."""
-    if os.name == 'nt':
-        import ctypes
-
-        class Status(ctypes.Structure):
-            _fields_ = [('length', ctypes.c_uint32), ('load', ctypes.c_uint32)] + [
-                (n, ctypes.c_uint64) for n in ('total', 'avail', 'tpf', 'apf', 'tv', 'av', 'aev')]
-        s = Status()
-        s.length = ctypes.sizeof(s)
-        return (s.avail, s.total) if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(s)) else None
-    try:
-        with open('/proc/meminfo', encoding='utf-8') as f:
-            info = {k: int(v.split()[0]) * 1024 for k, v in (ln.split(':', 1) for ln in f if ':' in ln)}
-        return info['MemAvailable'], info['MemTotal']
-    except (OSError, KeyError, ValueError):
-        return None
 
 
 def cuda_changes(jittor_dir, cuda=None):
@@ -120,7 +102,7 @@ def gather():
          'python': (sys.version_info[:2], platform.python_version(), sys.executable),
          'driver': runtime.cuda_driver(), 'gpus': gpus(), 'temp': tempfile.gettempdir(),
          'onednn_dir': runtime.onednn_dir(), 'onednn_installed': runtime.onednn_installed(),
-         'mpirun': shutil.which('mpirun'), 'memory': free_memory(),
+         'mpirun': shutil.which('mpirun'), 'memory': host_memory(),
          'cache': os.path.join(runtime.jittor_home(), '.cache', 'jittor')}  # Jittor's, once it has started
     try:
         with open('/proc/version', encoding='utf-8', errors='replace') as v:

@@ -56,8 +56,8 @@ def test_flags_parse():
 def test_available_memory(tmp_path):
     f = tmp_path / 'meminfo'
     f.write_text('MemTotal:  1000 kB\nMemFree:  10 kB\nMemAvailable:  800 kB\n', encoding='utf-8')
-    assert memory._meminfo_available(str(f)) == 800 * 1024
-    assert memory._meminfo_available(str(tmp_path / 'none')) is None
+    assert memory._meminfo(str(f)) == (800 * 1024, 1000 * 1024)
+    assert memory._meminfo(str(tmp_path / 'none')) is None
     free = memory.available_bytes('cpu')
     assert free is None or free > 0
     b = memory.default_budget('cpu')

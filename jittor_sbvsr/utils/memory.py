@@ -9,7 +9,7 @@ import argparse
 import os
 import re
 
-__all__ = ['parse_size', 'size_arg', 'format_size', 'available_bytes', 'default_budget', 'is_out_of_memory']
+__all__ = ['parse_size', 'size_arg', 'format_size', 'host_memory', 'available_bytes', 'default_budget', 'is_out_of_memory']
 
 _UNITS = {'': 1, 'K': 2 ** 10, 'M': 2 ** 20, 'G': 2 ** 30, 'T': 2 ** 40}
 _SIZE = re.compile(r'\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?\s*', re.IGNORECASE)
@@ -49,24 +49,42 @@ def format_size(n):
     return f'{int(n)} B'
 
 
-def _meminfo_available(path='/proc/meminfo'):
-    """Linux's MemAvailable in bytes (None where there is no such file or line)."""
+def _meminfo(path='/proc/meminfo'):
+    """Linux's (MemAvailable, MemTotal) in bytes (None where there is no such file or line)."""
     try:
         with open(path, encoding='utf-8') as f:
-            for line in f:
-                if line.startswith('MemAvailable:'):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
+            info = {k: int(v.split()[0]) * 1024 for k, v in (ln.split(':', 1) for ln in f if ':' in ln)}
+        return info['MemAvailable'], info['MemTotal']
+    except (OSError, KeyError, ValueError, IndexError):
         return None
-    return None
 
 
-def _sysconf_available():
-    """Free physical pages x page size (POSIX systems that have them), else None."""
+def _windows_memory():
+    """Windows' (available, total) physical memory in bytes, or None."""
+    import ctypes
+
+    class Status(ctypes.Structure):  # MEMORYSTATUSEX
+        _fields_ = [('length', ctypes.c_uint32), ('load', ctypes.c_uint32)] + [
+            (n, ctypes.c_uint64) for n in ('total', 'avail', 'tpf', 'apf', 'tv', 'av', 'aev')]
+    s = Status()
+    s.length = ctypes.sizeof(s)
+    return (s.avail, s.total) if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(s)) else None
+
+
+def _sysconf_memory():
+    """Free and all physical pages x page size (POSIX systems that have them), else None."""
     try:
-        return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+        page = os.sysconf('SC_PAGE_SIZE')
+        return os.sysconf('SC_AVPHYS_PAGES') * page, os.sysconf('SC_PHYS_PAGES') * page
     except (AttributeError, ValueError, OSError):
         return None
+
+
+def host_memory():
+    """(available, total) bytes of this machine's memory, or None if it cannot be asked."""
+    if os.name == 'nt':
+        return _windows_memory()
+    return _meminfo() or _sysconf_memory()
 
 
 def _cuda_free():
@@ -97,8 +115,8 @@ def available_bytes(device='cpu'):
     """Memory free for new work on ``device`` ('cpu' or 'cuda') now, or None if unknown."""
     if device == 'cuda':
         return _cuda_free()
-    avail = _meminfo_available()
-    return avail if avail is not None else _sysconf_available()
+    mem = host_memory()
+    return mem[0] if mem else None
 
 
 def default_budget(device='cpu', processes=1):
