@@ -24,6 +24,7 @@ from test_video import H, W, make_clip
 
 import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.data.video import VideoReader
+from jittor_sbvsr.infer.host import DEPTH
 from jittor_sbvsr.infer.resume import KILL_AFTER, NAME
 
 
@@ -84,7 +85,9 @@ def test_killed_after_n_frames_and_resumed_gives_the_uninterrupted_run(data, aft
     out = data['out'] / f'infer_{flag}'
     assert (out / NAME).is_file()
     pngs = [p for p in out.rglob('*.png') if 'kernel' not in p.parts]
-    assert after <= len(pngs) < 9  # at most what was in flight was lost
+    # the record holds `after` frames; the worker may have written the frames in flight beyond them
+    # (it finishes what it was sent before it sees the main process gone), never more
+    assert after <= len(pngs) <= min(9, after + DEPTH)
     r = run_cli(*_args(data, 'folders'), '--infer_flag', flag, '--resume')
     assert r.returncode == 0, r.stderr[-3000:]
     assert f'resume: {after} frame(s) finished by the earlier run are kept' in r.stdout
