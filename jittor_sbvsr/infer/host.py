@@ -17,9 +17,11 @@ the worker (a full disk, a ground-truth frame of the wrong size) is raised
 in the main process as it was raised there (UserError: one line, exit 2),
 at the frame it stopped at. Ctrl-C reaches the worker too (a terminal sends
 it to the process group); the worker ignores it and ends when the main
-process says so (``abort``) or dies (kill -9: its pipe closes): it finishes
-the file it is writing (atomic writes: complete or absent) and removes its
-encoder's temporary file.
+process says so (``abort``: it finishes the frame it is writing, atomic
+writes: complete or absent, and removes its encoder's temporary file). When
+the main process dies without a word (kill -9: its pipe closes), the worker
+first finishes and records the frames it was sent, so that a resumed run
+computes again only the window the network was on (resume.py).
 """
 import multiprocessing
 import os
@@ -52,9 +54,10 @@ class Host:
         """The next video's outputs (outputs.OutputSpec)."""
         self._send(('open', spec))
 
-    def frame(self, k, t, stem, sr, kernel):
-        """Send window k's SR frame (of frame t, named ``stem``); returns the results ready by now."""
-        self._send(('frame', k, t, stem, sr, kernel))
+    def frame(self, k, t, stem, sr, kernel, secs):
+        """Send window k's SR frame (of frame t, named ``stem``; ``secs``: its network time); returns the
+        results ready by now."""
+        self._send(('frame', k, t, stem, sr, kernel, secs))
         self._pending += 1
         ready = []
         while self._pending and (self._pending > self._depth or self._results.poll()):
@@ -130,13 +133,18 @@ def _serve(tasks, results):
         while True:
             try:
                 msg = tasks.recv()
-            except Exception:  # the main process is gone (kill -9), or cut a message short (Ctrl-C): stop
-                msg = ('abort',)
+            except Exception:  # the main process is gone (kill -9; a message may be cut): what came is done
+                msg = ('stop',)
             if msg[0] == 'abort':
                 aborted.set()
             inbox.put(msg)
             if msg[0] in ('abort', 'stop'):
                 return
+    def tell(msg):
+        try:
+            results.send(msg)
+        except OSError:  # the main process is gone: the outputs and the record are what counts
+            pass
     threading.Thread(target=receive, daemon=True).start()
     out, failed = None, False
     try:
@@ -150,15 +158,15 @@ def _serve(tasks, results):
                 if msg[0] == 'open':
                     out = VideoOutputs(msg[1])
                 elif msg[0] == 'frame':
-                    k, t, stem, sr, kernel = msg[1:]
-                    results.send(('row', k, *out.frame(t, stem, sr, kernel)))
+                    k = msg[1]
+                    tell(('row', k, *out.frame(*msg[1:])))
                 elif msg[0] == 'close':
                     out, done = None, out
                     done.close()
-                    results.send(('closed',))
+                    tell(('closed',))
             except Exception as e:
                 failed = True
-                results.send(('error', _picklable(e)))
+                tell(('error', _picklable(e)))
     finally:
         if out is not None:
             out.abort()

@@ -2,8 +2,9 @@
 
 A :class:`VideoOutputs` takes the video's SR frames in order and, for each,
 reads its ground truth and scores it (PSNR/SSIM), writes the PNG frame, the
-kernel (``.npy`` and picture) and feeds the video file's encoder. It runs in
-the host worker (host.py), beside the network; it imports no Jittor.
+kernel (``.npy`` and picture), feeds the video file's encoder, and then
+appends the frame's line to the run's record (resume.py). It runs in the
+host worker (host.py), beside the network; it imports no Jittor.
 
 A video file's output (mp4) is encoded from the frames in order by one
 ffmpeg (data/video.py:VideoWriter, atomic). Its frames are also kept as
@@ -24,15 +25,17 @@ from ..data.video import VideoWriter
 from ..metrics.psnr_ssim import psnr_ssim
 from ..utils import save_npy_atomic, save_png_atomic
 from .inputs import GroundTruth, is_video
+from .resume import record_frame
 
 PARTS = '.video_frames'  # a video's frames (without --save_image), until its mp4 is in place
 
 # What one video's outputs need: its name, the run's folder, its LR source (named in errors) and
 # size, the scale, its ground truth (source, probe, first frame; None: no scores), whether to
 # score, the flags --save_image / --save_kernel, the mp4 (VideoFile) or None, whether to keep
-# parts, and the frames ``feed`` to encode first (a resumed or split video's finished frames).
+# parts, the frames ``feed`` to encode first (a resumed or split video's finished frames), and
+# the run's record (resume.py; None: none is kept).
 OutputSpec = namedtuple('OutputSpec', 'name out_dir lr lr_hw scale gt gt_info gt_first score '
-                                      'save_image save_kernel video keep_parts feed')
+                                      'save_image save_kernel video keep_parts feed record')
 VideoFile = namedtuple('VideoFile', 'path fps crf audio_from has_audio')
 
 
@@ -61,14 +64,18 @@ class VideoOutputs:
         self.spec = spec
         self._gt = GroundTruth(spec.gt, spec.gt_info, spec.gt_first) if spec.gt is not None else None
         self._writer = None
+        # held open until the video ends: a stray worker of a killed run writes to its own record,
+        # never to the one a resumed run put in its place
+        self._record = open(spec.record, 'a', encoding='utf-8') if spec.record else None
         if spec.video is not None:
             f = spec.video
             self._writer = VideoWriter(f.path, f.fps, crf=f.crf, audio_from=f.audio_from, has_audio=f.has_audio)
             for p in spec.feed:
                 self._writer.write(read_frame(p))
 
-    def frame(self, t, stem, sr, kernel):
-        """Frame t's outputs written; returns its (PSNR, SSIM), (0, 0) when it is not scored."""
+    def frame(self, k, t, stem, sr, kernel, secs):
+        """Window k's outputs (of frame t) written and recorded with its network time ``secs``;
+        returns its (PSNR, SSIM), (0, 0) when it is not scored."""
         s = self.spec
         row = (0.0, 0.0)
         if self._gt is not None:
@@ -85,7 +92,10 @@ class VideoOutputs:
         if s.save_kernel:
             save_npy_atomic(os.path.join(s.out_dir, s.name, 'kernel', f'{stem}.npy'), kernel)
             save_png_atomic(os.path.join(s.out_dir, s.name, 'kernel', f'{stem}.png'), kernel_image(kernel))
-        return tuple(float(x) for x in row)
+        row = tuple(float(x) for x in row)
+        if self._record is not None:
+            record_frame(self._record, s.name, k, (*row, secs))
+        return row
 
     def close(self):
         """The mp4 moved into place (its parts removed after); ground truth closed."""
@@ -99,6 +109,9 @@ class VideoOutputs:
 
     def abort(self):
         """Stop without the mp4 (its encoder's temporary file removed); written frames stay."""
+        if self._record is not None:
+            self._record.close()
+            self._record = None
         if self._writer is not None:
             self._writer.abort()
             self._writer = None

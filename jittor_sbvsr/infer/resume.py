@@ -4,10 +4,11 @@ A run (one process) keeps ``.progress.jsonl`` in its folder while it runs:
 a first line with what the outputs depend on (the checkpoint's SHA-256, the
 inputs, the flags, the device), then one line per finished output frame
 with its log values (PSNR, SSIM, seconds; JSON keeps a float64 exactly).
-A frame's line is appended, flushed and fsynced after all its files are
-written (atomically), so every frame it names is complete; a line cut by a
-kill is ignored. The record is removed when the run completes: a folder
-with results and no record holds a finished run.
+The host worker appends a frame's line, flushed and fsynced, right after it
+wrote the frame's files (atomically; outputs.py), so every frame the record
+names is complete and every frame written is named; a line cut by a kill is
+ignored. The record is removed when the run completes: a folder with
+results and no record holds a finished run.
 
 A resumed run checks the record against its own inputs and flags (one
 error line naming what differs), keeps the finished frames, logs their
@@ -15,8 +16,9 @@ lines from the record, and runs each video from its first unfinished
 window: the engine gives a mid-video start the bits of a whole run
 (engine.py, ``_computed``). A video file's output is completed from the
 finished frames' lossless parts (outputs.py) and the new frames, which is
-the file an uninterrupted run writes. After a kill -9 at most the frames in
-flight (a window, and the host worker's queue) are computed again.
+the file an uninterrupted run writes. After a kill -9 of the run, the
+worker finishes and records the frames it was sent (host.py), so only the
+window the network was computing is computed again.
 
 Under ``mpirun`` there is no record and ``--resume`` is refused.
 """
@@ -29,7 +31,8 @@ from ..errors import UserError
 from ..utils.files import atomic_write_bytes
 
 NAME = '.progress.jsonl'
-# tests: the process kills itself (SIGKILL) once it has recorded this many frames
+# tests: once the host worker has recorded this many frames, it kills the run's main process (SIGKILL)
+# and goes on as after any kill -9
 KILL_AFTER = 'SBVSR_TEST_KILL_AFTER_FRAMES'
 # the flags the outputs depend on
 FLAGS = ('gt_path', 'n_seq', 'scale', 'border', 'size_must_mode', 'save_image', 'save_kernel', 'crf',
@@ -89,39 +92,36 @@ def finished(out_dir, sig):
 
 
 class Progress:
-    """The record of one run: started with the frames ``done`` already (a resumed run's), then
-    appended to frame by frame."""
+    """The record of one run, started with the frames ``done`` already (a resumed run's); the host
+    worker appends to it (``record_frame``)."""
 
     def __init__(self, out_dir, sig, done):
         self.path = os.path.join(out_dir, NAME)
         lines = [{'signature': sig}] + [{'v': v, 'k': k, 'row': list(row)} for (v, k), row in done.items()]
         # rewritten whole: a line cut by a kill is not left in the middle of the new ones
         atomic_write_bytes(self.path, ''.join(json.dumps(r) + '\n' for r in lines).encode('utf-8'))
-        self._file = open(self.path, 'a', encoding='utf-8')
-        self._recorded = 0
-        self._kill_after = int(os.environ.get(KILL_AFTER, 0))
-
-    def frame(self, video, k, row):
-        """Frame k of ``video`` is finished (its files written): recorded for good."""
-        self._file.write(json.dumps({'v': video, 'k': int(k), 'row': [float(x) for x in row]}) + '\n')
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._recorded += 1
-        if self._recorded == self._kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def close(self):
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
     def finish(self):
         """The run completed: no record is left (the folder holds a finished run)."""
-        self.close()
         try:
             os.unlink(self.path)
         except OSError:
             pass
+
+
+_recorded = 0  # frames this process recorded (the test hook KILL_AFTER)
+
+
+def record_frame(f, video, k, row):
+    """Frame k of ``video`` is finished (its files written): its line in the record open as ``f``,
+    for good."""
+    global _recorded
+    f.write(json.dumps({'v': video, 'k': int(k), 'row': [float(x) for x in row]}) + '\n')
+    f.flush()
+    os.fsync(f.fileno())
+    _recorded += 1
+    if _recorded == int(os.environ.get(KILL_AFTER, 0)):
+        os.kill(os.getppid(), signal.SIGKILL)
 
 
 def _difference(key, old, new):
@@ -136,12 +136,7 @@ def _difference(key, old, new):
 
 class NoRecord:
     """What a run keeps instead under mpirun (no record, nothing to resume)."""
-
-    def frame(self, video, k, row):
-        pass
-
-    def close(self):
-        pass
+    path = None
 
     def finish(self):
         pass

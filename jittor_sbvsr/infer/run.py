@@ -13,10 +13,9 @@ computed on mismatched frames; what it cannot score it says so.
 
 The route of a frame, in one direction: read (inputs.py: ``frames``, from
 the first frame a share needs) -> window (engine.py: ``FrameSource``) ->
-network (``VideoSR.windows``, here, in the main process) -> score and write
-(outputs.py, in the host worker of host.py, beside the next windows) -> the
-log line and the record of finished frames (report.py, resume.py), here, in
-order. Under ``mpirun`` the windows are shared out as split.py explains.
+network (``VideoSR.windows``, here, in the main process) -> score, write
+and record (outputs.py and resume.py, in the host worker of host.py, beside
+the next windows) -> the log line (report.py), here, in order. Under ``mpirun`` the windows are shared out as split.py explains.
 """
 import os
 import time
@@ -108,7 +107,8 @@ def _demo(args, root):
 
 class _Share:
     """This process's windows of the run, video after video: the network here, the outputs in the
-    host worker; the results come back in order and are logged (``log``: one process) and recorded."""
+    host worker, which records them; the results come back in order and are logged (``log``: one
+    process)."""
 
     def __init__(self, args, engine, host, out_dir, log, record, done):
         self.args, self.engine, self.host, self.out_dir = args, engine, host, out_dir
@@ -143,7 +143,6 @@ class _Share:
                 self.computed = int(dist.all_sum([self.computed])[0])
         except BaseException as e:
             log.close()
-            self.record.close()
             append_line(log.path, ending(e, self.computed, todo))
             raise
         kept = f' (and {len(self.done)} kept from the earlier run)' if self.done else ''
@@ -173,14 +172,15 @@ class _Share:
                 v.name, self.out_dir, v.lr, v.shape, self.args.scale, v.gt, v.gt_info,
                 windows[k0][self.mid] if k0 < stop else 0, v.no_metric is None, self.args.save_image,
                 self.args.save_kernel, video, keep,
-                [self._part(v, windows, k) for k in range(start, k0)] if video is not None else []))
+                [self._part(v, windows, k) for k in range(start, k0)] if video is not None else [],
+                self.record.path))
             if k0 < stop:
                 first = min(windows[k0])
                 source = FrameSource(frames(v, self.args.size_must_mode, first), windows, first=first)
                 for k, recons, kernel, secs in self.engine.windows(source, windows, k0, stop):
                     rows[k, 2] = secs
                     t = windows[k][self.mid]
-                    for result in self.host.frame(k, t, stem(v, t), to_uint8(recons), kernel):
+                    for result in self.host.frame(k, t, stem(v, t), to_uint8(recons), kernel, secs):
                         self._finished(v, windows, rows, *result)
             for result in self.host.close():
                 self._finished(v, windows, rows, *result)
@@ -202,9 +202,8 @@ class _Share:
         return part_path(self.out_dir, v.name, stem(v, windows[k][self.mid]), self.args.save_image)
 
     def _finished(self, v, windows, rows, k, psnr, ssim):
-        """Window k's outputs are written: its scores logged and recorded."""
+        """Window k's outputs are written and recorded: its scores logged."""
         rows[k, :2] = psnr, ssim
-        self.record.frame(v.name, k, rows[k])
         self._logged(v, windows, k, rows)
         self.computed += 1
         self.bar.update(**({'psnr': f'{psnr:.3f}'} if v.gt is not None and v.no_metric is None else {}))
@@ -223,6 +222,6 @@ class _Share:
                 continue
             self.host.open(OutputSpec(v.name, self.out_dir, v.lr, v.shape, self.args.scale, None, None, 0, False,
                                       self.args.save_image, False, self._mp4(v), False,
-                                      [self._part(v, wins[i], k) for k in range(counts[i])]))
+                                      [self._part(v, wins[i], k) for k in range(counts[i])], None))
             self.host.close()
         remove_parts(self.out_dir)
