@@ -56,23 +56,27 @@ def _gaussian_1d(size=_WIN_SIZE, sigma=_WIN_SIGMA):
 def _ssim_rows(a, b, g, out):
     """SSIM map of the full-window pixels of a band of rows (HxWxC float64 in, cropped map out).
 
-    The window is separable, so the five local sums (mu1, mu2, E[a^2],
-    E[b^2], E[ab]) are two 1-D passes over one stacked array instead of
-    fifteen 2-D correlations; only full windows are kept, so no border rule
-    is involved. Same values as the 2-D filter to float rounding (~1e-16).
+    The window is separable, so the local sums are two 1-D passes over one
+    stacked array instead of fifteen 2-D correlations; only full windows are
+    kept, so no border rule is involved. E[a^2] and E[b^2] appear only as
+    their sum (sigma1^2 + sigma2^2), so a^2 + b^2 is filtered once: four maps
+    (mu1, mu2, E[a^2 + b^2], E[ab]), not five. The maps are integers up to
+    2 * 255^2, exact in float64: same values as the 2-D filter to float
+    rounding (~1e-16).
     """
-    st = np.stack([a, b, a * a, b * b, a * b])
+    st = np.empty((4,) + a.shape)
+    st[0], st[1] = a, b
+    np.multiply(a, a, out=st[2])
+    st[2] += b * b
+    np.multiply(a, b, out=st[3])
     f = ndimage.correlate1d(st, g, axis=1)[:, _VALID:-_VALID]
     f = ndimage.correlate1d(f, g, axis=2)[:, :, _VALID:-_VALID]
-    mu1, mu2, e11, e22, e12 = f
+    mu1, mu2, e_sq, e12 = f
     mu1_mu2 = mu1 * mu2
-    mu1_sq = mu1 * mu1
-    mu2_sq = mu2 * mu2
-    sigma1_sq = e11 - mu1_sq
-    sigma2_sq = e22 - mu2_sq
-    sigma12 = e12 - mu1_mu2
-    np.divide((2 * mu1_mu2 + _C1) * (2 * sigma12 + _C2),
-              (mu1_sq + mu2_sq + _C1) * (sigma1_sq + sigma2_sq + _C2), out=out)
+    mu_sq = mu1 * mu1
+    mu_sq += mu2 * mu2  # mu1^2 + mu2^2
+    np.divide((2 * mu1_mu2 + _C1) * (2 * (e12 - mu1_mu2) + _C2),
+              (mu_sq + _C1) * ((e_sq - mu_sq) + _C2), out=out)
 
 
 def ssim(img1, img2):
