@@ -47,10 +47,46 @@ def jt_copy(installed_jittor, tmp_path):
             shutil.copytree(src, out)
         else:
             shutil.copy2(src, out)
+    _undo_patch(dst)
     pyc = dst / '__pycache__' / 'compiler.cpython-311.pyc'
     pyc.parent.mkdir()
     pyc.write_bytes(b'stale')
     return dst
+
+
+# what the cuDNN 9 change removes (Jittor 1.3.8.5's cuDNN RNN files), under extern/cuda/cudnn
+RNN_FILES = ['inc/cudnn_rnn_descriptor.h', 'ops/cudnn_rnn_backward_x_op.cc', 'ops/cudnn_rnn_backward_x_op.h',
+             'ops/cudnn_rnn_op.cc', 'ops/cudnn_rnn_op.h', 'src/cudnn_rnn_descriptor.cc']
+
+
+def _undo_patch(jt):
+    """A copy as pip installs Jittor, where env/setup.py had patched the installed one (on a GPU
+    machine): each edit reversed, the RNN files the cuDNN 9 change removed put back (as stand-ins)."""
+    for _, rel, old, new in [tool.ARCH_EDIT, *tool.CUDA13_EDITS, tool.CUDNN9_EDIT]:
+        path = jt / rel
+        text = path.read_bytes().decode('utf-8')
+        nl = '\r\n' if '\r\n' in text else '\n'
+        path.write_bytes(text.replace(new.replace('\n', nl), old.replace('\n', nl)).encode('utf-8'))
+    cudnn = jt / 'extern' / 'cuda' / 'cudnn'
+    if not list(cudnn.rglob('cudnn_rnn*')):
+        for rel in RNN_FILES:
+            (cudnn / rel).write_bytes(b'// stand-in for a file of Jittor the cuDNN 9 change removes\n')
+
+
+def test_a_patched_install_is_tested_from_the_text_pip_installs(jt_copy, tmp_path):
+    """The fixture's undo: a patched copy, undone, is the copy again (the RNN files as stand-ins)."""
+    pristine = _hashes(jt_copy)
+    patched = tmp_path / 'patched'
+    shutil.copytree(jt_copy, patched)
+    assert len(tool.patch_jittor(str(patched), (13, 0), 9)) == ALL_CHANGES
+    assert _hashes(patched) != pristine
+    _undo_patch(patched)
+    undone = _hashes(patched)
+    rnn = {p for p in pristine if 'cudnn_rnn' in p}
+    assert sorted(rnn) == sorted(os.path.join('extern', 'cuda', 'cudnn', *r.split('/')) for r in RNN_FILES)
+    assert set(undone) == set(pristine) - {os.path.join('__pycache__', 'compiler.cpython-311.pyc')}
+    assert {p: h for p, h in undone.items() if p not in rnn} == {
+        p: h for p, h in pristine.items() if p not in rnn and p in undone}
 
 
 def _hashes(tree):
