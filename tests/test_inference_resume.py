@@ -27,6 +27,8 @@ import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.data.video import VideoReader
 from jittor_sbvsr.infer.host import DEPTH
 from jittor_sbvsr.infer.resume import KILL_AFTER, NAME
+from jittor_sbvsr.infer.scorer import STALL
+from jittor_sbvsr.utils.memory import format_size
 
 
 @pytest.fixture(scope='module')
@@ -97,8 +99,15 @@ def test_killed_after_n_frames_and_resumed_gives_the_uninterrupted_run(data, aft
     pngs = {(p.parent.name, p.stem) for p in out.rglob('*.png') if 'kernel' not in p.parts}
     kernels = {(p.parent.parent.name, p.stem) for p in out.rglob('kernel/*.npy')}
     assert len(pngs) == kept and kernels == pngs
+    # the default memory budget follows the free memory: a resumed run takes the earlier run's
+    lines = (out / NAME).read_text(encoding='utf-8').splitlines(keepends=True)
+    head = json.loads(lines[0])
+    assert isinstance(head['signature']['budget'], int)
+    head['signature']['budget'] = 2 ** 40 + after  # a value no machine here has free: seen in the log
+    (out / NAME).write_text(json.dumps(head) + '\n' + ''.join(lines[1:]), encoding='utf-8')
     r = run_cli(*_args(data, 'folders'), '--infer_flag', flag, '--resume')
     assert r.returncode == 0, r.stderr[-3000:]
+    assert f"memory budget: {format_size(2 ** 40 + after)}, the earlier run's (it tiles as that run did)" in r.stdout
     assert f'resume: {kept} frame(s) finished by the earlier run are kept' in r.stdout
     assert f'completed: {9 - kept} frames of 2 video(s) (and {kept} kept from the earlier run)' in r.stdout
     _same_as_whole(data, 'folders', flag)
@@ -177,3 +186,14 @@ def test_resume_is_refused_under_mpirun(data):
         'error (rank 0/2): --resume does not work under mpirun (a run there keeps no record of its frames); '
         'resume it in one process, or rerun it with another --infer_flag']
     assert not (data['out'] / 'infer_mpi').exists()
+
+
+def test_a_run_whose_scorer_never_answers_ends_with_the_same_log(data):
+    """infer/scorer.py on a machine that leaves its idle-priority scorer no CPU: the main process's
+    waits reach the host worker, which then scores each frame itself, with the same numbers."""
+    flag = 'stalled_scorer'
+    t0 = time.time()
+    r = run_cli(*_args(data, 'folders'), '--infer_flag', flag, env={STALL: '1'})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert time.time() - t0 < 300
+    assert _frame_lines(data['out'] / f'infer_{flag}') == _frame_lines(data['out'] / 'infer_folders_whole')

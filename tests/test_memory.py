@@ -211,3 +211,16 @@ def test_accumulate_auto_makes_the_updates_of_explicit_accumulation(demo):
     assert plan_big == plan_one == (2, 1, 2, 2)
     assert all(np.array_equal(a, b) for a, b in zip(p_big, p_one))
     assert not all(np.array_equal(a, b) for a, b in zip(p_big, p_auto))  # the test can tell them apart
+
+
+def test_run_budget(monkeypatch):
+    """--max_memory, else none with --tile, else a resumed run's earlier budget, else the default."""
+    from jittor_sbvsr.infer import engine
+    monkeypatch.setattr(engine, '_default_budget', lambda: 5 * 2 ** 30)
+    assert engine.run_budget(2 ** 30, 0) == 2 ** 30
+    assert engine.run_budget(2 ** 30, 0, earlier=3 * 2 ** 30) == 2 ** 30
+    assert engine.run_budget(None, 64) is None
+    assert engine.run_budget(None, 0, earlier=3 * 2 ** 30) == 3 * 2 ** 30
+    assert engine.run_budget(None, 0) == 5 * 2 ** 30
+    monkeypatch.setattr(engine, '_default_budget', lambda: None)  # free memory unknown: no limit
+    assert engine.run_budget(None, 0) is None

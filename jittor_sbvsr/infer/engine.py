@@ -111,6 +111,21 @@ def _default_budget():
     return default_budget('cuda' if jt.flags.use_cuda else 'cpu', dist.world_size())
 
 
+def run_budget(given, tile, earlier=None):
+    """The memory budget (bytes; None: no limit) a run's tiles are chosen from: ``given``
+    (--max_memory); none with a fixed ``tile``; else the ``earlier`` one of the run a --resume
+    continues, so that it tiles as that run did; else the default, rank 0's under mpirun, so that
+    every rank tiles alike (free memory moves between reads)."""
+    if given is not None or tile:
+        return given
+    if earlier is not None:
+        return int(earlier)
+    from .. import dist
+    value = _default_budget() if dist.rank() == 0 else None
+    value = dist.broadcast_text(str(value))
+    return None if value == 'None' else int(value)
+
+
 class VideoSR:
     """Runs a loaded model window by window over one video, reusing work.
 

@@ -7,7 +7,10 @@ instead of working beside it. The worker imports no Jittor; it receives each
 SR frame (uint8) as soon as the network made it and does the host work of
 outputs.py there (ground truth, PSNR/SSIM, PNG, kernel, video encoder feed),
 in order, one video after another, while the main process runs the next
-windows.
+windows. Its PSNR/SSIM go to the scorer (scorer.py: a process at idle
+priority, so that scoring takes no CPU from a network that has work) until
+the main process says it waits (a ``wait`` message, sent before each wait
+for a result): the worker then scores that frame itself.
 
 :class:`Host` is the main process's side. ``frame`` sends a frame and
 returns the results that are ready (``(k, psnr, ssim)``, in the order the
@@ -29,6 +32,8 @@ import queue
 import signal
 import threading
 
+from . import scorer
+
 NICE = 10  # the worker's scheduling priority below the main process's (Unix)
 DEPTH = 2  # frames in flight: the network is then never waiting for a frame's host work
 
@@ -40,15 +45,17 @@ class WorkerGone(RuntimeError):
 class Host:
     """The main process's end of the host worker; a context manager (an exception aborts it)."""
 
-    def __init__(self, depth=DEPTH):
+    def __init__(self, depth=DEPTH, score=True):
         ctx = multiprocessing.get_context('spawn')  # nothing of Jittor's threads or locks is inherited
         task_in, self._tasks = ctx.Pipe(duplex=False)  # (receive end, send end)
         self._results, result_out = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_serve, args=(task_in, result_out), daemon=True, name='sbvsr-host')
-        self._depth, self._pending = depth, 0
+        # ``score``: frames will be scored; then the scorer (scorer.py) where the OS has SCHED_IDLE
+        self._scorer, ends = scorer.start(ctx) if score and scorer.available() else (None, None)
+        self._proc = ctx.Process(target=_serve, args=(task_in, result_out, ends), daemon=True, name='sbvsr-host')
+        self._depth, self._pending, self._received = depth, 0, 0
         self._proc.start()
-        task_in.close()
-        result_out.close()
+        for end in (task_in, result_out) + (ends[:2] if ends else ()):
+            end.close()  # the worker's (and the scorer's) now
 
     def open(self, spec):
         """The next video's outputs (outputs.OutputSpec)."""
@@ -81,11 +88,14 @@ class Host:
             raise WorkerGone('the output worker has ended') from None
 
     def _receive(self):
+        if not self._results.poll():  # about to wait: the worker then scores that frame itself (scorer.py)
+            self._send(('wait', self._received + 1))
         try:
             kind, *rest = self._results.recv()
         except (EOFError, OSError):
             raise WorkerGone(f'the output worker has ended (exit code {self._proc.exitcode})') from None
         self._pending -= 1
+        self._received += 1
         if kind == 'error':
             raise rest[0]
         return None if kind == 'closed' else tuple(rest)
@@ -104,9 +114,11 @@ class Host:
         except OSError:
             pass
         self._proc.join(60)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join()
+        for proc in (self._proc, self._scorer):
+            if proc is not None and proc.is_alive():
+                proc.terminate()  # a worker stuck for a minute; the scorer: its work is no longer wanted
+            if proc is not None:
+                proc.join()
         self._tasks.close()
         self._results.close()
 
@@ -121,13 +133,22 @@ class Host:
         return False
 
 
-def _serve(tasks, results):
-    """The worker: messages from ``tasks`` done in order, results to ``results``."""
+def _serve(tasks, results, scorer_ends):
+    """The worker: messages from ``tasks`` done in order, results to ``results``; frames scored by
+    the scorer whose ends are ``scorer_ends`` (None: here)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C does
     if hasattr(os, 'nice'):  # the network's threads first: the host work fills their gaps (not on Windows)
         os.nice(NICE)
+    from ..metrics.psnr_ssim import psnr_ssim
     from .outputs import VideoOutputs
     inbox, aborted = queue.Queue(), threading.Event()
+    wanted, told = [0], [0]  # the result the main process waits for; the results sent
+    sc = scorer.Scorer(scorer_ends) if scorer_ends else None
+
+    def score(sr, gt):
+        if sc is None:
+            return psnr_ssim(sr, gt)
+        return sc.score(sr, gt, urgent=lambda: wanted[0] > told[0])
 
     def receive():  # the main process's sends never wait for the work (its pipe is always read)
         while True:
@@ -135,12 +156,18 @@ def _serve(tasks, results):
                 msg = tasks.recv()
             except Exception:  # the main process is gone (kill -9; a message may be cut): what came is done
                 msg = ('stop',)
+            if msg[0] == 'wait':
+                wanted[0] = max(wanted[0], msg[1])
+                continue
             if msg[0] == 'abort':
                 aborted.set()
+            if msg[0] in ('abort', 'stop'):  # (also a dead main process's): no frame waits for the scorer
+                wanted[0] = float('inf')
             inbox.put(msg)
             if msg[0] in ('abort', 'stop'):
                 return
     def tell(msg):
+        told[0] += 1
         try:
             results.send(msg)
         except OSError:  # the main process is gone: the outputs and the record are what counts
@@ -156,7 +183,7 @@ def _serve(tasks, results):
                 continue  # after an error: only the main process's stop or abort counts
             try:
                 if msg[0] == 'open':
-                    out = VideoOutputs(msg[1])
+                    out = VideoOutputs(msg[1], score)
                 elif msg[0] == 'frame':
                     k = msg[1]
                     tell(('row', k, *out.frame(*msg[1:])))
@@ -170,6 +197,8 @@ def _serve(tasks, results):
     finally:
         if out is not None:
             out.abort()
+        if sc is not None:
+            sc.close()
 
 
 def _picklable(e):

@@ -60,8 +60,8 @@ def remove_parts(out_dir, name=None):
 class VideoOutputs:
     """One video's outputs, frame after frame (``frame``), then ``close`` (or ``abort``)."""
 
-    def __init__(self, spec):
-        self.spec = spec
+    def __init__(self, spec, score=psnr_ssim):
+        self.spec, self._score = spec, score  # score: (sr, gt) -> (PSNR, SSIM) (host.py: maybe the scorer's)
         self._gt = GroundTruth(spec.gt, spec.gt_info, spec.gt_first) if spec.gt is not None else None
         self._writer = None
         # held open until the video ends: a stray worker of a killed run writes to its own record,
@@ -82,7 +82,7 @@ class VideoOutputs:
             gt, gt_path = self._gt(t)
             check_gt_size(s.lr_hw, gt.shape, s.scale, s.lr if is_video(s.lr) else s.lr[t], gt_path)
             if s.score:
-                row = psnr_ssim(sr, gt[:sr.shape[0], :sr.shape[1]])  # the size-multiple crop
+                row = self._score(sr, gt[:sr.shape[0], :sr.shape[1]])  # the size-multiple crop
         if self._writer is not None:
             self._writer.write(sr)
         if s.save_image:

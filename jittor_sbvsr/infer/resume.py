@@ -37,7 +37,10 @@ KILL_AFTER = 'SBVSR_TEST_KILL_AFTER_FRAMES'
 # the flags the outputs depend on
 FLAGS = ('gt_path', 'n_seq', 'scale', 'border', 'size_must_mode', 'save_image', 'save_kernel', 'crf',
          'no_reuse', 'no_fused', 'no_winograd', 'no_compose', 'tile', 'tile_overlap',
-         'max_memory')  # the default budget follows the free memory: give it to be sure a resume tiles alike
+         'max_memory')
+# in the record, not compared: what the run chose (the default memory budget follows the free
+# memory), for a resumed run to choose again (infer/engine.py:run_budget)
+CHOSEN = ('budget',)
 
 
 def file_digest(path):
@@ -63,11 +66,12 @@ def has_record(out_dir):
 
 
 def finished(out_dir, sig):
-    """{(video, window index): (psnr, ssim, seconds)} of the frames the record in ``out_dir`` names
-    (empty without one); a record of other inputs or flags is one error line. Reads only."""
+    """({(video, window index): (psnr, ssim, seconds)} of the frames the record in ``out_dir`` names,
+    the memory budget that run chose); ({}, None) without a record; a record of other inputs or flags
+    is one error line. Reads only."""
     path = os.path.join(out_dir, NAME)
     if not os.path.isfile(path):
-        return {}
+        return {}, None
     try:
         with open(path, encoding='utf-8') as f:
             text = f.read()
@@ -83,12 +87,12 @@ def finished(out_dir, sig):
     if not recs or 'signature' not in recs[0]:
         raise UserError(f'{path}: damaged record; the run cannot be resumed')
     old = recs[0]['signature']
-    diff = [k for k in sorted(set(old) | set(sig)) if old.get(k) != sig.get(k)]
+    diff = [k for k in sorted(set(old) | set(sig)) if k not in CHOSEN and old.get(k) != sig.get(k)]
     if diff:
         what = '; '.join(_difference(k, old.get(k), sig.get(k)) for k in diff[:3])
         raise UserError(f'{out_dir}: --resume with other inputs or flags than the run it continues ({what}); '
                         'give the same command, or another --infer_flag')
-    return {(r['v'], r['k']): tuple(r['row']) for r in recs[1:]}
+    return {(r['v'], r['k']): tuple(r['row']) for r in recs[1:]}, old.get('budget')
 
 
 class Progress:

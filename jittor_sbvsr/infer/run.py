@@ -27,7 +27,8 @@ from ..data.windows import to_uint8, window_indices
 from ..weights.arch import describe
 from ..utils import Logger, VideoProgress, ensure_dir
 from ..utils.files import remove_stale_temps, stale_note
-from .engine import FrameSource, VideoSR
+from ..utils.memory import format_size
+from .engine import FrameSource, VideoSR, run_budget
 from .host import Host
 from .inputs import check_flags, check_videos, frames, is_video, stem
 from .outputs import OutputSpec, VideoFile, part_path, remove_parts
@@ -58,14 +59,18 @@ def run(args, root):
     out_dir = dist.broadcast_text(out_dir)  # rank 0's: a time stamp may differ by a second
     lead, world = dist.rank() == 0, dist.world_size()
     sig = signature(args, videos, device) if world == 1 else None
-    done = finished(out_dir, sig) if args.resume else {}
+    done, earlier = finished(out_dir, sig) if args.resume else ({}, None)
+    budget = run_budget(args.max_memory, args.tile, earlier)
+    if sig is not None:
+        sig['budget'] = budget
     # 2. the run
-    with Host() as host:  # started now: its start-up overlaps the model's
+    scored = any(v.gt is not None and v.no_metric is None for v in videos)
+    with Host(score=scored) as host:  # started now: its start-up overlaps the model's
         net = build_model(state, arch, args.model_path)
         del state
         engine = VideoSR(net, args.n_seq, reuse=not args.no_reuse, tile=args.tile, overlap=args.tile_overlap,
                          fused=not args.no_fused, compose=not args.no_compose, winograd=not args.no_winograd,
-                         max_memory=args.max_memory)
+                         max_memory=budget)
         stale = None
         if lead:
             ensure_dir(out_dir)
@@ -86,6 +91,8 @@ def run(args, root):
         if args.resume:
             log(f'resume: {len(done)} frame(s) finished by the earlier run are kept; their lines below are '
                 'from its record')
+            if earlier is not None and budget == earlier and args.max_memory is None:
+                log(f"memory budget: {format_size(budget)}, the earlier run's (it tiles as that run did)")
         for line in notes + ([stale] if stale else []):
             log(line)
         share = _Share(args, engine, host, out_dir, log if world == 1 else None, record, done)

@@ -1,0 +1,79 @@
+"""The host worker's scorer (infer/scorer.py): PSNR/SSIM at SCHED_IDLE, never a stalled run.
+
+Its answers are psnr_ssim's; when the main process waits (``urgent``), when
+the scorer never answers (SBVSR_TEST_SCORER_STALL: a scorer that gets no CPU
+on a machine busy with other programs) or when it is gone, the worker scores
+the frame itself, with the same numbers. A whole run whose scorer never
+answers: tests/test_inference_resume.py.
+"""
+import multiprocessing
+import os
+import time
+
+import numpy as np
+import pytest
+
+from jittor_sbvsr.infer import scorer
+from jittor_sbvsr.metrics.psnr_ssim import psnr_ssim
+
+pytestmark = pytest.mark.skipif(not scorer.available(), reason='no SCHED_IDLE on this OS (no scorer)')
+
+
+def _frames(n, seed=0):
+    rng = np.random.default_rng(seed)
+    gts = rng.integers(0, 256, (n, 40, 56, 3), dtype=np.uint8)
+    srs = np.clip(gts.astype(int) + rng.integers(-9, 10, gts.shape), 0, 255).astype(np.uint8)
+    return list(zip(srs, gts))
+
+
+def _start():
+    return scorer.start(multiprocessing.get_context('spawn'))
+
+
+def _policy(pid, timeout=10):
+    t0 = time.time()
+    while os.sched_getscheduler(pid) != os.SCHED_IDLE and time.time() - t0 < timeout:
+        time.sleep(0.05)
+    return os.sched_getscheduler(pid)
+
+
+def test_the_scorer_answers_psnr_ssim_at_idle_priority():
+    proc, ends = _start()
+    try:
+        assert _policy(proc.pid) == os.SCHED_IDLE
+        sc = scorer.Scorer(ends)
+        answered = []
+        for sr, gt in _frames(4):
+            got = sc.score(sr, gt, urgent=lambda: False)  # waits for the scorer's answer
+            answered.append(got)
+            assert got == psnr_ssim(sr, gt)
+        sc.close()
+        proc.join(10)
+        assert proc.exitcode == 0  # its tasks' end closed: it stops by itself
+    finally:
+        proc.terminate()  # not kill(): a Jittor that an earlier test imported ends pytest on a SIGKILLed child
+
+
+def test_a_scorer_that_never_answers_gives_way_once_the_main_process_waits(monkeypatch):
+    monkeypatch.setenv(scorer.STALL, '1')
+    proc, ends = _start()
+    try:
+        sc = scorer.Scorer(ends)
+        for sr, gt in _frames(5, seed=1):  # the outbox fills up too: the later frames go nowhere
+            t0 = time.time()
+            got = sc.score(sr, gt, urgent=lambda: time.time() - t0 > 0.2)
+            assert got == psnr_ssim(sr, gt)
+            assert time.time() - t0 < 5
+        sc.close()
+    finally:
+        proc.terminate()  # not kill(): a Jittor that an earlier test imported ends pytest on a SIGKILLed child
+
+
+def test_a_scorer_that_is_gone_is_replaced_by_the_worker():
+    proc, ends = _start()
+    sc = scorer.Scorer(ends)
+    proc.terminate()
+    proc.join()
+    for sr, gt in _frames(3, seed=2):
+        assert sc.score(sr, gt, urgent=lambda: False) == psnr_ssim(sr, gt)  # never returns if it waits on
+    sc.close()
