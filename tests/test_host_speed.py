@@ -1,15 +1,22 @@
 """The fast host-side paths give the numbers and pixels of the plain ones.
 
-SSIM is checked against the whole-image 2-D Gaussian filtering it replaces
-(written out here, independently of the package), PNG output against the
-pixels it was given.
+SSIM (the C kernel of metrics/native.py and the scipy path) is checked
+against the whole-image 2-D Gaussian filtering it replaces (written out
+here, independently of the package), PNG output against the pixels it was
+given.
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
 from scipy import ndimage
 
-from jittor_sbvsr.metrics.psnr_ssim import gaussian_window, psnr, psnr_ssim, ssim
+from conftest import ROOT
+from jittor_sbvsr.metrics import native
+from jittor_sbvsr.metrics.psnr_ssim import _gaussian_1d, gaussian_window, psnr, psnr_ssim, shave, ssim
 from jittor_sbvsr.utils.files import save_png_atomic
 
 _C1, _C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
@@ -70,3 +77,53 @@ def test_png_round_trips_exactly(tmp_path, shape):
     with Image.open(p) as im:
         assert im.format == 'PNG'
         np.testing.assert_array_equal(np.asarray(im), img)
+
+
+@pytest.mark.parametrize('shape', [(11, 11), (11, 12, 3), (40, 57, 3), (33, 80), (64, 48, 1), (100, 75, 3)])
+def test_the_c_kernel_gives_scipys_ssim(shape):
+    """metrics/native.py against the scipy path (and the 2-D formulation), uint8 frames, bands
+    cut anywhere (more rows than one band, and fewer)."""
+    assert native.compiler() is not None, 'no C compiler here: the kernel is not tested'
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        a = rng.integers(0, 256, shape, dtype=np.uint8)
+        b = np.clip(a.astype(int) + rng.integers(-30, 31, shape), 0, 255).astype(np.uint8)
+        got = ssim(a, b)
+        assert native.ssim_map(a if a.ndim == 3 else a[:, :, None], b if b.ndim == 3 else b[:, :, None],
+                               _gaussian_1d(), _C1, _C2) is not None  # the kernel ran
+        assert abs(got - ssim(a, b, native=False)) < 1e-12
+        assert abs(got - _ssim_2d(a, b)) < 1e-12
+
+
+def test_the_c_kernel_on_a_720p_frame_and_a_non_contiguous_crop():
+    sr, gt = _real_looking(728, 1288)
+    sr, gt = sr[4:-4, 4:-4], gt[4:-4, 4:-4]  # what psnr_ssim passes: views of the cropped frames
+    assert abs(ssim(sr, gt) - ssim(sr, gt, native=False)) < 1e-12
+    assert psnr_ssim(sr, gt) == (psnr(shave(sr, 4), shave(gt, 4)), ssim(shave(sr, 4), shave(gt, 4)))
+
+
+def test_without_a_compiler_scipy_gives_the_same_numbers(monkeypatch):
+    sr, gt = _real_looking(60, 90, seed=3)
+    with_kernel = ssim(sr, gt)
+    monkeypatch.setattr(native, '_lib', [])
+    monkeypatch.setattr(native, 'compiler', lambda: None)
+    assert native.ssim_map(sr, gt, _gaussian_1d(), _C1, _C2) is None
+    assert abs(ssim(sr, gt) - with_kernel) < 1e-12
+
+
+def test_the_kernel_builds_under_a_home_with_spaces_and_cjk(tmp_path):
+    """Built into <Jittor's home>/.cache/jittor-sbvsr/, atomically, by a fresh process."""
+    home = tmp_path / '用户 张三'
+    code = ('import numpy as np\n'
+            'from jittor_sbvsr.metrics import native\n'
+            'from jittor_sbvsr.metrics.psnr_ssim import _gaussian_1d, ssim\n'
+            'a = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)\n'
+            'assert native.ssim_map(a, a[::-1].copy(), _gaussian_1d(), 1.0, 1.0) is not None\n'
+            'print(repr(ssim(a, a[::-1])), repr(ssim(a, a[::-1], native=False)))\n')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, encoding='utf-8', timeout=300,
+                       cwd=str(ROOT), env=dict(os.environ, JITTOR_HOME=str(home), PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    x, y = map(float, r.stdout.split())
+    assert abs(x - y) < 1e-12
+    built = list((home / '.cache' / 'jittor-sbvsr').iterdir())
+    assert len(built) == 1 and built[0].name.startswith('ssim-') and built[0].suffix == '.so'  # no temp left
