@@ -11,7 +11,7 @@ to rounding (tests/test_host_speed.py: 1e-12 on the mean, also against a
 
 Built without ISA flags (the x86-64 baseline, SSE2: AVX2 gains ~10% here),
 so one binary runs on every CPU that shares a home folder. It is built
-with the compiler Jittor uses (``cc_path``), else gcc, cc or clang from
+with the compiler Jittor uses (``cc_path``), else gcc, cc, g++ or clang from
 PATH, into ``<Jittor's home>/.cache/jittor-sbvsr/`` (atomically: MPI ranks
 may build at once), named by a hash of the source and compiler. Where none
 builds (no compiler; Windows, where Jittor uses MSVC) ``ssim_map`` returns
@@ -84,7 +84,7 @@ def compiler():
     """The C compiler to build with (None: none found, or Windows)."""
     if sys.platform == 'win32':
         return None
-    for cc in (os.environ.get('cc_path'), 'gcc', 'cc', 'clang'):
+    for cc in (os.environ.get('cc_path'), 'gcc', 'cc', 'g++', 'clang'):
         found = cc and shutil.which(cc)
         if found:
             return found
