@@ -5,7 +5,8 @@ and write, log); ``inputs.py`` lists, pairs, checks and reads the videos;
 ``setup.py`` chooses the model and output folder; ``engine.py`` runs the
 deployed model window by window over one video; ``outputs.py`` scores and
 writes a video's frames, in the worker process of ``host.py``, beside the
-network, with the PSNR/SSIM of ``scorer.py`` at idle priority; ``report.py`` makes the log's lines; ``resume.py`` keeps the
-record that ``--resume`` continues from; ``split.py`` cuts the windows
-among ``mpirun`` ranks (one contiguous span each).
+network, with the PSNR/SSIM of ``scorer.py`` at idle priority;
+``report.py`` makes the log's lines; ``resume.py`` keeps the record that
+``--resume`` continues from; ``split.py`` cuts the windows among
+``mpirun`` ranks (one contiguous span each).
 """

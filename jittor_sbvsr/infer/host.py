@@ -166,6 +166,7 @@ def _serve(tasks, results, scorer_ends):
             inbox.put(msg)
             if msg[0] in ('abort', 'stop'):
                 return
+
     def tell(msg):
         told[0] += 1
         try:

@@ -15,7 +15,8 @@ The route of a frame, in one direction: read (inputs.py: ``frames``, from
 the first frame a share needs) -> window (engine.py: ``FrameSource``) ->
 network (``VideoSR.windows``, here, in the main process) -> score, write
 and record (outputs.py and resume.py, in the host worker of host.py, beside
-the next windows) -> the log line (report.py), here, in order. Under ``mpirun`` the windows are shared out as split.py explains.
+the next windows) -> the log line (report.py), here, in order. Under
+``mpirun`` the windows are shared out as split.py explains.
 """
 import os
 import time

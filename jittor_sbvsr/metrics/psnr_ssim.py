@@ -21,14 +21,20 @@ _VALID = _WIN_SIZE // 2  # rows/cols dropped after filtering: only full windows 
 _BAND = 1 << 17  # values per row band of ssim (x5 float64 arrays: a few MB, cache-sized)
 
 
-def _as_pair(img1, img2):
-    """float64 copies of two equally shaped HxW or HxWxC images."""
+def _pair(img1, img2):
+    """Two equally shaped HxW or HxWxC images as arrays (ValueError if they are not)."""
     a = np.asarray(img1)
     b = np.asarray(img2)
     if a.shape != b.shape:
         raise ValueError(f'images differ in shape: {a.shape} vs {b.shape}')
     if a.ndim not in (2, 3):
         raise ValueError(f'expected an HxW or HxWxC image, got shape {a.shape}')
+    return a, b
+
+
+def _as_pair(img1, img2):
+    """float64 copies of two equally shaped HxW or HxWxC images."""
+    a, b = _pair(img1, img2)
     return a.astype(np.float64), b.astype(np.float64)
 
 
@@ -91,9 +97,7 @@ def ssim(img1, img2, native=True):
     filters in bands of rows that stay in the CPU cache. Both agree with
     whole-image 2-D filtering to 1e-15.
     """
-    a, b = np.asarray(img1), np.asarray(img2)
-    if a.shape != b.shape or a.ndim not in (2, 3):
-        _as_pair(a, b)  # its error
+    a, b = _pair(img1, img2)
     if min(a.shape[0], a.shape[1]) <= 2 * _VALID:
         raise ValueError(f'image {a.shape[0]}x{a.shape[1]} is too small for an '
                          f'{_WIN_SIZE}x{_WIN_SIZE} SSIM window')
