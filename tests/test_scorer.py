@@ -59,6 +59,9 @@ def test_a_scorer_that_never_answers_gives_way_once_the_main_process_waits(monke
     proc, ends = _start()
     try:
         sc = scorer.Scorer(ends)
+        sr, gt = _frames(1, seed=4)[0]
+        assert sc.score(sr, gt, urgent=lambda: True) == psnr_ssim(sr, gt)  # waited on already: not sent
+        assert sc._outbox.empty()
         for sr, gt in _frames(5, seed=1):  # the outbox fills up too: the later frames go nowhere
             t0 = time.time()
             got = sc.score(sr, gt, urgent=lambda: time.time() - t0 > 0.2)

@@ -62,7 +62,7 @@ class Scorer:
     def score(self, sr, gt, urgent):
         self._n += 1
         n = self._n
-        if self._alive:
+        if self._alive and not urgent():  # the main process waits already: not sent, scored here
             try:
                 self._outbox.put_nowait((n, sr, gt))
             except queue.Full:
