@@ -38,10 +38,10 @@ def launch(main, argv=None):
         return runtime.report(e)
 
 
-def _command(module, package='jittor_sbvsr.cli'):
-    """The entry point of the command ``<package>.<module>``; imports it only when called."""
+def _command(module):
+    """The entry point of the command ``jittor_sbvsr.cli.<module>``; imports it only when called."""
     def main(argv=None):
-        return launch(lambda args: importlib.import_module(f'{package}.{module}').main(args), argv)
+        return launch(lambda args: importlib.import_module(f'jittor_sbvsr.cli.{module}').main(args), argv)
     main.__name__ = main.__qualname__ = module
     return main
 
@@ -49,4 +49,5 @@ def _command(module, package='jittor_sbvsr.cli'):
 infer = _command('infer')
 train = _command('train')
 convert = _command('convert')
-doctor = _command('doctor', 'jittor_sbvsr')
+doctor = _command('doctor')
+make_blurdown = _command('make_blurdown')

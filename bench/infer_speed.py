@@ -47,15 +47,14 @@ import argparse
 import json
 import math
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, cpu_seconds, emit, machine, peak_rss_mib, recipe_net  # noqa: E402 (bench/)
+from flops import clip_flops, conv_flops, model_flops  # noqa: E402 (bench/)
 
 
 def parse_args(argv=None):
@@ -83,126 +82,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-# ------------------------------------------------------------------ FLOPs ---
-
-def _conv(cin, cout, k, px):
-    """Multiply-adds x 2 of a convolution with ``px`` output pixels."""
-    return 2 * cin * cout * k * k * px
-
-
-def pwc_flops(h, w):
-    """One Flow_PWC call (two frames) at LR size h x w: PWC runs at the 64-multiple size."""
-    h64, w64 = math.ceil(h / 64) * 64, math.ceil(w / 64) * 64
-
-    def px(level):
-        return (h64 >> level) * (w64 >> level)
-
-    chans = [3, 16, 32, 64, 96, 128, 196]
-    extractor = sum(_conv(chans[l - 1], chans[l], 3, px(l)) + 2 * _conv(chans[l], chans[l], 3, px(l))
-                    for l in range(1, 7))
-    current = {2: 81 + 32 + 4, 3: 81 + 64 + 4, 4: 81 + 96 + 4, 5: 81 + 128 + 4, 6: 81}
-    dense = (128, 128, 96, 64, 32)
-    decoders = corr = 0
-    for lv in range(6, 1, -1):
-        corr += 2 * 81 * chans[lv] * px(lv)
-        cin = current[lv]
-        for cout in dense:
-            decoders += _conv(cin, cout, 3, px(lv))
-            cin += cout
-        decoders += _conv(cin, 2, 3, px(lv))
-        if lv < 6:  # transposed 4x4 convs from level lv+1: 2 -> 2 and features -> 2
-            decoders += _conv(2, 2, 4, px(lv + 1)) + _conv(current[lv + 1] + sum(dense), 2, 4, px(lv + 1))
-    rch = [current[2] + sum(dense), 128, 128, 128, 96, 64, 32, 2]
-    refiner = sum(_conv(a, b, 3, px(2)) for a, b in zip(rch[:-1], rch[1:]))
-    return {'extractor': 2 * extractor, 'decoders': decoders, 'refiner': refiner, 'correlation': corr}
-
-
-def model_flops(h, w, n_seq=5, n_feat=128, extra_rbs=3, recons_rbs=20, scale=4, ksize=13, n_colors=3,
-                compose=False):
-    """FLOPs of the model's parts for one LR frame size (convolutions and linear layers).
-
-    With ``compose`` the tail is ComposedTail's: one 5x5 LR conv plus the
-    layers on 3-pixel strips along the four edges ('upsample' and
-    'out_conv' then count those strips).
-    """
-    p, f = h * w, n_feat
-    kp = ksize * ksize
-    rcab = 2 * _conv(64, 64, 3, 1)  # per pixel: two 3x3 convs
-    attention = _conv(64, 4, 1, 1) + _conv(4, 64, 1, 1)  # per RCAB, on the pooled 1x1 map
-    kernel = (_conv(n_colors * n_seq, 64, 3, p) + 2 * rcab * p + 2 * rcab * kp + 4 * attention
-              + _conv(64, 32, 3, kp) + _conv(32, 1, 3, kp) + 2 * 2 * kp * 1000)
-    def layered(p):
-        up, px = 0, p
-        for _ in range(int(math.log2(scale))):
-            up += _conv(f, 4 * f, 3, px)
-            px *= 4
-        return up, _conv(f, f, 3, px) + _conv(f, n_colors, 3, px)
-
-    up, out = layered(2 * 3 * (h + w) if compose else p)
-    flow = pwc_flops(h, w)
-    return {
-        'kernel_net': kernel,
-        'flow': sum(flow.values()),
-        'flow_parts': flow,
-        'frame_features': _conv(n_colors, f, 3, p) + extra_rbs * 2 * _conv(f, f, 3, p),
-        'fusion': _conv(f * n_seq, f, 3, p),
-        'recons_trunk': recons_rbs * 2 * _conv(f, f, 3, p),
-        'upsample': up,
-        'out_conv': out,
-        'composed_tail': _conv(f, n_colors * scale * scale, 5, p) if compose else 0,
-    }
-
-
-def clip_flops(h, w, windows, reuse, compose, n_seq=5):
-    """Total FLOPs of the engine over a clip's windows (what VideoSR computes).
-
-    With reuse, frame features and PWC-Net pyramids count once per frame and
-    a frame present twice in a window is aligned once; without it every
-    window computes 5 features and 4 flows (2 pyramids each).
-    """
-    m = model_flops(h, w, n_seq, compose=compose)
-    pyramid = m['flow_parts']['extractor'] / 2
-    flow_no_extractor = m['flow'] - m['flow_parts']['extractor']
-    c = n_seq // 2
-    total = 0
-    for idx in windows:
-        head = m['kernel_net'] + m['fusion'] + m['recons_trunk'] + m['upsample'] + m['out_conv'] + m['composed_tail']
-        if reuse:
-            total += head + len({idx[i] for i in range(n_seq) if i != c}) * flow_no_extractor
-        else:
-            total += head + (n_seq - 1) * m['flow'] + n_seq * m['frame_features']
-    if reuse:
-        total += len({i for idx in windows for i in idx}) * (m['frame_features'] + pyramid)
-    return total
-
-
-# ---------------------------------------------------------------- machine ---
-
-def machine():
-    model = ''
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as fh:
-            for line in fh:
-                if line.startswith('model name'):
-                    model = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    load = os.getloadavg() if hasattr(os, 'getloadavg') else None
-    return {'nproc': os.cpu_count(), 'cpu_model': model, 'platform': platform.platform(),
-            'python': platform.python_version(), 'loadavg_at_start': load}
-
-
-def peak_rss_mib():
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(r / 1024.0 if sys.platform != 'darwin' else r / 2 ** 20, 1)
-
-
-def cpu_seconds():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 # ------------------------------------------------------------------ clip ----
 
 def make_clip(path, h, w, n_frames):
@@ -219,14 +98,6 @@ def make_clip(path, h, w, n_frames):
 
 
 # ------------------------------------------------------------ one config ---
-
-def load_recipe_net():
-    from jittor_sbvsr.weights.recipe import recipe_state
-    from jittor_sbvsr.models import PWC_Recons
-    net = PWC_Recons()
-    net.load_parameters(recipe_state({k: v.shape for k, v in net.state_dict().items()}, seed=1234))
-    return net
-
 
 def run_configs(cfg):
     """In a child process: the engine configurations ``cfg['engines']`` over the clip.
@@ -247,7 +118,7 @@ def run_configs(cfg):
     frames = list(np.load(cfg['clip']))
     windows = window_indices(len(frames), 5, border=True)
     h, w = frames[0].shape[:2]
-    net = load_recipe_net()
+    net = recipe_net()
     net.eval()
     jt.sync_all(True)
     rss_model = peak_rss_mib()
@@ -332,8 +203,9 @@ def _timed(fn, reps=2):
 
 
 def profile_window(net, frames, idx):
-    """Seconds and GFLOP/s of each part of one window, for the default engine and
-    for Jittor's own convolutions (``--no_fused``), beside the machine's peaks.
+    """Seconds and GFLOP/s of each part of one window, for the default engine, with
+    direct convolutions in its fused chains (``--no_winograd``) and with Jittor's own
+    convolutions (``--no_fused``), beside the machine's peaks.
 
     The parts are what a window of the default engine computes with reuse:
     one new frame's features and PWC-Net pyramid, four flow decoders, four
@@ -346,6 +218,7 @@ def profile_window(net, frames, idx):
     from jittor_sbvsr.models.deploy import InferenceNet
     from jittor_sbvsr.ops import fused_conv
     engines = {'default': InferenceNet(net, warn=lambda line: None)}
+    engines['no_winograd'] = InferenceNet(net, winograd=False, warn=lambda line: None)
     engines['unfused'] = InferenceNet(net, fused=False, warn=lambda line: None)
     out = {name: _profile_parts(m, frames, idx) for name, m in engines.items()}
     out['paths'] = engines['default'].paths
@@ -361,7 +234,7 @@ def _peaks(hw, fused):
     from jittor_sbvsr.ops import fused_conv
     h, w = hw
     c = 128
-    flops = _conv(c, c, 3, h * w)
+    flops = conv_flops(c, c, 3, h * w)
     rng = np.random.RandomState(0)
     x = jt.array(rng.standard_normal((1, c, h, w)).astype(np.float32))
     wt = rng.standard_normal((2, c, c, 3, 3)).astype(np.float32) * 0.02
@@ -370,7 +243,7 @@ def _peaks(hw, fused):
     s, _ = _timed(lambda: nn.conv2d(x, jt.array(wt[0]), jt.array(bias[0]), 1, 1), reps=3)
     peaks['jittor_conv3x3_128'] = round(flops / s / 1e9, 1)
     if fused:
-        for alg in ('direct', 'auto'):
+        for alg in ('direct', 'auto', 'wino4'):
             s, _ = _timed(lambda: fused_conv.resblock_chain(x, wt, bias, 'auto', alg), reps=3)
             name = 'fused_chain_' + fused_conv.chain_algorithm((1, c, h, w), 'auto', alg)
             peaks[name] = round(2 * flops / s / 1e9, 1)
@@ -414,7 +287,7 @@ def _profile_parts(model, frames, idx):
     feats = [model.frame_features(v) for v in xs]
     jt.sync(feats)
     rec('frame_features_x1', lambda: model.frame_features(xs[0]), fl['frame_features'])
-    warped = rec('warp_x4', lambda: [net.flow_net.warp(feats[i], flows[j])[0]
+    warped = rec('warp_x4', lambda: [model.align(feats[i], flows[j])
                                      for j, i in enumerate((0, 1, 3, 4))], 0)
     aligned = [warped[0], warped[1], feats[2], warped[2], warped[3]]
     trunk = rec('fusion+recons_trunk', lambda: model.trunk(jt.concat(aligned, 1)), fl['fusion'] + fl['recons_trunk'])
@@ -456,7 +329,7 @@ def run_train_step(args):
     import jittor as jt
     from jittor_sbvsr import runtime
     device = runtime.select_device(args.device)
-    net = load_recipe_net()
+    net = recipe_net()
     net.train()
     try:
         from jittor_sbvsr.trainer.losses import SelfBlindLoss
@@ -604,15 +477,6 @@ def main(argv=None):
         return child_main(args)
     emit(run_train_step(args) if args.train_step else inference_main(args), args.json)
     return 0
-
-
-def emit(res, path=None):
-    """Print the result as JSON, and write it to ``path`` too if given."""
-    text = json.dumps(res, indent=1)
-    print(text)
-    if path:
-        with open(path, 'w', encoding='utf-8') as fh:
-            fh.write(text + '\n')
 
 
 if __name__ == '__main__':

@@ -46,14 +46,11 @@ def main():
     p.add_argument('--frames', default='20,200', help='clip lengths, comma-separated')
     a = p.parse_args()
     h, w = map(int, a.lr_size.split('x'))
-    sys.path.insert(0, ROOT)
-    from jittor_sbvsr.weights.checkpoint import save_state_atomic
-    from jittor_sbvsr.weights.recipe import recipe_state
-    from jittor_sbvsr.models import PWC_Recons
+    from common import save_recipe
     out = {'lr_size': [h, w], 'runs': []}
     with tempfile.TemporaryDirectory() as d:
         weights = os.path.join(d, 'recipe.pkl')
-        save_state_atomic(recipe_state({k: v.shape for k, v in PWC_Recons().state_dict().items()}), weights)
+        save_recipe(weights)
         for n in map(int, a.frames.split(',')):
             clip = os.path.join(d, f'clip{n}.mp4')
             make_clip(clip, n, h, w)

@@ -25,7 +25,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'bench'))
-from infer_speed import emit  # noqa: E402
+from common import emit  # noqa: E402
 
 
 def _json_of(cmd, env):

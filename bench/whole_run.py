@@ -5,7 +5,7 @@
 
 One synthetic clip (data/synthetic.py pan, seed 0; its HR frames are the
 ground truth), the recipe weights (weights/recipe.py, seed 1234), ``--border``,
-PNG output: ``infer.run.run`` called in this process, as the CLI calls it,
+PNG output: ``infer.run.run`` of the flags' plan called in this process, as the CLI calls it,
 once untimed (Jittor compiles), then ``--runs`` times each of:
 
 - ``no_gt``: without ground truth (the SR frames written as PNG);
@@ -23,7 +23,6 @@ main branch's, for a before/after on the same machine and load).
 Prints one JSON object (also written to ``--json``).
 """
 import argparse
-import json
 import os
 import re
 import statistics
@@ -61,20 +60,18 @@ def main(argv=None):
     sys.path.insert(0, os.path.abspath(a.package))
     sys.path.insert(1, os.path.join(ROOT, 'bench'))
     import jittor_sbvsr  # noqa: F401
-    from infer_speed import emit, machine
+    from common import emit, machine, save_recipe
     from jittor_sbvsr.cli.infer import build_parser
+    from jittor_sbvsr.infer.plan import make_plan
     from jittor_sbvsr.data.synthetic import make_demo_videos
     from jittor_sbvsr.infer.run import run
-    from jittor_sbvsr.weights.checkpoint import save_state_atomic
-    from jittor_sbvsr.weights.recipe import recipe_state
-    from jittor_sbvsr.models import PWC_Recons
     h, w = (int(x) for x in a.lr_size.split('x'))
     res = {'bench': 'whole_run', 'package': os.path.abspath(a.package), 'lr_size': [h, w], 'frames': a.frames,
            'threads': a.threads, 'machine': machine(), 'runs': {'no_gt': [], 'gt': []}}
     with tempfile.TemporaryDirectory() as d:
         dirs = make_demo_videos(os.path.join(d, 'clip'), n_videos=1, n_frames=a.frames, hr_size=(4 * h, 4 * w))
         model = os.path.join(d, 'recipe.pkl')
-        save_state_atomic(recipe_state({k: v.shape for k, v in PWC_Recons().state_dict().items()}, seed=1234), model)
+        save_recipe(model)
 
         def one(kind, flag):
             argv = ['--input_path', dirs['lr'], '--model_path', model, '--result_path', os.path.join(d, 'out'),
@@ -82,7 +79,7 @@ def main(argv=None):
             if kind == 'gt':
                 argv += ['--gt_path', dirs['hr']]
             t0 = time.perf_counter()  # host time: around the whole call
-            run(build_parser().parse_args(argv), ROOT)
+            run(make_plan(vars(build_parser().parse_args(argv)), ROOT))
             wall = time.perf_counter() - t0
             loop, forward, n = _log_times(os.path.join(d, 'out', f'infer_{flag}'))
             assert n == a.frames, (n, a.frames)

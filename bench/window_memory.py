@@ -58,7 +58,8 @@ def child(h, w, tile, n_windows, overlap):
     from scipy import ndimage
     from jittor_sbvsr import runtime
     from jittor_sbvsr.data.windows import window_indices
-    from jittor_sbvsr.infer.engine import VideoSR, window_bytes
+    from jittor_sbvsr.infer.engine import VideoSR
+    from jittor_sbvsr.infer.memory_plan import window_bytes
     from jittor_sbvsr.weights.recipe import recipe_state
     from jittor_sbvsr.models import PWC_Recons
     runtime.select_device('cpu')

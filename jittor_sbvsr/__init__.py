@@ -7,3 +7,11 @@ from . import runtime
 runtime.prepare()
 
 __version__ = '0.1.0'
+
+
+def __getattr__(name):
+    """``SelfBlindVSR`` (api.py), imported when first asked for: ``import jittor_sbvsr`` stays light."""
+    if name == 'SelfBlindVSR':
+        from .api import SelfBlindVSR
+        return SelfBlindVSR
+    raise AttributeError(f"module 'jittor_sbvsr' has no attribute {name!r}")

@@ -14,7 +14,7 @@ order, or the ranks wait forever: callers run the same code on every rank.
 import numpy as np
 
 __all__ = ['rank', 'world_size', 'all_sum', 'barrier', 'weighted_mean', 'broadcast_vars', 'merge_owned',
-           'broadcast_text']
+           'gather_text', 'broadcast_text', 'decided_by_rank0']
 
 
 def _jt():
@@ -83,12 +83,33 @@ def merge_owned(values):
     return np.ascontiguousarray(summed, dtype=np.int32).view(np.float64).reshape(a.shape)
 
 
+def gather_text(text):
+    """Every rank's ``text``, in rank order, on every rank (UTF-8 bytes summed into their own spans)."""
+    if world_size() == 1:
+        return [text]
+    mine = np.frombuffer(text.encode('utf-8'), np.uint8)
+    sizes = np.zeros(world_size())
+    sizes[rank()] = len(mine)
+    ends = np.cumsum(all_sum(sizes)).astype(np.int64)
+    starts = np.concatenate([[0], ends[:-1]])
+    if ends[-1] == 0:
+        return [''] * world_size()
+    buf = np.zeros(int(ends[-1]), np.float64)
+    buf[starts[rank()]:ends[rank()]] = mine
+    data = all_sum(buf).astype(np.uint8).tobytes()
+    return [data[a:b].decode('utf-8') for a, b in zip(starts, ends)]
+
+
 def broadcast_text(text):
     """Rank 0's ``text`` on every rank (e.g. a folder name only rank 0 may choose)."""
+    return gather_text(text if rank() == 0 else '')[0]
+
+
+def decided_by_rank0(fn):
+    """``fn()`` (an int or None) read on rank 0 alone and given to every rank: a budget from free
+    memory, which moves between reads, must be one number for all, or the ranks would tile or
+    split batches differently (different numbers of all-reduces: a hang)."""
     if world_size() == 1:
-        return text
-    mine = np.frombuffer(text.encode('utf-8'), np.uint8) if rank() == 0 else np.zeros(0, np.uint8)
-    n = int(all_sum([len(mine)])[0])
-    buf = np.zeros(n, np.float64)
-    buf[:len(mine)] = mine
-    return all_sum(buf).astype(np.uint8).tobytes().decode('utf-8')
+        return fn()
+    value = broadcast_text(str(fn() if rank() == 0 else None))
+    return None if value == 'None' else int(value)

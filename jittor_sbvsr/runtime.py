@@ -5,7 +5,9 @@ so everything here must run before the first ``import jittor``;
 ``jittor_sbvsr/__init__.py`` calls :func:`prepare` for that reason. An
 installation that cannot work makes that import raise
 :class:`InstallationError` (an ImportError); the commands turn it into one
-line (``jittor_sbvsr_launcher.py``).
+line (``jittor_sbvsr_launcher.py``). Standard library only, importing
+nothing of the package: the set-up (env/setup.py, tools/install_onednn.py)
+reads this file by its path.
 
 What it fixes, on machines like ours:
 - an ``nvcc`` without a CUDA driver makes Jittor try (and fail) to use CUDA:
@@ -15,6 +17,8 @@ What it fixes, on machines like ours:
   so every user of it runs at full speed, and points Jittor's search there
   (tools/install_onednn.py). Without it we turn Jittor's oneDNN path off
   (``use_mkl=0``) and warn once that CPU convolutions will be very slow;
+  the same on Windows without the VC++ redistributable, which oneDNN's
+  dnnl.dll needs (Jittor's import would fail instead);
 - the CUDA driver is ``libcuda.so.1`` on Linux (WSL2: in ``/usr/lib/wsl/lib``)
   and ``nvcuda.dll`` on Windows (:func:`cuda_driver`);
 - numpy 2 makes ``Var.numpy()`` return garbage: refuse to start;
@@ -29,6 +33,18 @@ What it fixes, on machines like ours:
   would download and build NCCL: we point it at a system NCCL
   (libnccl-dev) or, without one, turn NCCL off (gradients are then averaged
   through host memory).
+- under ``mpirun`` every rank would use GPU 0 (Jittor 1.3.8.5 chooses a device
+  per rank only in its NCCL wrapper, after its memory probe has opened a
+  context on GPU 0): each rank is given its own GPU through
+  ``CUDA_VISIBLE_DEVICES`` (:func:`gpu_for_rank`);
+- an NVIDIA driver without a CUDA toolkit makes Jittor download CUDA 11.2:
+  we hide nvcc and say in one line that the run uses the CPU;
+- torch installed beside Jittor would be imported by Jittor first (its CUDA
+  libraries then win): ``FIX_TORCH_ERROR=0``.
+
+One file: every item above must run before Jittor's import, and the set-up
+loads this file by its path before the package (or numpy < 2) is installed,
+so it cannot lean on the rest of the package or be a package itself.
 """
 import ctypes
 import hashlib
@@ -36,6 +52,7 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,7 +61,14 @@ ONEDNN_NAMES = {'posix': 'dnnl_lnx_2.2.0_cpu_gomp', 'nt': 'dnnl_win_2.2.0_cpu_vc
 ONEDNN_NAME = ONEDNN_NAMES['nt' if os.name == 'nt' else 'posix']
 PINNED_JITTOR = '1.3.8.5'
 
-_state = {'prepared': False, 'onednn': False, 'cuda_visible': False, 'interrupted': False}
+_state = {'prepared': False, 'onednn': False, 'cuda_visible': False, 'interrupted': False, 'tf32': False,
+          'no_nvcc': None, 'gpu': None}
+# Where MPI launchers put a rank's index and count on its node: Open MPI, MPICH/Intel MPI, MVAPICH, Slurm
+LOCAL_RANK_VARS = ('OMPI_COMM_WORLD_LOCAL_RANK', 'MPI_LOCALRANKID', 'MV2_COMM_WORLD_LOCAL_RANK', 'SLURM_LOCALID')
+LOCAL_SIZE_VARS = ('OMPI_COMM_WORLD_LOCAL_SIZE', 'MPI_LOCALNRANKS', 'MV2_COMM_WORLD_LOCAL_SIZE',
+                   'SLURM_NTASKS_PER_NODE')
+# the nvcc Jittor 1.3.8.5 looks for when nvcc_path is not set (compiler.py), after PATH
+NVCC_PLACES = ('/usr/local/cuda/bin/nvcc', '/usr/bin/nvcc', '/opt/cuda/bin/nvcc')
 
 
 class RuntimeSetupError(RuntimeError):
@@ -115,15 +139,72 @@ def onednn_installed(d=None):
     return all(os.path.isfile(os.path.join(d, *f.split('/'))) for f in onednn_files())
 
 
+# The Visual C++ 2015-2022 redistributable (x64): what MSVC-built code loads. oneDNN's dnnl.dll
+# needs msvcp140 and vcomp140 (MSVC's OpenMP); python.org's Python ships only vcruntime140(_1).
+VC_RUNTIME = ('vcruntime140.dll', 'vcruntime140_1.dll', 'msvcp140.dll', 'vcomp140.dll')
+VC_REDIST_FIX = 'winget install --id Microsoft.VCRedist.2015+.x64 -e'
+
+
+def jittor_msvc_bin():
+    """The folder of the compiler Jittor uses on Windows (``cc_path``, else the MSVC it downloads);
+    Jittor adds it to the DLL search path."""
+    if os.environ.get('cc_path'):
+        return os.path.dirname(os.environ['cc_path'])
+    return os.path.join(jittor_home(), '.cache', 'jittor', 'msvc', 'VC', '_', '_', '_', '_', 'bin')
+
+
+def vc_runtime_missing(load=None, dirs=()):
+    """The redistributable's DLLs (:data:`VC_RUNTIME`) that neither load here (Windows looks in
+    System32 and Python's folder) nor sit in one of ``dirs``. ``load``: ctypes.CDLL, or a test's."""
+    load = load or ctypes.CDLL
+    missing = []
+    for name in VC_RUNTIME:
+        if any(os.path.isfile(os.path.join(d, name)) for d in dirs):
+            continue
+        try:
+            load(name)
+        except OSError:
+            missing.append(name)
+    return missing
+
+
+def onednn_problem(d=None, load=None):
+    """Why Jittor's oneDNN path must be off, as (what, fix), or None when it can be on.
+
+    On Windows oneDNN's dnnl.dll does not load without the VC++ redistributable,
+    and Jittor's import would then fail instead of running without oneDNN.
+    """
+    if not onednn_installed(d):
+        return 'oneDNN is not installed', 'run env/setup.sh, or on Windows py env\\setup.py, to install it'
+    if not jittor_finds_onednn(d):
+        return 'Jittor was reinstalled since the set-up', 'run env/setup.sh, or on Windows py env\\setup.py, again'
+    missing = vc_runtime_missing(load, [jittor_msvc_bin()]) if os.name == 'nt' else []
+    if missing:
+        return (f'oneDNN needs the Visual C++ redistributable ({", ".join(missing)} not found)',
+                f'install it: {VC_REDIST_FIX}')
+    return None
+
+
 ONEDNN_EDIT_MARK = 'jittor-sbvsr: oneDNN inside the install'  # tools/install_onednn.py's edit of Jittor
 
 
-def jittor_finds_onednn(d=None):
+def is_inside(path, folder, pathmod=os.path):
+    """Whether ``path`` is ``folder`` or inside it. ``pathmod``: os.path, or ntpath/posixpath to read
+    another platform's paths; on Windows two drives (C: and D:) have no common path, and the answer
+    is False, not commonpath's ValueError."""
+    path, folder = (pathmod.normcase(pathmod.abspath(p)) for p in (path, folder))
+    try:
+        return pathmod.commonpath([path, folder]) == folder
+    except ValueError:
+        return False
+
+
+def jittor_finds_onednn(d=None, prefix=None, pathmod=os.path):
     """Whether Jittor will look where ``d`` is: the user's cache it always searches, or the install's
-    copy only while its ``compile_extern.py`` carries the set-up's edit (a reinstalled Jittor has lost
-    it, and would then download oneDNN at import)."""
+    (``prefix``, default sys.prefix) copy only while its ``compile_extern.py`` carries the set-up's
+    edit (a reinstalled Jittor has lost it, and would then download oneDNN at import)."""
     d = onednn_dir() if d is None else d
-    if os.path.commonpath([os.path.abspath(d), os.path.abspath(sys.prefix)]) != os.path.abspath(sys.prefix):
+    if not is_inside(d, sys.prefix if prefix is None else prefix, pathmod):
         return True
     spec = importlib.util.find_spec('jittor')
     if not spec or not spec.origin:
@@ -135,16 +216,47 @@ def jittor_finds_onednn(d=None):
         return False
 
 
+CUDNN_EDIT_MARK = 'jittor-sbvsr: cuDNN inside the install'  # tools/jittor_cuda_patch.py's edit
+
+
+def jittor_finds_cudnn(nvcc, prefix=None, jittor_dir=None):
+    """Whether Jittor 1.3.8.5 will find cuDNN (cudnn.h and libcudnn.so) for this nvcc: in the
+    toolkit's folders, /usr, or the install's ``cudnn`` folder once Jittor was changed to look there."""
+    import glob
+    import platform
+    arch = platform.machine()
+    bin_dir = os.path.dirname(os.path.realpath(nvcc))
+    home = os.path.dirname(bin_dir)
+    lib = '/usr/lib/x86_64-linux-gnu' if nvcc == '/usr/bin/nvcc' else os.path.join(home, 'lib64')
+    incs = [os.path.join(home, 'include'), os.path.join(home, 'targets', f'{arch}-linux', 'include'), '/usr/include']
+    libs = [bin_dir, lib, os.path.join(home, 'targets', f'{arch}-linux', 'lib'), f'/usr/lib/{arch}-linux-gnu',
+            '/usr/lib']
+    if jittor_dir is None:
+        spec = importlib.util.find_spec('jittor')
+        jittor_dir = os.path.dirname(spec.origin) if spec and spec.origin else ''
+    try:
+        with open(os.path.join(jittor_dir, 'compile_extern.py'), encoding='utf-8') as f:
+            edited = CUDNN_EDIT_MARK in f.read()
+    except OSError:
+        edited = False
+    if edited:
+        incs.append(os.path.join(prefix or sys.prefix, 'cudnn', 'include'))
+        libs.append(os.path.join(prefix or sys.prefix, 'cudnn', 'lib'))
+    return (any(os.path.isfile(os.path.join(d, 'cudnn.h')) for d in incs)
+            and any(glob.glob(os.path.join(d, 'libcudnn.so*')) for d in libs))
+
+
 # Where the NVIDIA driver's library is, per platform: WSL2 keeps it (and the
 # loader may not be told) in /usr/lib/wsl/lib; Windows' is nvcuda.dll in System32.
 # Loaded once by its path, it stays loaded, and CUDA's own lookup by name finds it.
 CUDA_DRIVERS = {'posix': ['libcuda.so.1', '/usr/lib/wsl/lib/libcuda.so.1'], 'nt': ['nvcuda.dll']}
 
 
-def cuda_driver(load=None):
-    """The CUDA driver library that loads here (its name or path), or None."""
+def cuda_driver(load=None, names=None):
+    """The CUDA driver library that loads here (its name or path), or None. ``names``: where to
+    look (default: this platform's :data:`CUDA_DRIVERS`)."""
     load = load or ctypes.CDLL
-    for name in CUDA_DRIVERS.get(os.name, []):
+    for name in CUDA_DRIVERS.get(os.name, []) if names is None else names:
         if os.path.isabs(name) and not os.path.isfile(name):
             continue
         try:
@@ -157,6 +269,145 @@ def cuda_driver(load=None):
 
 def cuda_driver_present():
     return cuda_driver() is not None
+
+
+def _env_int(env, names):
+    for name in names:
+        try:
+            return int(env[name])
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def local_rank(env=None):
+    """This process's index among the MPI ranks of its machine (None outside a launcher)."""
+    return _env_int(os.environ if env is None else env, LOCAL_RANK_VARS)
+
+
+def local_size(env=None):
+    """The number of MPI ranks on this machine (1 outside a launcher)."""
+    return _env_int(os.environ if env is None else env, LOCAL_SIZE_VARS) or 1
+
+
+def gpu_for_rank(env, n_gpus):
+    """The ``CUDA_VISIBLE_DEVICES`` a rank should get, or None to leave it as it is.
+
+    Local rank k takes visible GPU k mod ``n_gpus``. A ``CUDA_VISIBLE_DEVICES``
+    the user set is kept when it names one device (set per rank) or none, and
+    when it lists several, rank k takes the k-th of them (mod their count).
+    Outside an MPI launcher, or with no GPU, nothing changes.
+    """
+    k = local_rank(env)
+    if k is None:
+        return None
+    given = env.get('CUDA_VISIBLE_DEVICES')
+    if given is not None:
+        ids = [d.strip() for d in given.split(',') if d.strip()]
+        return ids[k % len(ids)] if len(ids) > 1 else None
+    return str(k % n_gpus) if n_gpus > 0 else None
+
+
+def ranks_per_gpu(env, n_gpus):
+    """How many ranks of this machine share one GPU (1 when each has its own, or outside MPI)."""
+    if local_rank(env) is None or n_gpus <= 0:
+        return 1
+    given = env.get('CUDA_VISIBLE_DEVICES')
+    if given is not None and given.strip():
+        n_gpus = min(n_gpus, len([d for d in given.split(',') if d.strip()]))
+    return max(1, -(-local_size(env) // max(n_gpus, 1)))
+
+
+def count_gpus(run=None):
+    """NVIDIA GPUs on this machine, counted without initialising CUDA (``nvidia-smi -L``,
+    else the driver's ``/proc/driver/nvidia/gpus``); 0 when neither says."""
+    try:
+        out = (run or subprocess.run)(['nvidia-smi', '-L'], capture_output=True, text=True, timeout=30).stdout
+        n = sum(1 for line in out.splitlines() if line.startswith('GPU '))
+        if n:
+            return n
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return len(os.listdir('/proc/driver/nvidia/gpus'))
+    except OSError:
+        return 0
+
+
+def place_rank(env=None, n_gpus=None):
+    """Under an MPI launcher: give this rank its GPU (before CUDA starts); returns a description."""
+    env = os.environ if env is None else env
+    if local_rank(env) is None:
+        return None
+    n = count_gpus() if n_gpus is None else n_gpus
+    given = env.get('CUDA_VISIBLE_DEVICES')
+    chosen = gpu_for_rank(env, n)
+    if chosen is not None:
+        env['CUDA_VISIBLE_DEVICES'] = chosen
+    before = {k: v for k, v in env.items() if k != 'CUDA_VISIBLE_DEVICES'}
+    if given is not None:
+        before['CUDA_VISIBLE_DEVICES'] = given
+    share = _state['share'] = ranks_per_gpu(before, n)
+    where = env.get('CUDA_VISIBLE_DEVICES')
+    how = ' (set by jittor-sbvsr)' if chosen is not None else ' (CUDA_VISIBLE_DEVICES as given)' if where else ''
+    return (f'local rank {local_rank(env)} of {local_size(env)}, GPU {where or "0"}{how}'
+            + (f', shared by {share} ranks' if share > 1 else ''))
+
+
+def ranks_sharing_device():
+    """How many MPI ranks share this rank's GPU (1 outside mpirun): the per-rank division of a
+    device budget happens only where this is more than 1."""
+    return _state.get('share') or 1
+
+
+def find_nvcc(env=None, which=None):
+    """The nvcc Jittor would find (nvcc_path, PATH, the usual folders), or None."""
+    env = os.environ if env is None else env
+    if env.get('nvcc_path'):
+        return env['nvcc_path']
+    found = (which or shutil.which)('nvcc')
+    return found or next((p for p in NVCC_PLACES if os.path.isfile(p) and os.access(p, os.X_OK)), None)
+
+
+def jtcuda_installed():
+    """Whether Jittor's own CUDA download (``jtcuda``) is in the user's cache already."""
+    return os.path.isdir(os.path.join(jittor_home(), '.cache', 'jittor', 'jtcuda'))
+
+
+# The newest host g++ each nvcc accepts (NVIDIA's installation guides), from that CUDA on;
+# Jittor builds with nvcc -ccbin=<cc_path>
+GCC_MAX = [((13, 0), 15), ((12, 8), 14), ((12, 4), 13), ((12, 0), 12), ((11, 4), 11), ((11, 1), 10), ((11, 0), 9)]
+
+
+def gcc_major(cc=None):
+    """The major version of the host compiler Jittor builds with (``cc_path``, else g++), or None."""
+    cc = cc or os.environ.get('cc_path') or shutil.which('g++')
+    if not cc:
+        return None
+    try:
+        r = subprocess.run([cc, '-dumpversion'], capture_output=True, text=True, encoding='utf-8',
+                           errors='replace', timeout=30)
+        return int(r.stdout.strip().split('.')[0])
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
+def gcc_problem(cuda_version, gcc):
+    """(problem, fix) when nvcc of ``cuda_version`` refuses host g++ ``gcc`` (major), else None."""
+    top = next((g for v, g in GCC_MAX if tuple(cuda_version) >= v), None)
+    if gcc is None or top is None or gcc <= top:
+        return None
+    cuda = f'{cuda_version[0]}.{cuda_version[1]}'
+    return (f'the host compiler is g++ {gcc}, nvcc of CUDA {cuda} accepts g++ up to {top} '
+            '("unsupported GNU version")',
+            f'install g++-{top} and set cc_path=g++-{top} (export it before env/setup.sh and every run)')
+
+
+NO_CUDNN_FIX = ('pip install nvidia-cudnn-cu12 (CUDA 12; nvidia-cudnn-cu11 for CUDA 11) in this environment and '
+                'rerun the set-up, which links it into the install for Jittor; or install cuDNN for the '
+                'toolkit (e.g. libcudnn9-dev-cuda-12)')
+NO_NVCC_FIX = ('install a CUDA toolkit 11.8 to 13 (its nvcc on PATH, or set nvcc_path), '
+               'e.g. apt-get install nvidia-cuda-toolkit or NVIDIA\'s cuda-toolkit package')
 
 
 def check_numpy():
@@ -209,28 +460,67 @@ def _prepare():
                 'with it): install libopenmpi-dev (env/setup.sh does, as root) or set mpicc_path')
         if mpi[0] != '0':
             os.environ.setdefault('log_silent', '1')
-    if os.environ.get('nvcc_path') is None and not cuda_driver_present():
-        os.environ['nvcc_path'] = ''
+    # torch beside Jittor: Jittor would import it first (RTLD_GLOBAL), its CUDA libraries winning
+    os.environ.setdefault('FIX_TORCH_ERROR', '0')
+    if os.environ.get('nvcc_path') is None:
+        _hide_nvcc(mpi is None or mpi[0] == '0')
     _state['cuda_visible'] = os.environ.get('nvcc_path', None) != ''
     if _state['cuda_visible']:
+        _state['gpu'] = place_rank()
+        _without_cudnn()
         # cuDNN's default math mode allows TF32 on Ampere and newer, which
         # alone breaks parity, and Jittor sets it only with use_tensorcore;
-        # the variable must be set before the CUDA libraries load.
+        # the variable must be set before the CUDA libraries load (--tf32: allow_tf32).
         os.environ.setdefault('NVIDIA_TF32_OVERRIDE', '0')
         # Jittor would download CUTT (transposes; it has its own kernel) and,
         # wherever mpicc exists, NCCL, mpirun or not.
         os.environ.setdefault('use_cutt', '0')
         _use_system_nccl()
-    if os.environ.get('use_mkl') == '0':
-        _state['onednn'] = False
-    elif onednn_installed() and jittor_finds_onednn():
-        _state['onednn'] = True
-    else:
+    problem = None if os.environ.get('use_mkl') == '0' else onednn_problem()
+    _state['onednn'] = os.environ.get('use_mkl') != '0' and problem is None
+    if problem:
         os.environ['use_mkl'] = '0'
-        _state['onednn'] = False
-        what = 'Jittor was reinstalled since the set-up' if onednn_installed() else 'oneDNN is not installed'
-        print(f'jittor-sbvsr: warning: {what}, CPU convolutions will be ~80x slower '
-              '(run env/setup.sh, or on Windows py env\\setup.py, to install it)', file=sys.stderr)
+        print(f'jittor-sbvsr: warning: {problem[0]}, CPU convolutions will be ~80x slower ({problem[1]})',
+              file=sys.stderr)
+
+
+def _hide_nvcc(say):
+    """No driver: nvcc hidden (a CPU box with a toolkit). A driver but no toolkit (Linux, WSL2):
+    nvcc hidden too, so that Jittor does not download its CUDA 11.2, with one line (``say``)."""
+    if not cuda_driver_present():
+        os.environ['nvcc_path'] = ''
+        return
+    if os.name == 'nt' or find_nvcc() or jtcuda_installed():
+        return  # Windows: Jittor's own CUDA (README "Platforms"); else the toolkit Jittor will find
+    os.environ['nvcc_path'] = ''
+    _state['no_nvcc'] = True
+    if say:
+        print('jittor-sbvsr: an NVIDIA driver but no CUDA toolkit (nvcc): running on the CPU; to use the GPU, '
+              + NO_NVCC_FIX, file=sys.stderr)
+
+
+def _without_cudnn():
+    """No cuDNN that Jittor finds: its import would stop on "cudnn is not loaded" (or, quietened,
+    carry on without it): ``conv_opt=1`` makes every command run on Jittor's own convolutions
+    alike, which the log header says (:func:`describe`)."""
+    nvcc = find_nvcc()
+    if os.name == 'nt' or not nvcc or jtcuda_installed() or 'conv_opt' in os.environ:
+        return
+    if not jittor_finds_cudnn(nvcc):
+        os.environ['conv_opt'] = '1'
+
+
+def allow_tf32(on=True):
+    """--tf32: let cuDNN and cuBLAS use TF32 (faster on Ampere and newer; results move in the last
+    bits, past the parity tolerances). Must come before Jittor is imported."""
+    if not on:
+        return
+    if 'jittor' in sys.modules and os.environ.get('NVIDIA_TF32_OVERRIDE') == '0':
+        raise RuntimeSetupError('--tf32 must be chosen before Jittor is imported (NVIDIA_TF32_OVERRIDE=0 '
+                                'is in force)')
+    if os.environ.get('NVIDIA_TF32_OVERRIDE') == '0':
+        del os.environ['NVIDIA_TF32_OVERRIDE']
+    _state['tf32'] = True
 
 
 def find_system_nccl():
@@ -244,7 +534,11 @@ def find_system_nccl():
 
 
 def _use_system_nccl():
-    """Never let Jittor download NCCL (it does with CUDA wherever mpicc exists)."""
+    """Never let Jittor download NCCL (it does with CUDA wherever mpicc exists). A rank that sees
+    one GPU of several ranks (:func:`place_rank`) makes Jittor's NCCL wrapper fall back to MPI
+    anyway (it counts visible devices against local ranks): NCCL is then not built."""
+    if local_rank() is not None and local_size() > 1 and ',' not in os.environ.get('CUDA_VISIBLE_DEVICES', ','):
+        os.environ.setdefault('use_nccl', '0')
     if os.environ.get('use_nccl') == '0' or (os.environ.get('nccl_include_path')
                                               and os.environ.get('nccl_lib_path')):
         return
@@ -403,17 +697,58 @@ def select_device(device='auto'):
     if device not in ('auto', 'cpu', 'cuda'):
         raise RuntimeSetupError(f"unknown device '{device}' (use cpu, cuda or auto)")
     if device == 'cuda' and not jt.has_cuda:
+        if _state['no_nvcc']:
+            raise RuntimeSetupError('--device cuda was asked for: this machine has an NVIDIA driver but no CUDA '
+                                    f'toolkit (nvcc), which Jittor compiles its GPU kernels with; fix: {NO_NVCC_FIX}')
         raise RuntimeSetupError('--device cuda was asked for, but Jittor found no usable CUDA '
                                 '(no NVIDIA driver or nvcc on this machine)')
     flush_denormals()
     use = jt.has_cuda and device != 'cpu'
     jt.flags.use_cuda = 1 if use else 0
     if use and hasattr(jt.flags, 'use_tensorcore'):
-        jt.flags.use_tensorcore = 0
+        jt.flags.use_tensorcore = 1 if _state['tf32'] else 0
+    if use:
+        _cap_cudnn_workspace(jt)
     return 'cuda' if use else 'cpu'
 
 
+def _cap_cudnn_workspace(jt):
+    """cuDNN's algorithm search may take up to a quarter of the card (Jittor's
+    ``max_workspace_ratio``): cap it at what the memory plan sets aside
+    (``utils/memory.py:cudnn_workspace``), so that a small card's tiles fit."""
+    from .utils.memory import cuda_memory, cudnn_workspace
+    setter = getattr(getattr(jt, 'cudnn', None), 'set_max_workspace_ratio', None)
+    mem = cuda_memory() if setter else None
+    if mem:
+        setter(cudnn_workspace(mem[1]) / mem[1])
+
+
+def cuda_possible():
+    """Whether Jittor will be given CUDA (a driver, nvcc not hidden), known before it starts."""
+    prepare()
+    return _state['cuda_visible']
+
+
+def cudnn_loaded():
+    """Whether Jittor's GPU convolutions are cuDNN's (else its own, much slower ones)."""
+    ce = getattr(sys.modules.get('jittor'), 'compile_extern', None)
+    return getattr(ce, 'cudnn', None) is not None
+
+
+def gpu_placement():
+    """This rank's GPU as :func:`place_rank` chose it (None outside mpirun, or without CUDA)."""
+    return _state['gpu']
+
+
 def describe():
+    """The log header's runtime line: Jittor, the device, and on CUDA the GPU, whose convolutions, TF32."""
     import jittor as jt
-    return (f"jittor {jt.__version__}, device {'cuda' if jt.flags.use_cuda else 'cpu'}, "
+    text = (f"jittor {jt.__version__}, device {'cuda' if jt.flags.use_cuda else 'cpu'}, "
             f"oneDNN {'on' if onednn_enabled() else 'off'}")
+    if jt.flags.use_cuda:
+        visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+        text += f", GPU {_state['gpu'] or (visible if visible is not None else '0')}"
+        text += (', convolutions: cuDNN' if cudnn_loaded() else
+                 ", convolutions: Jittor's own (no cuDNN: much slower; see sbvsr-doctor)")
+        text += f", TF32 {'on (--tf32)' if _state['tf32'] else 'off'}"
+    return text

@@ -3,10 +3,11 @@ import ctypes
 import importlib
 import re
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
+
+from conftest import run_child
 
 from jittor_sbvsr.ops.correlation import correlation
 
@@ -127,9 +128,9 @@ def test_cuda_kernels_emulated(tmp_path):
     src = re.sub(r'(\w+)<<<(\w+), (\w+)>>>\(', r'launch(\1, \2, \3, ', cuda_unit())
     (tmp_path / 'emu.cc').write_text(EMU + src, encoding='utf-8')
     lib = tmp_path / 'emu.so'
-    r = subprocess.run(['g++', '-std=c++20', '-O1', '-pthread', '-shared', '-fPIC', '-Wno-unknown-pragmas',
+    r = run_child(['g++', '-std=c++20', '-O1', '-pthread', '-shared', '-fPIC', '-Wno-unknown-pragmas',
                         str(tmp_path / 'emu.cc'), '-o', str(lib)], capture_output=True, text=True,
-                       timeout=300, encoding='utf-8')
+                  timeout=300, encoding='utf-8')
     assert r.returncode == 0, r.stderr
     so, fp = ctypes.CDLL(str(lib)), ctypes.POINTER(ctypes.c_float)
     # 2 x 3 tiles of 32x8 in x, y; 20 channels is 2.5 forward and 1.25 backward chunks.
@@ -148,9 +149,9 @@ def test_cuda_kernels_emulated(tmp_path):
 def test_cuda_source_compiles(tmp_path):
     cu = tmp_path / 'corr.cu'
     cu.write_text(cuda_unit(), encoding='utf-8')
-    r = subprocess.run(['nvcc', '-arch=sm_80', '-Xptxas', '-v', '-c', str(cu), '-o', str(tmp_path / 'corr.o')],
-                       capture_output=True, text=True,
-                       timeout=300, encoding='utf-8')
+    r = run_child(['nvcc', '-arch=sm_80', '-Xptxas', '-v', '-c', str(cu), '-o', str(tmp_path / 'corr.o')],
+                  capture_output=True, text=True,
+                  timeout=300, encoding='utf-8')
     assert r.returncode == 0, r.stderr
     for k in ('corr_fwd', 'corr_bwd_first', 'corr_bwd_second'):
         assert k in r.stderr

@@ -12,13 +12,12 @@ import re
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from conftest import ROOT, load_tool
+from conftest import ROOT, load_tool, run_child
 
 COPIED = ['compiler.py', 'compile_extern.py', 'extern/cuda/inc/helper_cuda.h', 'extern/cuda/cudnn']
 ALL_CHANGES = 6
@@ -62,7 +61,7 @@ RNN_FILES = ['inc/cudnn_rnn_descriptor.h', 'ops/cudnn_rnn_backward_x_op.cc', 'op
 def _undo_patch(jt):
     """A copy as pip installs Jittor, where env/setup.py had patched the installed one (on a GPU
     machine): each edit reversed, the RNN files the cuDNN 9 change removed put back (as stand-ins)."""
-    for _, rel, old, new in [tool.ARCH_EDIT, *tool.CUDA13_EDITS, tool.CUDNN9_EDIT]:
+    for _, rel, old, new in [tool.ARCH_EDIT, *tool.CUDA13_EDITS, tool.CUDNN9_EDIT, *tool.CUDNN_PIP_EDITS]:
         path = jt / rel
         text = path.read_bytes().decode('utf-8')
         nl = '\r\n' if '\r\n' in text else '\n'
@@ -96,6 +95,8 @@ def _hashes(tree):
 
 def _fake_cuda(tmp_path, release, cudnn):
     """A CUDA folder with an nvcc that prints `release`'s version, and cuDNN's version header."""
+    if sys.platform == 'win32':
+        pytest.skip('POSIX only: the stand-in nvcc is a shell script')
     home = tmp_path / f'cuda-{release}'
     (home / 'bin').mkdir(parents=True)
     (home / 'include').mkdir()
@@ -301,6 +302,106 @@ def test_nvcc_version_parsing():
 
 def test_runtime_import_does_not_import_jittor():
     code = "import sys, jittor_sbvsr.runtime; sys.exit(1 if 'jittor' in sys.modules else 0)"
-    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                       encoding='utf-8')
+    r = run_child([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                  encoding='utf-8')
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ------------------------------------------- what Jittor will load, faked ----
+
+def _toolkit_cudnn(nvcc):
+    """cuDNN where Jittor 1.3.8.5 looks for this nvcc: the toolkit's include/ and lib64/."""
+    home = os.path.dirname(os.path.dirname(nvcc))
+    open(os.path.join(home, 'include', 'cudnn.h'), 'w', encoding='utf-8').close()
+    os.makedirs(os.path.join(home, 'lib64'), exist_ok=True)
+    open(os.path.join(home, 'lib64', 'libcudnn.so'), 'w', encoding='utf-8').close()
+
+
+def test_findings_name_each_problem_with_its_fix(jt_copy, tmp_path, monkeypatch):
+    """A driver without nvcc, a g++ newer than nvcc accepts, no cuDNN Jittor finds."""
+    if os.path.isfile('/usr/include/cudnn.h'):
+        pytest.skip('this machine has cuDNN in /usr/include')
+    monkeypatch.setattr(tool, 'pip_cudnn', lambda site_dirs=None: None)
+    assert tool.findings(driver=False) == []
+    assert tool.findings(driver=True, nvcc=None) == [tool.NO_NVCC]
+    assert 'nvcc_path' in tool.NO_NVCC[1]
+    nvcc = _fake_cuda(tmp_path, '12.2', 9)
+    found = tool.findings(driver=True, nvcc=nvcc, gcc=13, jittor_dir=str(jt_copy))
+    assert len(found) == 2 and found[1] == tool.NO_CUDNN, found
+    problem, fix = found[0]
+    assert 'g++ 13' in problem and 'CUDA 12.2 accepts g++ up to 12' in problem
+    assert 'cc_path=g++-12' in fix
+    assert 'nvidia-cudnn-cu12' in tool.NO_CUDNN[1]
+    _toolkit_cudnn(nvcc)
+    assert tool.findings(driver=True, nvcc=nvcc, gcc=12, jittor_dir=str(jt_copy)) == []
+    assert tool.findings(driver=True, nvcc=_fake_cuda(tmp_path, '13.0', 9), gcc=14,
+                         jittor_dir=str(jt_copy))[:1] != [tool.NO_NVCC]
+
+
+@pytest.mark.parametrize('cuda,gcc,top', [((11, 8), 12, 11), ((12, 3), 13, 12), ((12, 4), 14, 13),
+                                          ((12, 8), 14, None), ((13, 0), 15, None), ((11, 2), 10, None)])
+def test_host_compiler_range(cuda, gcc, top):
+    from jittor_sbvsr import runtime
+    found = runtime.gcc_problem(cuda, gcc)
+    assert (found is None) == (top is None)
+    if top:
+        assert f'up to {top}' in found[0] and f'cc_path=g++-{top}' in found[1]
+
+
+def test_check_stops_the_set_up_only_where_it_cannot_build(monkeypatch, capsys):
+    gcc = ('the host compiler is g++ 13, nvcc of CUDA 12.2 accepts g++ up to 12', 'set cc_path=g++-12')
+    monkeypatch.setattr(tool, 'findings', lambda: [gcc, tool.NO_CUDNN])
+    assert tool.main(['--check']) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith('error: ') and 'fix: set cc_path=g++-12' in err[0]
+    assert err[1].startswith('warning: ') and 'fix: pip install nvidia-cudnn-cu12' in err[1]
+    monkeypatch.setattr(tool, 'findings', lambda: [tool.NO_NVCC])
+    assert tool.main(['--check']) == 0
+    assert 'runs use the CPU' in capsys.readouterr().err
+
+
+def _pip_cudnn_site(tmp_path):
+    site = tmp_path / 'site-packages'
+    inc, lib = site / 'nvidia' / 'cudnn' / 'include', site / 'nvidia' / 'cudnn' / 'lib'
+    inc.mkdir(parents=True)
+    lib.mkdir()
+    for name in ('cudnn.h', 'cudnn_version.h'):
+        (inc / name).write_text('#define CUDNN_MAJOR 9\n', encoding='utf-8')
+    for name in ('libcudnn.so.9', 'libcudnn_ops.so.9', 'libcudnn_cnn.so.9'):
+        (lib / name).write_text('', encoding='utf-8')
+    return site
+
+
+def _search_file(compile_extern, prefix):
+    """compile_extern.py's search_file, run as Jittor runs it, with ``sys.prefix`` = ``prefix``."""
+    text = compile_extern.read_text(encoding='utf-8').replace('\r\n', '\n')
+    src = text[text.index('def search_file('):text.index('def install_mkl(')]
+    scope = {'os': os, 'glob': __import__('glob'), 'sys': type('S', (), {'prefix': str(prefix)}),
+             'LOG': type('L', (), {'v': staticmethod(print), 'f': staticmethod(lambda m: None)})}
+    exec(src, scope)
+    return scope['search_file']
+
+
+def test_pip_cudnn_is_linked_into_the_install_and_found_by_jittor(jt_copy, tmp_path, monkeypatch, capsys):
+    site = _pip_cudnn_site(tmp_path)
+    found = tool.pip_cudnn([str(site)])
+    assert found == (str(site / 'nvidia' / 'cudnn' / 'include'), str(site / 'nvidia' / 'cudnn' / 'lib'))
+    venv = tmp_path / 'venv'
+    search = _search_file(jt_copy / 'compile_extern.py', venv)
+    assert search([str(tmp_path)], 'libcudnn.so') is None  # as shipped: never in the install
+    monkeypatch.setattr(tool, 'pip_cudnn', lambda site_dirs=None: found)
+    monkeypatch.setattr(sys, 'prefix', str(venv))
+    assert _main(monkeypatch, jt_copy, True, _fake_cuda(tmp_path, '12.4', 9)) == 0
+    out = capsys.readouterr().out
+    assert f"cuDNN from pip ({found[1]}) linked into {venv / 'cudnn'}" in out
+    for name, *_ in tool.CUDNN_PIP_EDITS:
+        assert f'{name}: applied' in out
+    home = venv / 'cudnn'
+    assert os.path.realpath(home / 'lib' / 'libcudnn.so') == str(site / 'nvidia' / 'cudnn' / 'lib' / 'libcudnn.so.9')
+    assert (home / 'lib' / 'libcudnn_ops.so').exists() and (home / 'include' / 'cudnn.h').exists()
+    extern = (jt_copy / 'compile_extern.py').read_bytes()
+    ast.parse(extern)
+    assert extern.count(b'\n') == extern.count(b'\r\n')
+    search = _search_file(jt_copy / 'compile_extern.py', venv)
+    assert search(['/nowhere'], 'libcudnn.so') == str(home / 'lib' / 'libcudnn.so')
+    assert search(['/nowhere'], 'cudnn.h') == str(home / 'include' / 'cudnn.h')

@@ -100,7 +100,7 @@ def test_paired_test_set(demo_clips):
 
 
 def test_paired_test_set_pairs_like_inference(demo_clips, tmp_path):
-    """Issue 11: HR frames pair with LR frames by name (extra HR frames are not used); with no
+    """HR frames pair with LR frames by name (extra HR frames are not used); with no
     name in common but equal counts, by position with a warning; HR exactly 4 x LR, on every frame."""
     sub = tmp_path / 'sub'
     copy_video(os.path.join(demo_clips, 'HR', '000'), sub / 'HR' / 'v')

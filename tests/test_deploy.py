@@ -4,13 +4,12 @@ A fast path that raises or computes wrong numbers on this machine must be
 switched off with one warning line, and the run must go on with the right
 output; the training model must carry no inference state.
 """
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_child
 
 import jittor_sbvsr  # noqa: F401
 import jittor as jt
@@ -19,7 +18,7 @@ from jittor_sbvsr.infer.engine import VideoSR
 from jittor_sbvsr.models import PWC_Recons
 from jittor_sbvsr.models.deploy import FusedChain, InferenceNet
 from jittor_sbvsr.models.tails import ComposedTail, FusedTail, PlainTail
-from jittor_sbvsr.ops import fused_conv
+from jittor_sbvsr.ops import fused_conv, warp
 
 FUSED = fused_conv.available()
 
@@ -48,14 +47,19 @@ def test_default_deploy_uses_every_fast_path_that_can_run():
     if FUSED:
         assert model.paths['fused chains'] == model.paths['fused tail'] == 'on'
         assert isinstance(model.tail.layered, FusedTail)
-        wino = fused_conv.chain_algorithm((1, 16, 16, 20), 'auto', 'auto') == 'winograd'
-        # in_conv's 3 channels: direct (ops/fused_conv.py)
-        assert model.paths['winograd'] == 'on (direct for in_conv)' if wino \
-            else model.paths['winograd'].startswith('not available')
+        onednn = fused_conv.chain_algorithm((1, 16, 16, 20), 'auto', 'auto') == 'winograd'
+        ours = fused_conv.winograd_available()
+        # ours or oneDNN's, whichever timed faster where both run; in_conv's 3 channels: direct (ops/fused_conv.py)
+        wino = model.trunk.algorithm
+        assert wino == ('wino4' if ours and not onednn else 'auto' if onednn and not ours
+                        else wino if ours else 'direct')
+        assert model.paths['winograd'].startswith('on (') and model.paths['winograd'].endswith('; direct for in_conv)') \
+            if ours or onednn else model.paths['winograd'].startswith('not available')
         for op in (model.frame_features, model.trunk):  # each with its conv before the chain
-            assert isinstance(op, FusedChain) and op.head is not None and op.algorithm == ('auto' if wino else 'direct')
+            assert isinstance(op, FusedChain) and op.head is not None and op.algorithm == wino
     else:
         assert model.paths['fused chains'].startswith('not available')
+    assert model.paths['fused warp'] == 'on' and model.align is warp.warp_features  # any CPU
     assert model.probe_seconds < 5  # well under a second once Jittor's kernels are compiled (bench)
     assert 'self-check' in model.describe()
 
@@ -63,9 +67,10 @@ def test_default_deploy_uses_every_fast_path_that_can_run():
 def test_flags_force_the_plain_paths():
     model = InferenceNet(_net(), fused=False, compose=False, warn=pytest.fail)
     assert model.paths == {'fused chains': 'off (--no_fused)', 'fused tail': 'off (--no_fused)',
-                           'winograd': 'off (no fused chains)', 'composed tail': 'off (--no_compose)'}
+                           'winograd': 'off (no fused chains)', 'fused warp': 'off (--no_fused)',
+                           'composed tail': 'off (--no_compose)'}
     net = model.net
-    assert model.trunk == net.trunk and model.frame_features == net.frame_features
+    assert model.trunk == net.trunk and model.frame_features == net.frame_features and model.align == net.align
     assert isinstance(model.tail, PlainTail)
     if FUSED:
         direct = InferenceNet(_net(), winograd=False, warn=pytest.fail)
@@ -85,16 +90,17 @@ def _boom(*args, **kwargs):
     raise RuntimeError('[f executor.cc:686] Execute fused operator failed.\n[Reason]: injected fault')
 
 
-@pytest.mark.parametrize('target, name, flag', [
-    ('resblock_chain', 'fused oneDNN ResBlock chains', '--no_fused'),
-    ('upsample_tail', 'fused oneDNN tail', '--no_fused'),
+@pytest.mark.parametrize('module, target, name, flag', [
+    (fused_conv, 'resblock_chain', 'fused oneDNN ResBlock chains', '--no_fused'),
+    (fused_conv, 'upsample_tail', 'fused oneDNN tail', '--no_fused'),
+    (warp, 'warp_features', 'one-pass feature warp', '--no_fused'),
 ])
-def test_a_failing_fused_op_falls_back_with_one_warning(monkeypatch, target, name, flag):
-    if not FUSED:
+def test_a_failing_fused_op_falls_back_with_one_warning(monkeypatch, module, target, name, flag):
+    if not FUSED and module is fused_conv:
         pytest.skip('no oneDNN: the fused path is never tried')
     net, frames = _net(), _frames()
     ref = _run(VideoSR(net, fused=False), frames)
-    monkeypatch.setattr(fused_conv, target, _boom)
+    monkeypatch.setattr(module, target, _boom)
     warnings = []
     engine = VideoSR(net, warn=warnings.append)
     assert len(warnings) == 1, warnings
@@ -165,8 +171,8 @@ def test_cli_run_survives_a_broken_fast_path(tmp_path, recipe_pkl):
                 'def boom(*a, **k): raise RuntimeError("[Reason]: injected fault")\n'
                 f'if {mode == "broken"}: fused_conv.resblock_chain = boom\n'
                 'from jittor_sbvsr.cli.infer import main; sys.exit(main(sys.argv[2:]))\n')
-        r = subprocess.run([sys.executable, '-c', code, str(ROOT), *map(str, args)], capture_output=True,
-                           text=True, timeout=600, encoding='utf-8')
+        r = run_child([sys.executable, '-c', code, str(ROOT), *map(str, args)], capture_output=True,
+                      text=True, timeout=600, encoding='utf-8')
         assert r.returncode == 0, r.stderr[-2000:]
         assert 'Traceback' not in r.stderr
         warnings = [ln for ln in r.stderr.splitlines() if ln.startswith('warning:')]

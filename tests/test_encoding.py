@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_child, symlink_or_skip
+
 ROOT = Path(__file__).resolve().parents[1]
 CJK = '用户 张三'
 SOURCES = ['jittor_sbvsr', 'tools', 'bench', 'env', 'tests', 'inference.py', 'main.py', 'jittor_sbvsr_launcher.py']
@@ -104,9 +106,9 @@ def test_console_streams_never_lose_a_line(tmp_path):
 
 def _run_infer(args, env, cwd):
     """inference.py with encoding warnings on (ours would show as lines naming a file of this repo)."""
-    r = subprocess.run([sys.executable, '-X', 'warn_default_encoding', str(ROOT / 'inference.py'), *map(str, args)],
-                       capture_output=True, text=True, encoding='utf-8', errors='replace', env=env, cwd=cwd,
-                       timeout=1800)
+    r = run_child([sys.executable, '-X', 'warn_default_encoding', str(ROOT / 'inference.py'), *map(str, args)],
+                  capture_output=True, text=True, encoding='utf-8', errors='replace', env=env, cwd=cwd,
+                  timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
     mine = [str(ROOT / p) for p in SOURCES if p not in ('tests', 'bench')]  # not .venv, which may sit in ROOT
     ours = [ln for ln in r.stderr.splitlines() if 'EncodingWarning' in ln and ln.startswith(tuple(mine))]
@@ -138,8 +140,10 @@ def test_demo_with_home_temp_and_jittor_cache_in_a_cjk_folder(tmp_path):
         link = jhome / '.cache' / 'jittor' / 'mkl' / runtime.ONEDNN_NAME
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(onednn, target_is_directory=True)
-    env = dict(os.environ, HOME=str(home), TMPDIR=str(tmp), TEMP=str(tmp), TMP=str(tmp), JITTOR_HOME=str(jhome),
+            symlink_or_skip(link, onednn, target_is_directory=True)
+    # Path.home() is HOME on POSIX, USERPROFILE on Windows: Jittor keeps its config.json there
+    env = dict(os.environ, HOME=str(home), USERPROFILE=str(home), TMPDIR=str(tmp), TEMP=str(tmp), TMP=str(tmp),
+               JITTOR_HOME=str(jhome),
                SBVSR_ROOT=str(project))
     env.pop('cache_name', None)
     _run_infer(['--demo'], env, cwd=str(base))

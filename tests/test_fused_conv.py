@@ -96,8 +96,10 @@ def _conv64(x, w, b):
 
 
 WINOGRAD = FUSED and fused_conv.chain_algorithm((1, 128, 16, 20), 'auto', 'auto') == 'winograd'
+needs_fused = pytest.mark.skipif(not FUSED, reason='no oneDNN fused ops here (env/setup.sh installs oneDNN)')
 
 
+@needs_fused
 @pytest.mark.parametrize('h, w', [(9, 13), (24, 40)], ids=['wino2x3', 'wino4x3'])
 def test_winograd_rounds_like_float32(h, w):
     """Winograd's error against float64 stays at direct's level: RMS <= 2.5x, max <= 4x direct's.
@@ -108,8 +110,6 @@ def test_winograd_rounds_like_float32(h, w):
     Where this oneDNN has no Winograd kernel (CPUs without AVX-512) 'auto'
     must give the direct convolutions' result exactly, and 'winograd' refuse.
     """
-    if not FUSED:
-        return
     blocks = _blocks(128, 3, seed=7)
     w_, b_ = fused_weights.chain_weights(blocks)
     for i in range(len(w_)):  # ResNet-like scales: the activations stay O(1) through the chain
@@ -137,9 +137,8 @@ def test_winograd_rounds_like_float32(h, w):
     assert np.abs(err_w).max() <= 4 * np.abs(err_d).max(), (np.abs(err_w).max(), np.abs(err_d).max())
 
 
+@needs_fused
 def test_winograd_falls_back_where_the_layout_has_no_kernel():
-    if not FUSED:
-        return
     blocks = _blocks(16, 1)
     x = jt.randn(1, 16, 16, 20)
     with jt.no_grad():
@@ -149,11 +148,10 @@ def test_winograd_falls_back_where_the_layout_has_no_kernel():
     assert _close(ref, got)
 
 
+@needs_fused
 def test_head_falls_back_to_direct_alone():
     """With 'auto' a head oneDNN has no Winograd kernel for (5x5) runs direct, the blocks still Winograd;
     so does one of under 16 input channels (in_conv's 3), where Winograd's padding to 16 costs more."""
-    if not FUSED:
-        return
     wino = 'winograd' if WINOGRAD else 'direct'
     assert fused_conv.chain_algorithm((1, 16, 16, 20), 'nChw16c', 'auto', head=(3, 3)) == 'direct'
     assert fused_conv.chain_algorithm((1, 16, 16, 20), 'nChw16c', 'auto', head=(60, 3)) == wino
@@ -169,6 +167,7 @@ def test_head_falls_back_to_direct_alone():
         FusedChain(blocks, 'nChw16c', 'winograd', head)(x).sync()
 
 
+@needs_fused
 def test_many_shapes_and_weights():
     # more shapes than the primitive cache holds, and new weights on a cached shape
     for i, (h, w) in enumerate([(5, 6), (6, 5), (8, 8), (3, 4), (9, 2), (5, 6)]):
@@ -176,13 +175,12 @@ def test_many_shapes_and_weights():
         x = jt.randn(1, 8, h, w)
         with jt.no_grad():
             ref = nn.Sequential(*blocks)(x).numpy()
-            got = (FusedChain(blocks, 'nChw16c' if i % 2 else 'auto') if FUSED else nn.Sequential(*blocks))(x)
+            got = FusedChain(blocks, 'nChw16c' if i % 2 else 'auto')(x)
         assert _close(ref, got.numpy())
 
 
+@needs_fused
 def test_chain_snapshots_its_weights():
-    if not FUSED:
-        return
     blocks = _blocks(8, 1)
     x = jt.randn(1, 8, 5, 6)
     with jt.no_grad():

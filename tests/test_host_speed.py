@@ -6,7 +6,6 @@ here, independently of the package), PNG output against the pixels it was
 given.
 """
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from conftest import ROOT
+from conftest import ROOT, posix_only, run_child
 from jittor_sbvsr.metrics import native
 from jittor_sbvsr.metrics.psnr_ssim import _gaussian_1d, gaussian_window, psnr, psnr_ssim, shave, ssim
 from jittor_sbvsr.utils.files import save_png_atomic
@@ -111,6 +110,7 @@ def test_without_a_compiler_scipy_gives_the_same_numbers(monkeypatch):
     assert abs(ssim(sr, gt) - with_kernel) < 1e-12
 
 
+@posix_only('the SSIM kernel is built only where there is a POSIX C compiler (a .so)')
 def test_the_kernel_builds_under_a_home_with_spaces_and_cjk(tmp_path):
     """Built into <Jittor's home>/.cache/jittor-sbvsr/, atomically, by a fresh process."""
     home = tmp_path / '用户 张三'
@@ -120,8 +120,8 @@ def test_the_kernel_builds_under_a_home_with_spaces_and_cjk(tmp_path):
             'a = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)\n'
             'assert native.ssim_map(a, a[::-1].copy(), _gaussian_1d(), 1.0, 1.0) is not None\n'
             'print(repr(ssim(a, a[::-1])), repr(ssim(a, a[::-1], native=False)))\n')
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, encoding='utf-8', timeout=300,
-                       cwd=str(ROOT), env=dict(os.environ, JITTOR_HOME=str(home), PYTHONPATH=str(ROOT)))
+    r = run_child([sys.executable, '-c', code], capture_output=True, text=True, encoding='utf-8', timeout=300,
+                  cwd=str(ROOT), env=dict(os.environ, JITTOR_HOME=str(home), PYTHONPATH=str(ROOT)))
     assert r.returncode == 0, r.stderr[-2000:]
     x, y = map(float, r.stdout.split())
     assert abs(x - y) < 1e-12

@@ -1,23 +1,22 @@
 """inference.py end to end: parity through the CLI, GT-less runs, bad input."""
 import os
 import shutil
-import subprocess
 import sys
 
 import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_child
 
-import jittor_sbvsr  # noqa: F401
+import jittor_sbvsr
 from jittor_sbvsr.data.images import read_frame
 
 
 def run_cli(*args, env=None, cwd=None):
     e = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, str(ROOT / 'inference.py'), *map(str, args)],
-                          capture_output=True, text=True, env=e, cwd=cwd or ROOT, timeout=900, encoding='utf-8')
+    return run_child([sys.executable, str(ROOT / 'inference.py'), *map(str, args)],
+                     capture_output=True, text=True, env=e, cwd=cwd or ROOT, timeout=900, encoding='utf-8')
 
 
 def assert_clean_error(r, *needles):
@@ -93,13 +92,22 @@ def test_gt_less_run_without_torch(tmp_path, recipe_pkl, no_torch):
 
 
 @pytest.mark.parametrize('mode', ['L', 'RGBA', 'I16'])
-def test_other_png_kinds_are_converted(tmp_path, recipe_pkl, mode):
+def test_other_png_kinds_are_converted(tmp_path, tiny, mode):
+    """Grey, RGBA and 16-bit PNGs run as the 8-bit RGB frames they hold: the same SR frame (the
+    Python API's, on those RGB frames) and kernel."""
     lr = tmp_path / 'lr'
     _clip(lr, 'v', 5, mode=mode)
-    r = run_cli('--input_path', lr, '--model_path', recipe_pkl, '--result_path', tmp_path / 'o',
-                '--infer_flag', 'k', '--no_save_image', '--save_kernel')
+    r = run_cli('--input_path', lr, '--model_path', tiny['x4'], '--result_path', tmp_path / 'o',
+                '--infer_flag', 'k', '--save_kernel', '--device', 'cpu')
     assert r.returncode == 0, r.stderr[-3000:]
-    assert len(list((tmp_path / 'o' / 'infer_k' / 'v' / 'kernel').glob('*.npy'))) == 1
+    rgb = _clip(tmp_path / 'rgb', 'v', 5)  # the same random frames, as 8-bit RGB
+    rgb = [read_frame(p) for p in sorted(rgb.glob('*.png'))]
+    if mode != 'RGBA':  # grey (8 or 16 bits): the first channel, repeated
+        rgb = [np.repeat(f[..., :1], 3, axis=2) for f in rgb]
+    (sr,) = jittor_sbvsr.SelfBlindVSR(tiny['x4'], device='cpu').frames(rgb, border=False)
+    out = tmp_path / 'o' / 'infer_k' / 'v'
+    assert np.array_equal(read_frame(out / '00000002.png'), sr)
+    assert len(list((out / 'kernel').glob('*.npy'))) == 1
 
 
 def test_quick_test_with_data_missing(tmp_path):
@@ -107,8 +115,8 @@ def test_quick_test_with_data_missing(tmp_path):
     shutil.copytree(ROOT / 'jittor_sbvsr', repo / 'jittor_sbvsr', ignore=shutil.ignore_patterns('__pycache__'))
     for script in ('inference.py', 'jittor_sbvsr_launcher.py'):
         shutil.copy(ROOT / script, repo)
-    r = subprocess.run([sys.executable, str(repo / 'inference.py'), '--quick_test', 'Realistic_REDS4'],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=600, encoding='utf-8')
+    r = run_child([sys.executable, str(repo / 'inference.py'), '--quick_test', 'Realistic_REDS4'],
+                  capture_output=True, text=True, cwd=tmp_path, timeout=600, encoding='utf-8')
     err = assert_clean_error(r, 'Realistic_REDS4')
     assert os.path.join('dataset', 'REDS4_BlurDown_Realistic', 'LR_blurdown_x4') in err
     assert os.path.join('pretrain_models', 'self_blind_vsr_realistic.pkl') in err

@@ -11,7 +11,8 @@ import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.data.folders import list_videos
 from jittor_sbvsr.data.images import read_frame
 from jittor_sbvsr.data.windows import window_indices
-from jittor_sbvsr.infer.engine import FrameSource, VideoSR
+from jittor_sbvsr.infer.engine import VideoSR
+from jittor_sbvsr.infer.frames import FrameSource
 from jittor_sbvsr.models import PWC_Recons
 
 

@@ -1,7 +1,7 @@
 """inference.py under ``mpirun --allow-run-as-root -np 2``: the same files and numbers as one process.
 
 Needs Open MPI (skips without it, fails under SBVSR_REQUIRE_MPI=1; see
-conftest.require_mpi). Tiny checkpoint (test_bad_input.tiny), 32x48 LR clips
+conftest.require_mpi). Tiny checkpoint (conftest.tiny), 32x48 LR clips
 with ground truth: three frame folders of 5, 9 and 5 frames (19 windows:
 rank 0 runs a and b's first 4, rank 1 the rest of b and c), and one 12-frame
 video file with a ground-truth video (split 6/6, so rank 0 encodes it from
@@ -9,14 +9,13 @@ both ranks' frames). The single-process runs use the same environment
 (one OpenMP thread), so the outputs must be equal byte for byte.
 """
 import re
-import subprocess
 import sys
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import MPI_ENV, ROOT, mpirun, require_mpi
-from test_bad_input import _frames, tiny  # noqa: F401 (a fixture)
+from conftest import assert_ok, MPI_ENV, ROOT, mpirun, require_mpi, run_child
+from test_bad_input import _frames
 from test_video import H, W, make_clip
 
 INFER = ROOT / 'inference.py'
@@ -28,11 +27,11 @@ def need_mpi():
 
 
 def _run(cmd):
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=MPI_ENV, timeout=600, encoding='utf-8')
+    return run_child(cmd, capture_output=True, text=True, cwd=ROOT, env=MPI_ENV, timeout=600, encoding='utf-8')
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory, tiny):  # noqa: F811
+def runs(tmp_path_factory, tiny):
     """Each input set through one process and through two ranks: {kind: (single, mpi)} results."""
     root = tmp_path_factory.mktemp('mpi infer') / 'données'
     names = lambda n: [f'{t:08d}.png' for t in range(n)]  # noqa: E731
@@ -51,10 +50,6 @@ def runs(tmp_path_factory, tiny):  # noqa: F811
         mpi = _run(mpirun(2, INFER, *args, '--infer_flag', f'{kind}_2'))
         out[kind] = (single, mpi)
     return SimpleNamespace(root=root, out=root / 'out', results=out)
-
-
-def _ok(r):
-    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
 
 
 def _files(folder):
@@ -78,7 +73,7 @@ def _untimed(lines):
 @pytest.mark.parametrize('kind', ['folders', 'video'])
 def test_two_ranks_write_the_files_of_one_process(runs, kind):
     for r in runs.results[kind]:
-        _ok(r)
+        assert_ok(r)
     one, two = _files(runs.out / f'infer_{kind}_1'), _files(runs.out / f'infer_{kind}_2')
     assert sorted(one) == sorted(two)
     assert [p for p in one if one[p] != two[p]] == []
@@ -91,7 +86,7 @@ def test_two_ranks_write_the_files_of_one_process(runs, kind):
 @pytest.mark.parametrize('kind', ['folders', 'video'])
 def test_rank_0_logs_every_frame_in_order_with_the_same_numbers(runs, kind):
     single, mpi = runs.results[kind]
-    _ok(mpi)
+    assert_ok(mpi)
     one, two = _log(runs.out / f'infer_{kind}_1'), _log(runs.out / f'infer_{kind}_2')
     assert _untimed(one) == _untimed(two)
     assert [line for line in two if line.startswith('MPI: ')] == [
@@ -104,7 +99,7 @@ def test_rank_0_logs_every_frame_in_order_with_the_same_numbers(runs, kind):
     assert 'Traceback' not in mpi.stderr
 
 
-def test_bad_input_fails_on_every_rank_before_any_output(runs, tiny):  # noqa: F811
+def test_bad_input_fails_on_every_rank_before_any_output(runs, tiny):
     r = _run(mpirun(2, INFER, '--input_path', runs.root / 'folders' / 'LR', '--model_path', tiny['x2'],
                     '--gt_path', runs.root / 'folders' / 'GT', '--result_path', runs.out, '--infer_flag', 'bad',
                     '--device', 'cpu'))

@@ -159,3 +159,25 @@ def test_evaluation_kernel_images_are_stretched_min_to_max():
     k[0, 0] = np.nan
     img = kernels.kernel_image_minmax(k)
     assert img[6, 6, 0] == 255 and img[0, 0, 0] == 0
+
+
+def test_bicubic_upscale_is_matlab_imresize():
+    """The bicubic baseline: Keys a = -0.5 on (d + 0.5) / s - 0.5, mirrored borders, rounded."""
+    # [1 2] -> 4 samples by hand from the definition: the first output sits at -0.25, its taps at
+    # -2..1 (mirrored to 1, 0, 0, 1) have weights -3/128, 29/128, 111/128, -9/128: 90.625 for
+    # [100 200]; the second at 0.25, taps -1..2 (mirrored 0, 0, 1, 1), weights -9, 111, 29, -3 /128
+    row = np.array([[10, 20]], np.uint8) * 10
+    out = kernels._separable(row.astype(np.float64), kernels._matlab_taps(1, 2), kernels._matlab_taps(2, 2))
+    np.testing.assert_allclose(out[0], [90.625, 120.3125, 179.6875, 209.375], atol=1e-9)
+    assert kernels.bicubic_upscale(row, 2)[0].tolist() == [91, 120, 180, 209]
+    # away from the borders (where Pillow clamps instead of mirroring) Pillow's own bicubic, in float
+    from PIL import Image
+    src = np.random.default_rng(3).integers(0, 256, (12, 15), dtype=np.uint8)
+    pil = np.asarray(Image.fromarray(src.astype(np.float32), 'F').resize((60, 48), Image.BICUBIC))
+    ours = kernels._separable(src.astype(np.float64), kernels._matlab_taps(12, 4), kernels._matlab_taps(15, 4))
+    np.testing.assert_allclose(ours[8:-8, 8:-8], pil[8:-8, 8:-8], atol=2e-3)
+    rgb = np.stack([src, 255 - src, src // 2], axis=2)
+    up = kernels.bicubic_upscale(rgb, 4)
+    assert up.shape == (48, 60, 3) and up.dtype == np.uint8
+    assert np.array_equal(up[:, :, 1], kernels.bicubic_upscale(rgb[:, :, 1], 4))
+    assert np.array_equal(kernels.bicubic_upscale(np.full((5, 7), 77, np.uint8), 4), np.full((20, 28), 77))

@@ -1,6 +1,5 @@
-"""tools/make_blurdown_dataset.py: blurred-down test sets from HR videos."""
+"""tools/make_blurdown_dataset.py (data/testsets.py): blurred-down test sets from HR videos."""
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,11 +9,12 @@ from PIL import Image
 
 from jittor_sbvsr.data import degrade, kernels
 from jittor_sbvsr.data.datasets import PairedTestSet
-from conftest import BROKEN_INSTALLS, ROOT, load_tool
+from conftest import BROKEN_INSTALLS, ROOT, run_child
+from jittor_sbvsr.cli import make_blurdown
+from jittor_sbvsr.data import testsets
 from jittor_sbvsr.data.images import read_frame
 
 TOOL = ROOT / 'tools' / 'make_blurdown_dataset.py'
-tool = load_tool('make_blurdown_dataset')
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def hr_root(tmp_path):
 
 
 def run(argv, capsys):
-    rc = tool.main([str(a) for a in argv])
+    rc = make_blurdown.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -59,7 +59,7 @@ def test_builds_paired_set(hr_root, tmp_path, capsys, kind):
             np.testing.assert_array_equal(k, kernels.gaussian_kernel(9, 1.2).astype(np.float32))
         else:
             assert k.shape == (13, 13)
-            np.testing.assert_array_equal(k, tool.make_kernel('realistic', 3, v).astype(np.float32))
+            np.testing.assert_array_equal(k, testsets.make_kernel('realistic', 3, v).astype(np.float32))
         assert k.sum() == pytest.approx(1, abs=1e-5)
         png = read_frame(save / 'kernels' / f'{v}.png')
         assert png.shape == (16 * k.shape[0], 16 * k.shape[1], 3) and png.max() == 255
@@ -137,14 +137,14 @@ def test_frame_size_must_be_multiple_of_scale(tmp_path, capsys):
 
 
 def test_cli_bad_arguments_one_line(tmp_path):
-    r = subprocess.run([sys.executable, str(TOOL), '--hr_root', str(tmp_path), '--save_root',
+    r = run_child([sys.executable, str(TOOL), '--hr_root', str(tmp_path), '--save_root',
                         str(tmp_path / 'o'), '--type', 'motion'], capture_output=True, text=True, encoding='utf-8')
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: ') and 'motion' in lines[0]
-    r = subprocess.run([sys.executable, str(TOOL), '--hr_root', str(tmp_path / 'nope'),
+    r = run_child([sys.executable, str(TOOL), '--hr_root', str(tmp_path / 'nope'),
                         '--save_root', str(tmp_path / 'o'), '--type', 'gaussian'],
-                       capture_output=True, text=True, encoding='utf-8')
+                  capture_output=True, text=True, encoding='utf-8')
     assert r.returncode == 2 and r.stderr.strip().count('\n') == 0
     assert r.stderr.startswith('error: ') and 'nope' in r.stderr
     assert not (tmp_path / 'o').exists()
@@ -152,9 +152,9 @@ def test_cli_bad_arguments_one_line(tmp_path):
 
 @pytest.mark.parametrize('cause', sorted(BROKEN_INSTALLS))
 def test_cli_on_an_unusable_installation_one_line(hr_root, tmp_path, cause, broken_install):
-    r = subprocess.run([sys.executable, str(TOOL), '--hr_root', str(hr_root), '--save_root', str(tmp_path / 'o'),
+    r = run_child([sys.executable, str(TOOL), '--hr_root', str(hr_root), '--save_root', str(tmp_path / 'o'),
                         '--type', 'gaussian'], capture_output=True, text=True,
-                       env=dict(os.environ, **broken_install(cause)), encoding='utf-8')
+                  env=dict(os.environ, **broken_install(cause)), encoding='utf-8')
     assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and BROKEN_INSTALLS[cause] in r.stderr
     assert not (tmp_path / 'o').exists()

@@ -1,19 +1,17 @@
 """Memory bounded by itself: --max_memory chooses the inference tile (and retries smaller once
 after an out-of-memory error) and, with --accumulate auto, the training micro-batches."""
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
-from test_tiling import _psnr, clip, recipe_net  # noqa: F401  (fixtures: the recipe model, two windows at 32x48)
-from test_training import _tiny_args, demo  # noqa: F401  (fixture: the demo clips)
+from conftest import ROOT, psnr01, run_child, tiny_train_args
 
 import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.cli.infer import build_parser as infer_parser
 from jittor_sbvsr.errors import UserError
-from jittor_sbvsr.infer.engine import VideoSR, choose_tile, min_tile, window_bytes
+from jittor_sbvsr.infer.engine import VideoSR
+from jittor_sbvsr.infer.memory_plan import choose_tile, min_tile, window_bytes
 from jittor_sbvsr.cli.train_options import parse_args as train_args
 from jittor_sbvsr.trainer.micro import STEP_FIXED_BYTES, sample_bytes, split_batch
 from jittor_sbvsr.utils import memory
@@ -36,8 +34,8 @@ def test_bad_sizes(text):
 @pytest.mark.parametrize('flag', [['--max_memory', 'lots'], ['--max_memory', '0'], ['--max_memory', '-2G']])
 def test_bad_max_memory_is_one_error_line(tmp_path, flag):
     for script in ('inference.py', 'main.py'):
-        r = subprocess.run([sys.executable, str(ROOT / script), *flag], capture_output=True, encoding='utf-8',
-                           cwd=tmp_path, timeout=600)
+        r = run_child([sys.executable, str(ROOT / script), *flag], capture_output=True, encoding='utf-8',
+                      cwd=tmp_path, timeout=600)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith('error:'), r.stderr[-2000:]
         assert '--max_memory' in lines[0] and 'Traceback' not in r.stderr
@@ -59,9 +57,13 @@ def test_available_memory(tmp_path):
     assert memory._meminfo(str(f)) == (800 * 1024, 1000 * 1024)
     assert memory._meminfo(str(tmp_path / 'none')) is None
     free = memory.available_bytes('cpu')
-    assert free is None or free > 0
+    if sys.platform.startswith('linux'):  # /proc/meminfo is there: memory must be read
+        assert free is not None
+    if free is None:
+        pytest.skip(f'the available memory cannot be read on {sys.platform}')
+    assert free > 0
     b = memory.default_budget('cpu')
-    assert b is None or 64 * 2 ** 20 <= b <= free
+    assert 64 * 2 ** 20 <= b <= free
     assert memory.default_budget('cpu', processes=2) <= b
 
 
@@ -120,12 +122,14 @@ def test_a_tiny_budget_tiles(recipe_net, clip, untiled):
     engine = VideoSR(recipe_net, overlap=8, max_memory=1, warn=lines.append)
     out = list(engine.windows(frames, windows))
     assert engine.plan == (32, 48, min_tile(8)) and len(engine.tiles(32, 48, engine.plan[2])) == 2
-    assert len(lines) == 1 and lines[0].startswith('note:') and '32x32 tiles, frame features recomputed' \
+    assert len(lines) == 2 and lines[0].startswith('note:') and '32x32 tiles, frame features recomputed' \
         in lines[0]
+    # no budget this small holds even the kernel and flows on whole frames: said, with what helps
+    assert lines[1].startswith('warning:') and 'tiles do not shrink them' in lines[1]
     fixed = list(VideoSR(recipe_net, tile=32, overlap=8, max_memory=1).windows(frames, windows))
     for (_, r1, k1, _), (_, r2, k2, _), (_, r3, _, _) in zip(untiled, out, fixed):
         assert not np.array_equal(r1, r2) and np.array_equal(k1, k2)
-        assert _psnr(r2, r1) >= 45.0  # tests/test_tiling.py's tolerance
+        assert psnr01(r2, r1) >= 45.0  # tests/test_tiling.py's tolerance
         assert np.array_equal(r2, r3)  # recomputed features: the bits of kept ones
     # --tile overrides the budget
     engine = VideoSR(recipe_net, tile=48, max_memory=1)
@@ -155,7 +159,7 @@ def test_out_of_memory_retries_smaller_once(recipe_net, clip, untiled, monkeypat
     assert len(lines) == 1 and lines[0].startswith('warning: window 0 ran out of memory in whole frames') \
         and 'in 32x32 tiles' in lines[0] and '\n' not in lines[0]
     for (_, r1, _, _), (_, r2, _, _) in zip(untiled, out):
-        assert _psnr(r2, r1) >= 45.0
+        assert psnr01(r2, r1) >= 45.0
 
 
 def test_out_of_memory_twice_is_one_error_line(recipe_net, clip, monkeypatch):
@@ -189,7 +193,7 @@ def test_split_batch():
 def _trained(demo, **over):
     """Parameters after one epoch (2 updates of 2 samples: --test_every 2), the loader's plan, the notes."""
     from jittor_sbvsr.trainer.trainer import Trainer
-    t = Trainer(_tiny_args(demo, **over))
+    t = Trainer(tiny_train_args(demo, **over))
     t.train_epoch(1)
     params = [p.numpy().copy() for p in t.model.parameters()]
     plan = (t.loader.batch_size, t.loader.accumulate, t.effective_batch(), t.optimizer.steps)
@@ -215,12 +219,12 @@ def test_accumulate_auto_makes_the_updates_of_explicit_accumulation(demo):
 
 def test_run_budget(monkeypatch):
     """--max_memory, else none with --tile, else a resumed run's earlier budget, else the default."""
-    from jittor_sbvsr.infer import engine
-    monkeypatch.setattr(engine, '_default_budget', lambda: 5 * 2 ** 30)
-    assert engine.run_budget(2 ** 30, 0) == 2 ** 30
-    assert engine.run_budget(2 ** 30, 0, earlier=3 * 2 ** 30) == 2 ** 30
-    assert engine.run_budget(None, 64) is None
-    assert engine.run_budget(None, 0, earlier=3 * 2 ** 30) == 3 * 2 ** 30
-    assert engine.run_budget(None, 0) == 5 * 2 ** 30
-    monkeypatch.setattr(engine, '_default_budget', lambda: None)  # free memory unknown: no limit
-    assert engine.run_budget(None, 0) is None
+    from jittor_sbvsr.infer import memory_plan
+    monkeypatch.setattr(memory_plan, 'default_run_budget', lambda: 5 * 2 ** 30)
+    assert memory_plan.run_budget(2 ** 30, 0) == 2 ** 30
+    assert memory_plan.run_budget(2 ** 30, 0, earlier=3 * 2 ** 30) == 2 ** 30
+    assert memory_plan.run_budget(None, 64) is None
+    assert memory_plan.run_budget(None, 0, earlier=3 * 2 ** 30) == 3 * 2 ** 30
+    assert memory_plan.run_budget(None, 0) == 5 * 2 ** 30
+    monkeypatch.setattr(memory_plan, 'default_run_budget', lambda: None)  # free memory unknown: no limit
+    assert memory_plan.run_budget(None, 0) is None

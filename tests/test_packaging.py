@@ -12,18 +12,17 @@ import importlib.util
 import os
 import re
 import shutil
-import subprocess
 import sys
 import sysconfig
 import tomllib
 
 import pytest
 
-from conftest import BROKEN_INSTALLS, ROOT
+from conftest import BROKEN_INSTALLS, ROOT, run_child
 
 COMMANDS = {'sbvsr-infer': 'inference.py', 'sbvsr-train': 'main.py',
             'sbvsr-convert': 'tools/convert_torch_weights.py'}
-MODULES = {'sbvsr-doctor': 'jittor_sbvsr.doctor'}  # commands whose script form is python -m <module>
+MODULES = {'sbvsr-doctor': 'jittor_sbvsr.cli.doctor'}  # commands whose script form is python -m <module>
 ENV = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'SBVSR_ROOT')} | {'COLUMNS': '100'}
 
 
@@ -57,16 +56,18 @@ def _make_venv(tmp_path_factory, name, *install):
     version = tuple(int(v) for v in setuptools.__version__.split('.')[:2])
     assert version >= (70, 1), (f'setuptools {setuptools.__version__} < 70.1 cannot build wheels on its own '
                                 '(env/test-requirements.txt)')
+    if sys.platform == 'win32':
+        pytest.skip('POSIX only: the test environments are used through bin/ (Windows: Scripts\\)')
     d = tmp_path_factory.mktemp(name)
-    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', d], check=True, timeout=120)
+    run_child([sys.executable, '-m', 'venv', '--without-pip', d], check=True, timeout=120)
     py = d / 'bin' / 'python'
-    site = subprocess.run([py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
-                          capture_output=True, text=True, check=True, encoding='utf-8').stdout.strip()
+    site = run_child([py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
+                     capture_output=True, text=True, check=True, encoding='utf-8').stdout.strip()
     with open(os.path.join(site, 'sbvsr_test_base.pth'), 'w', encoding='utf-8') as f:
         f.write(sysconfig.get_paths()['purelib'] + '\n')
-    r = subprocess.run([py, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '--no-deps',
-                        '--no-build-isolation', *map(str, install)], capture_output=True, text=True,
-                       env=ENV, cwd=d, timeout=300, encoding='utf-8')
+    r = run_child([py, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '--no-deps',
+                   '--no-build-isolation', *map(str, install)], capture_output=True, text=True,
+                  env=ENV, cwd=d, timeout=300, encoding='utf-8')
     assert r.returncode == 0, r.stdout + r.stderr
     return d
 
@@ -96,8 +97,8 @@ def installed(tmp_path_factory):
 
 
 def run(cmd, cwd):
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=ENV, cwd=cwd,
-                          timeout=120, encoding='utf-8')
+    return run_child([str(c) for c in cmd], capture_output=True, text=True, env=ENV, cwd=cwd,
+                     timeout=120, encoding='utf-8')
 
 
 @pytest.mark.parametrize('name', sorted(COMMANDS))
@@ -133,8 +134,8 @@ def test_commands_on_an_unusable_installation(name, cause, venv, broken_install,
     env = ENV | broken_install(cause)
     args = [tmp_path / 'in ü.pt', tmp_path / 'out.pkl'] if name == 'sbvsr-convert' else ['--cpu']
     for cmd in ([sys.executable, ROOT / COMMANDS[name]], [venv / 'bin' / name]):
-        r = subprocess.run([str(c) for c in cmd + args], capture_output=True, text=True, env=env, cwd=tmp_path,
-                           timeout=120, encoding='utf-8')
+        r = run_child([str(c) for c in cmd + args], capture_output=True, text=True, env=env, cwd=tmp_path,
+                      timeout=120, encoding='utf-8')
         assert r.returncode == 2 and 'Traceback' not in r.stderr, (cmd, r.stderr)
         assert r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
         assert r.stderr.startswith('error') and BROKEN_INSTALLS[cause] in r.stderr, r.stderr
@@ -158,8 +159,8 @@ def test_an_installed_package_keeps_its_data_in_the_current_folder(installed, tm
     assert package.startswith(str(installed)) and package.endswith('__init__.py'), r.stderr
     assert root == str(work)
     env = ENV | {'SBVSR_ROOT': str(tmp_path / 'data é')}
-    r = subprocess.run([str(installed / 'bin' / 'python'), '-c', _WHERE], capture_output=True, text=True,
-                       env=env, cwd=work, timeout=120, encoding='utf-8')
+    r = run_child([str(installed / 'bin' / 'python'), '-c', _WHERE], capture_output=True, text=True,
+                  env=env, cwd=work, timeout=120, encoding='utf-8')
     assert r.stdout.splitlines()[1] == str(tmp_path / 'data é'), r.stderr
     r = run([installed / 'bin' / 'sbvsr-train', '--help'], cwd=work)
     assert r.returncode == 0 and r.stdout.startswith('usage: sbvsr-train '), r.stderr

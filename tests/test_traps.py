@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import child_env
+
 import jittor_sbvsr  # noqa: F401  (configures Jittor; must precede jittor)
 import jittor as jt
 from jittor import nn
@@ -33,7 +35,7 @@ def torch_ref(tmp_path_factory):
     err = open(d / 'stderr.txt', 'w', encoding='utf-8')
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     proc = subprocess.Popen([sys.executable, str(HERE / 'torch_ref_ops.py'), 'serve'], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=err, text=True, env=env, encoding='utf-8')
+                            stdout=subprocess.PIPE, stderr=err, text=True, env=child_env(env), encoding='utf-8')
     n = [0]
 
     def call(op, **arrays):

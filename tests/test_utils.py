@@ -5,11 +5,14 @@ import stat
 
 import numpy as np
 import pytest
+
+from conftest import symlink_or_skip
 from PIL import Image
 
 from jittor_sbvsr.errors import UserError
 from jittor_sbvsr.utils import (Bar, Logger, atomic_save, atomic_write_bytes, ensure_dir,
                                 format_seconds, save_npy_atomic, save_png_atomic)
+from jittor_sbvsr.infer.report import VideoProgress
 from jittor_sbvsr.utils import progress as progress_mod
 
 ODD_NAME = 'out dir ü 名前'
@@ -80,7 +83,7 @@ def test_remove_stale_temps_only_our_pattern(tmp_path):
     for n in ours + keep:
         (tmp_path / n).write_bytes(b'')
         (sub / n).write_bytes(b'')
-    os.symlink(tmp_path / 'frame 1.png', tmp_path / ours[0].replace('frame 1', 'link'))
+    symlink_or_skip(tmp_path / ours[0].replace('frame 1', 'link'), tmp_path / 'frame 1.png')
     removed = remove_stale_temps(tmp_path)
     assert sorted(os.path.basename(p) for p in removed) == sorted(ours)
     assert sorted(os.listdir(tmp_path)) == sorted(keep + [ODD_NAME, ours[0].replace('frame 1', 'link')])
@@ -115,6 +118,45 @@ def test_atomic_save_failure_keeps_old_and_cleans_up(tmp_path):
         atomic_save(tmp_path / 'new.txt', interrupted)
     assert not (tmp_path / 'new.txt').exists()
     assert _leftovers(tmp_path) == []
+
+
+def _held_open(monkeypatch, name, times):
+    """``os.<name>`` as Windows does it on a file another process holds open (an earlier run's worker
+    finishing, an antivirus or the indexer reading it): PermissionError ("Access is denied",
+    WinError 5) the first ``times`` calls."""
+    real, calls = getattr(os, name), []
+
+    def fn(*args):
+        calls.append(args)
+        if len(calls) <= times:
+            raise PermissionError(13, 'Access is denied')
+        return real(*args)
+    monkeypatch.setattr(os, name, fn)
+    return calls
+
+
+def test_replacing_a_file_held_open_waits_for_it(tmp_path, monkeypatch):
+    from jittor_sbvsr.infer.resume import Progress
+    from jittor_sbvsr.utils import files
+    monkeypatch.setattr(files, 'SHARING_WAITS', (0.01, 0.02, 0.04, 0.08))
+    record = tmp_path / ODD_NAME / 'progress.jsonl'
+    atomic_write_bytes(record, b'old\n')
+    calls = _held_open(monkeypatch, 'replace', 3)  # closed after three tries
+    atomic_write_bytes(record, b'new\n')
+    assert record.read_bytes() == b'new\n' and len(calls) == 4 and _leftovers(record.parent) == []
+    calls = _held_open(monkeypatch, 'replace', 99)  # never closed: one error naming the file, nothing lost
+    with pytest.raises(UserError, match=r'progress\.jsonl: cannot replace it \(Access is denied\): another '
+                                        r'program keeps it open'):
+        atomic_write_bytes(record, b'newer\n')
+    assert len(calls) == len(files.SHARING_WAITS) + 1
+    assert record.read_bytes() == b'new\n' and _leftovers(record.parent) == []
+    monkeypatch.undo()
+    # a finished run's record goes once the worker that held it has closed it
+    progress = Progress(str(tmp_path), {'model': 'x'}, {})
+    monkeypatch.setattr(files, 'SHARING_WAITS', (0.01, 0.02))
+    calls = _held_open(monkeypatch, 'unlink', 2)
+    progress.finish()
+    assert len(calls) == 3 and not os.path.exists(progress.path)
 
 
 def test_atomic_save_os_error_is_user_error(tmp_path):
@@ -282,7 +324,7 @@ def test_logger_bad_path(tmp_path):
 def test_video_progress_not_a_tty_prints_sparse_lines():
     """Off a terminal (CI logs): no line per frame, one per video at its end (and per interval)."""
     out = io.StringIO()
-    with progress_mod.VideoProgress(1000, stream=out, interval=3600) as bar:
+    with VideoProgress(1000, stream=out, interval=3600) as bar:
         for name in ('a', 'b'):
             bar.video(name, 500)
             for _ in range(500):
@@ -295,7 +337,7 @@ def test_video_progress_not_a_tty_prints_sparse_lines():
 def test_video_progress_tty_updates_in_place_with_total_eta():
     """On a terminal: tqdm redraws one line per video ('\\r'), never a new line per frame."""
     out = FakeTTY()
-    with progress_mod.VideoProgress(400, stream=out) as bar:
+    with VideoProgress(400, stream=out) as bar:
         for name in ('a', 'b'):
             bar.video(name, 200)
             for _ in range(200):
@@ -308,7 +350,7 @@ def test_video_progress_tty_updates_in_place_with_total_eta():
 def test_logger_line_clears_a_tqdm_bar():
     """A log line on the bar's stream: the bar is wiped first and redrawn after, not overwritten."""
     out = FakeTTY()
-    bar = progress_mod.VideoProgress(10, stream=out)
+    bar = VideoProgress(10, stream=out)
     bar.video('v', 10)
     bar.update()
     drawn = len(out.getvalue())

@@ -30,21 +30,25 @@ import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
-from jittor_cuda_patch import ALREADY, APPLIED, PatchError, edit_text, installed_jittor_dir  # noqa: E402
-from jittor_sbvsr.runtime import ONEDNN_EDIT_MARK, ONEDNN_NAMES, onednn_dir  # noqa: E402
+from jittor_cuda_patch import (ALREADY, APPLIED, PatchError, edit_text, installed_jittor_dir,  # noqa: E402
+                               runtime_module)
+
+# jittor_sbvsr/runtime.py, read by its path: importing the package would configure Jittor for a run,
+# and say that oneDNN is missing while this is installing it.
+runtime = runtime_module()
 
 VERSION = '2021.2.0'  # the wheels' version of oneDNN 2.2.0
 LIB = 'libdnnl.so.2.2'
 LINUX_ALIASES = ('libdnnl.so.2', 'libdnnl.so', 'libmkldnn.so', 'libmkldnn.so.2')
 # compile_extern.py's setup_mkl: the folder it searches for a dnnl* folder ('\n': Jittor's CRLF)
 JITTOR_EDIT = ('compile_extern.py', '        mkl_path = os.path.join(jit_utils.home(), ".cache", "jittor", "mkl")\n',
-               f'        mkl_path = os.path.join(sys.prefix, "onednn")  # {ONEDNN_EDIT_MARK}\n'
+               f'        mkl_path = os.path.join(sys.prefix, "onednn")  # {runtime.ONEDNN_EDIT_MARK}\n'
                '        if not os.path.isdir(mkl_path):\n'
                '            mkl_path = os.path.join(jit_utils.home(), ".cache", "jittor", "mkl")\n')
 
 
 def name(windows):
-    return ONEDNN_NAMES['nt' if windows else 'posix']
+    return runtime.ONEDNN_NAMES['nt' if windows else 'posix']
 
 
 def wheels(windows):
@@ -114,7 +118,7 @@ def download(specs, into):
 
 def install(prefix, windows):
     """Install into ``prefix``; returns (folder, whether it was already there)."""
-    dst = onednn_dir(prefix, name(windows))
+    dst = runtime.onednn_dir(prefix, name(windows))
     if installed(dst, windows):
         return dst, True
     tmp = tempfile.mkdtemp(prefix='onednn-')

@@ -26,7 +26,15 @@ so running it again changes no file; a text it does not find (another
 Jittor version) is reported as a warning, and the file is left as it is.
 ``pip install --force-reinstall jittor==1.3.8.5`` undoes it all.
 
-Usage: tools/jittor_cuda_patch.py [--jittor-dir DIR]
+It also finds what Jittor will load, without changing anything
+(:func:`findings`, one (problem, fix) pair each; ``--check`` prints them, and
+the set-up runs it before it compiles): a driver without nvcc, a host g++
+newer than nvcc accepts, cuDNN that Jittor will not find. cuDNN installed by
+pip (``nvidia-cudnn-cu11/12``) is linked into ``<venv>/cudnn`` and Jittor's
+search extended to it (:func:`link_pip_cudnn`), so the install, not a
+user's cache, carries it.
+
+Usage: tools/jittor_cuda_patch.py [--jittor-dir DIR] [--check]
 """
 import argparse
 import ctypes
@@ -75,6 +83,21 @@ CUDNN9_EDIT = ('cuDNN 9 library names preloaded (libcudnn_ops, libcudnn_cnn)', '
                '"libcudnn_cnn_train.so"]',
                'libs = ["libcudnn_ops.so", "libcudnn_cnn.so"]  # jittor-sbvsr: cuDNN 9')
 RNN_CHANGE = 'cuDNN RNN ops removed (cuDNN 9 has no legacy RNN API)'
+CUDNN_MARK = 'jittor-sbvsr: cuDNN inside the install'  # runtime.CUDNN_EDIT_MARK
+# Jittor searches cuDNN in the toolkit's folders and /usr only; pip's is linked into <venv>/cudnn
+CUDNN_PIP_EDITS = [
+    ('cuDNN inside the install searched (<venv>/cudnn)', 'compile_extern.py',
+     'def search_file(dirs, name, prefer_version=()):\n',
+     'def search_file(dirs, name, prefer_version=()):\n'
+     '    dirs = list(dirs) + [os.path.join(sys.prefix, "cudnn", d) for d in ("include", "lib")]  # '
+     + CUDNN_MARK + '\n'),
+    ('cuDNN inside the install: its headers and library', 'compile_extern.py',
+     '        link_flags = f"-l{lib_name} -L\\"{os.path.dirname(culib_path)}\\""\n',
+     '        link_flags = f"-l{lib_name} -L\\"{os.path.dirname(culib_path)}\\""\n'
+     '        if os.path.dirname(culib_path) == os.path.join(sys.prefix, "cudnn", "lib"):  # ' + CUDNN_MARK + '\n'
+     '            link_flags += f" -I\\"{os.path.dirname(cuda_include_name)}\\""\n'
+     '            ctypes.CDLL(culib_path, dlopen_flags)\n'),
+]
 
 
 class PatchError(Exception):
@@ -120,7 +143,7 @@ def remove_cudnn_rnn(jittor_dir):
     return APPLIED if files else ALREADY
 
 
-def patch_jittor(jittor_dir, cuda_version, cudnn_major):
+def patch_jittor(jittor_dir, cuda_version, cudnn_major, pip_cudnn=False):
     """Make the changes Jittor 1.3.8.5 in ``jittor_dir`` needs for this CUDA and cuDNN.
 
     ``cuda_version`` is (major, minor), ``cudnn_major`` an int or None (no
@@ -136,6 +159,8 @@ def patch_jittor(jittor_dir, cuda_version, cudnn_major):
         edits.extend(CUDA13_EDITS)
     if cudnn_major is not None and cudnn_major >= 9:
         edits.append(CUDNN9_EDIT)
+    if pip_cudnn:
+        edits.extend(CUDNN_PIP_EDITS)
     done = []
     for name, rel, old, new in edits:
         path = os.path.join(jittor_dir, *rel.split('/'))
@@ -178,16 +203,23 @@ def installed_jittor_dir():
     return list(spec.submodule_search_locations)[0]
 
 
-def _runtime():
-    """jittor_sbvsr.runtime, imported on first use (it does not import jittor)."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    from jittor_sbvsr import runtime
-    return runtime
+def runtime_module():
+    """jittor_sbvsr/runtime.py (standard library only): the package's own where it is imported, else
+    read by its path, since importing the package would configure Jittor (and the set-up runs this
+    tool before oneDNN is in place)."""
+    if 'jittor_sbvsr.runtime' in sys.modules:
+        return sys.modules['jittor_sbvsr.runtime']
+    if '_sbvsr_runtime' not in sys.modules:
+        spec = importlib.util.spec_from_file_location('_sbvsr_runtime',
+                                                      os.path.join(ROOT, 'jittor_sbvsr', 'runtime.py'))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules['_sbvsr_runtime'] = module
+        spec.loader.exec_module(module)
+    return sys.modules['_sbvsr_runtime']
 
 
 def driver_present():
-    return _runtime().cuda_driver_present()
+    return runtime_module().cuda_driver_present()
 
 
 def gpu_info():
@@ -216,7 +248,7 @@ def find_nvcc():
         if path and not (os.path.isfile(path) and os.access(path, os.X_OK)):
             raise PatchError(f'nvcc_path={path} is not an executable file')
         return path or None
-    if WINDOWS or os.path.isdir(os.path.join(_runtime().jittor_home(), '.cache', 'jittor', 'jtcuda')):
+    if WINDOWS or os.path.isdir(os.path.join(runtime_module().jittor_home(), '.cache', 'jittor', 'jtcuda')):
         return 'jtcuda'
     for cand in (shutil.which('nvcc'), '/usr/local/cuda/bin/nvcc', '/usr/bin/nvcc', '/opt/cuda/bin/nvcc'):
         if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
@@ -239,13 +271,19 @@ def nvcc_version(nvcc):
     return parse_cuda_version(r.stdout + r.stderr)
 
 
+def _site_dirs():
+    """This environment's package folders, and the system's when the venv sees them."""
+    paths = [sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']]
+    return list(dict.fromkeys(paths + [p for p in sys.path if p.endswith(('site-packages', 'dist-packages'))]))
+
+
 def cudnn_major(nvcc):
     """cuDNN's major version from the first cudnn_version.h where Jittor and pip put it; None if none."""
     arch = platform.machine()
     cuda_include = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), 'include')
     dirs = [cuda_include, os.path.join(cuda_include, '..', 'targets', f'{arch}-linux', 'include'),
             '/usr/include', f'/usr/include/{arch}-linux-gnu']
-    for sp in dict.fromkeys([sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']]):
+    for sp in _site_dirs():
         dirs.append(os.path.join(sp, 'nvidia', 'cudnn', 'include'))
     for d in dirs:
         header = os.path.join(d, 'cudnn_version.h')
@@ -257,11 +295,85 @@ def cudnn_major(nvcc):
     return None
 
 
+def pip_cudnn(site_dirs=None):
+    """(include dir, lib dir) of cuDNN installed by pip (nvidia-cudnn-cu11/12) here, or None."""
+    for sp in site_dirs or _site_dirs():
+        inc, lib = (os.path.join(sp, 'nvidia', 'cudnn', d) for d in ('include', 'lib'))
+        if os.path.isfile(os.path.join(inc, 'cudnn.h')) and glob.glob(os.path.join(lib, 'libcudnn.so*')):
+            return inc, lib
+    return None
+
+
+def link_pip_cudnn(prefix, found):
+    """Link pip's cuDNN into ``<prefix>/cudnn/{include,lib}`` under the names Jittor looks for
+    (pip ships ``libcudnn.so.9``, the linker wants ``libcudnn.so``); returns that folder."""
+    inc, lib = found
+    home = os.path.join(prefix, 'cudnn')
+    for sub, src, pattern in (('include', inc, 'cudnn*.h'), ('lib', lib, 'libcudnn*.so*')):
+        os.makedirs(os.path.join(home, sub), exist_ok=True)
+        for path in sorted(glob.glob(os.path.join(src, pattern))):
+            names = {os.path.basename(path)}
+            if sub == 'lib':
+                names.add(re.sub(r'\.so\..*$', '.so', os.path.basename(path)))
+            for name in names:
+                dst = os.path.join(home, sub, name)
+                if os.path.lexists(dst):
+                    os.remove(dst)
+                os.symlink(path, dst)
+    return home
+
+
+NO_NVCC = ('an NVIDIA driver but no CUDA toolkit (nvcc): runs use the CPU',
+           runtime_module().NO_NVCC_FIX + ', then rerun the set-up')
+NO_CUDNN = ('no cuDNN that Jittor finds: GPU convolutions run on Jittor\'s own, much slower kernels',
+            runtime_module().NO_CUDNN_FIX)
+
+
+def findings(driver=None, nvcc=False, cuda=None, gcc=False, prefix=None, jittor_dir=None):
+    """[(problem, fix)] of what Jittor will load here; each fact may be given (tests), else asked.
+    Changes nothing."""
+    driver = driver_present() if driver is None else driver
+    if not driver or WINDOWS:
+        return []
+    nvcc = find_nvcc() if nvcc is False else nvcc
+    if nvcc is None:
+        return [NO_NVCC]
+    if nvcc == 'jtcuda':
+        return []
+    out = []
+    cuda = cuda or nvcc_version(nvcc)
+    rt = runtime_module()
+    problem = rt.gcc_problem(cuda, rt.gcc_major() if gcc is False else gcc)
+    if problem:
+        out.append(problem)
+    if not runtime_module().jittor_finds_cudnn(nvcc, prefix, jittor_dir) and not pip_cudnn():
+        out.append(NO_CUDNN)
+    return out
+
+
+def check(tag='jittor_cuda_patch:'):
+    """``--check``: each finding as one line; exit 2 when the set-up cannot build for the GPU (g++)."""
+    try:
+        found = findings()
+    except PatchError as e:
+        print(f'error: {tag} {e}', file=sys.stderr)
+        return 2
+    for problem, fix in found:
+        print(f'{"warning" if (problem, fix) in (NO_NVCC, NO_CUDNN) else "error"}: {tag} {problem}; fix: {fix}',
+              file=sys.stderr)
+    if not found:
+        print(tag, 'CUDA: nothing in the way (or no NVIDIA driver: a CPU set-up)')
+    return 2 if any(f not in (NO_NVCC, NO_CUDNN) for f in found) else 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--jittor-dir', help='the installed jittor package (default: the one this python imports)')
+    ap.add_argument('--check', action='store_true', help='only say what stands in the way of the GPU, with fixes')
     args = ap.parse_args(argv)
     tag = 'jittor_cuda_patch:'
+    if args.check:
+        return check(tag)
     try:
         # First, before anything else is looked at: importing jittor_sbvsr
         # hides nvcc from Jittor (nvcc_path='') exactly when there is no driver.
@@ -272,7 +384,8 @@ def main(argv=None):
         jittor_dir = args.jittor_dir or installed_jittor_dir()
         nvcc = find_nvcc()
         if nvcc is None:
-            print(tag, 'no nvcc (nvcc_path, PATH, /usr/local/cuda/bin): Jittor left as it is')
+            print(tag, 'no nvcc (nvcc_path, PATH, /usr/local/cuda/bin): Jittor left as it is; runs use the CPU '
+                  f'(fix: {NO_NVCC[1]})')
             return 0
         if nvcc == 'jtcuda':
             driver, archs = gpu_info()
@@ -281,12 +394,16 @@ def main(argv=None):
             print(tag, f'Jittor uses the CUDA {JTCUDA[0]}.{JTCUDA[1]} it downloads itself (jtcuda; on Windows '
                   'unless nvcc_path is set): Jittor left as it is')
             return 0
-        cuda, cudnn = nvcc_version(nvcc), cudnn_major(nvcc)
+        cuda, cudnn, pip = nvcc_version(nvcc), cudnn_major(nvcc), pip_cudnn()
+        if pip and not runtime_module().jittor_finds_cudnn(nvcc, jittor_dir=jittor_dir):
+            print(tag, f"cuDNN from pip ({pip[1]}) linked into {link_pip_cudnn(sys.prefix, pip)} for Jittor")
+        else:
+            pip = None
         driver, archs = gpu_info()
         found = (f'CUDA {cuda[0]}.{cuda[1]} ({nvcc}), cuDNN {cudnn if cudnn is not None else "not found"}, '
                  f'driver {"CUDA %d.%d" % driver if driver else "version unknown"}, '
                  f'GPU {" ".join(f"sm_{a}" for a in archs) or "unknown"}')
-        done = patch_jittor(jittor_dir, cuda, cudnn)
+        done = patch_jittor(jittor_dir, cuda, cudnn, pip_cudnn=bool(pip))
     except (PatchError, OSError) as e:
         print(f'error: {tag} {e}', file=sys.stderr)
         return 2

@@ -1,230 +1,139 @@
 #!/usr/bin/env bash
-# GPU check for jittor-sbvsr on a bare, offline CUDA machine (how bench/RESULTS.md's GPU
-# numbers were made). Run from anywhere:  bash bench/gpu_check/run.sh  (writes $OUT/log.txt).
-# It needs, in $GPU_FILES (default: the ignored folder .gpu/ of the checkout):
-#   whl/        wheels for the machine's Python: jittor 1.3.8.5 (built from its sdist), numpy 1.26.4,
-#               scipy, astunparse, six (pip download --only-binary=:all: --python-version 3.12 ...)
-#   reference/  a copy of ../shared/reference (unless SBVSR_REFERENCE is set)
-#   py312-include.tar.gz  CPython headers, used only where the machine has none
-# The installed Jittor copy is changed for CUDA 13 by jt_cuda_setup.py (see there).
-# Env knobs: STEPS="smoke corr parity cli bench tf32" (subset; order is fixed), BUDGET=420 (s,
-# whole script), BENCH_CONFIGS=reuse (bench/infer_speed.py --configs), PYTHON=python3.
-# Every step runs under `timeout`, capped by what is left of BUDGET.
+# GPU check for jittor-sbvsr on a bare, offline CUDA machine, in one call:  bash bench/gpu_check/run.sh
+# Needs .gpu/ from `python bench/gpu_check/prepare.py` (run where pip can download; .gpu/ is ignored:
+# carry it). Set up with the project's own installer (env/setup.py --wheels), run with its runtime:
+# no private CUDA folder, Jittor's errors shown, MPI on. Writes $OUT/log.txt and a few result files.
+# Knobs: BUDGET (s, whole script; the step timeouts below add up to it), STEPS (a subset, order fixed),
+# PYTHON (default python3), GPU_FILES (default .gpu).
 set -o pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$REPO" || exit 2
-G=$REPO/bench/gpu_check
 FILES=${GPU_FILES:-$REPO/.gpu}
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-BUDGET=${BUDGET:-420}
-STEPS=${STEPS:-smoke corr parity cli bench tf32}
+VENV=/tmp/sbvsr_venv
+BUDGET=${BUDGET:-570}
+STEPS=${STEPS:-setup doctor parity cli dryrun mpi train tf32 whole}
 START=$(date +%s)
 DEADLINE=$((START + BUDGET))
-SITE=/tmp/site
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-export JITTOR_HOME=/tmp/jthome
-export SBVSR_REFERENCE=${SBVSR_REFERENCE:-$FILES/reference}
-export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1
-SUMMARY_FILE=/tmp/gpu_check_summary.txt
-: > "$SUMMARY_FILE"
-rm -f /tmp/step_*.log
+W=/tmp/gpu_work
+export PYTHONUNBUFFERED=1 SBVSR_REFERENCE=$FILES/reference OMP_NUM_THREADS=8
+SUMMARY=$W/summary.txt
+rm -rf "$W"; mkdir -p "$W"; : > "$SUMMARY"
 
 ts() { echo "[$(date +%T) +$(( $(date +%s) - START ))s]"; }
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 
-# step NAME TIMEOUT CMD...: runs CMD under timeout (capped by the budget), output also in /tmp/step_NAME.log
+# step NAME TIMEOUT CMD...: CMD under timeout (capped by what is left of BUDGET), output also in $W/NAME.log
 step() {
   local name=$1 t=$2; shift 2
-  local now left rc t0
-  now=$(date +%s); left=$((DEADLINE - now - 5))
-  if [ "$left" -lt 20 ]; then
-    echo "=== $(ts) SKIP $name: budget used up"; echo "$name: SKIPPED (budget)" >> "$SUMMARY_FILE"; return 99
-  fi
+  local left=$((DEADLINE - $(date +%s) - 3)) rc t0 what
+  if [ "$left" -lt 10 ]; then echo "=== $(ts) SKIP $name: budget used up"; echo "$name: SKIPPED (budget)" >> "$SUMMARY"; return 99; fi
   [ "$t" -gt "$left" ] && t=$left
   echo "=== $(ts) STEP $name (timeout ${t}s): $*"
   t0=$(date +%s)
-  timeout -k 5 "$t" "$@" 2>&1 | tee "/tmp/step_$name.log"
+  timeout -k 5 "$t" bash -c '"$@"' "$name" "$@" 2>&1 | tee "$W/$name.log"   # bash: the helpers below too
   rc=$?
-  local dt=$(( $(date +%s) - t0 ))
-  local what="rc=$rc"
-  [ "$rc" = 124 ] || [ "$rc" = 137 ] && what="TIMEOUT after ${t}s (rc=$rc)"
-  [ "$rc" = 0 ] && what="OK"
-  echo "=== $(ts) END $name: $what (${dt}s)"
-  echo "$name: $what (${dt}s)" >> "$SUMMARY_FILE"
+  what="rc=$rc"; [ "$rc" = 0 ] && what=OK; { [ "$rc" = 124 ] || [ "$rc" = 137 ]; } && what="TIMEOUT (${t}s)"
+  echo "=== $(ts) END $name: $what ($(( $(date +%s) - t0 ))s)"
+  echo "$name: $what ($(( $(date +%s) - t0 ))s)" >> "$SUMMARY"
   return "$rc"
 }
 
+# peak NAME CMD...: CMD while nvidia-smi samples the GPU's used memory; the peak in $W/NAME.peak (MiB)
+peak() {
+  local name=$1; shift
+  ( while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0; sleep 0.2; done ) \
+    > "$W/$name.mem" 2>/dev/null &
+  local sampler=$!
+  "$@"; local rc=$?
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
+  sort -n "$W/$name.mem" | tail -1 > "$W/$name.peak"
+  echo "peak GPU memory during $name: $(cat "$W/$name.peak") MiB (nvidia-smi, every 0.2 s)"
+  return $rc
+}
+
+sbvsr() { "$VENV/bin/python" "$@"; }
+infer() { sbvsr inference.py --model_path "$W/recipe.pkl" "$@"; }
+public() { infer --input_path "$SBVSR_REFERENCE/public_case/LR" --gt_path "$SBVSR_REFERENCE/public_case/HR" --border "$@"; }
+export -f sbvsr infer public peak
+export VENV W SBVSR_REFERENCE
+
 main() {
-  echo "=== $(ts) jittor-sbvsr GPU check; repo $REPO; OUT=$OUT; budget ${BUDGET}s; steps: $STEPS"
+  echo "=== $(ts) jittor-sbvsr GPU check; $REPO; budget ${BUDGET}s; steps: $STEPS"
   git -C "$REPO" log -1 --format='commit %H %s' 2>/dev/null || true
-  git -C "$REPO" status --short 2>/dev/null | head -20 || true
-  uname -a; nproc; free -g 2>/dev/null | head -2
-  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv 2>&1 | head -3
-  echo "python: $(command -v "$PY") $($PY -V 2>&1)"
-  if ! command -v g++ >/dev/null; then echo "FATAL: no g++ (Jittor compiles everything with it)"; return 2; fi
-  g++ --version | head -1
-  command -v nvcc >/dev/null && nvcc --version | tail -2 || echo "nvcc not on PATH (jt_cuda_setup.py searches further)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv 2>&1 | head -3
+  echo "python: $(command -v "$PY") $($PY -V 2>&1); nvcc: $(command -v nvcc) $(nvcc --version 2>/dev/null | tail -1)"
+  [ -d "$FILES/whl" ] && [ -d "$FILES/reference" ] || { echo "FATAL: no $FILES/whl or reference (bench/gpu_check/prepare.py)"; return 2; }
 
-  # ---- 1. wheels, offline, into a --target folder that shadows the venv's numpy 2 ----
-  echo "=== $(ts) install wheels into $SITE"
-  if [ -f "$SITE/.gpu_check_installed" ]; then
-    echo "already installed (warm machine): keeping $SITE and Jittor's cache in $JITTOR_HOME"
-  else
-    rm -rf "$SITE"
-    timeout 180 "$PY" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check \
-      --target "$SITE" "$FILES"/whl/*.whl 2>&1 | grep -v "Running pip as the 'root'" 
-    if ! [ -d "$SITE/jittor" ] || ! [ -d "$SITE/numpy" ]; then
-      echo "pip install failed: unpacking the wheels with zipfile instead"
-      for w in "$FILES"/whl/*.whl; do "$PY" -m zipfile -e "$w" "$SITE" || echo "  unpack failed: $w"; done
-    fi
-    [ -d "$SITE/jittor" ] && [ -d "$SITE/numpy" ] || { echo "FATAL: installing the carried wheels failed"; return 2; }
-    touch "$SITE/.gpu_check_installed"
+  # 1. the project's installer, offline: the carried wheels over the image's packages, Jittor's CUDA
+  #    changes, the CUDA check (nvcc, g++, cuDNN: pip's linked into the venv), the first compile
+  if want setup; then
+    step setup 170 "$PY" env/setup.py --wheels "$FILES/whl" --venv "$VENV" || { echo "FATAL: set-up failed"; return 2; }
   fi
-  # cupy (installed there) would be picked up by Jittor's init_cupy: block it, as on a user's machine
-  mkdir -p /tmp/block/cupy
-  echo 'raise ImportError("cupy blocked by bench/gpu_check/run.sh (jittor-sbvsr GPU check)")' > /tmp/block/cupy/__init__.py
-  export PYTHONPATH=$SITE:/tmp/block:$G${PYTHONPATH:+:$PYTHONPATH}
-  "$PY" - <<'EOF'
-import importlib
-for m in ('numpy', 'scipy', 'scipy.ndimage', 'PIL', 'imageio', 'skimage', 'pytest', 'astunparse', 'six'):
-    try:
-        mod = importlib.import_module(m)
-        print(f'  {m:14s} {getattr(mod, "__version__", "")}  {getattr(mod, "__file__", "")}')
-    except Exception as e:
-        print(f'  {m:14s} IMPORT FAILED: {type(e).__name__}: {e}')
-try:
-    import skimage.data
-    print('  skimage.data.astronaut():', skimage.data.astronaut().shape, '(bench clip needs it)')
-except Exception as e:
-    print('  skimage.data FAILED (bench will fail):', type(e).__name__, e)
-import numpy
-assert numpy.__version__ == '1.26.4', 'numpy 1.26.4 does not shadow the venv numpy'
-EOF
-  [ $? = 0 ] || { echo "FATAL: numpy 1.26.4 not active"; return 2; }
-
-  # ---- 2. Python headers for Jittor's C++ core (it asks python3.X-config) ----
-  echo "=== $(ts) Python headers"
-  python3-config --includes 2>&1 | head -1 || true
-  local pyinfo
-  pyinfo=$("$PY" - <<'EOF'
-import os, subprocess, sys, sysconfig
-m = sys.version_info.minor
-ex = os.path.dirname(sys.executable)
-cands = [f'{ex}/python3.{m}-config', sys.executable + '-config', f'/usr/bin/python3.{m}-config',
-         f'/usr/local/bin/python3.{m}-config', f'{ex}/python3-config']
-cfg = next((c for c in cands if os.path.isfile(c)), '')
-ok = False
-if cfg:
-    inc = subprocess.run([cfg, '--includes'], capture_output=True, text=True).stdout.split()
-    ok = any(os.path.isfile(os.path.join(i[2:], 'Python.h')) for i in inc if i.startswith('-I'))
-    print('# config', cfg, 'includes', ' '.join(inc), 'Python.h found:', ok, file=sys.stderr)
-inc = sysconfig.get_paths()['include']
-print('OK' if ok else 'FAKE', cfg or '-', inc if os.path.isfile(os.path.join(inc, 'Python.h')) else '-',
-      sysconfig.get_config_var('EXT_SUFFIX'), f'3.{m}')
-EOF
-)
-  echo "  $pyinfo"
-  read -r pstate pcfg pinc psuffix pver <<<"$pyinfo"
-  if [ "$pstate" != OK ]; then
-    if [ "$pinc" = - ] || [ -n "${FORCE_CARRIED_PYH:-}" ]; then
-      mkdir -p /tmp/pyinc && tar xzf "$FILES/py312-include.tar.gz" -C /tmp/pyinc
-      pinc=/tmp/pyinc/python3.12
-      echo "  no Python.h on the machine: using carried CPython 3.12.1 headers ($pinc)"
-      [ "$pver" = 3.12 ] || echo "  WARNING: carried headers are 3.12, python is $pver"
-    fi
-    mkdir -p /tmp/pycfg
-    cat > "/tmp/pycfg/python$pver-config" <<EOF
-#!/bin/sh
-case "\$1" in --includes) echo "-I$pinc";; --extension-suffix) echo "$psuffix";; *) echo "";; esac
-EOF
-    chmod +x "/tmp/pycfg/python$pver-config"
-    export python_config_path=/tmp/pycfg/python$pver-config
-    echo "  python_config_path=$python_config_path -> $($python_config_path --includes) $($python_config_path --extension-suffix)"
-  fi
-  echo '#include <Python.h>
-int main(){return 0;}' > /tmp/pyh.cc
-  rm -f /tmp/pyh.o
-  g++ -c /tmp/pyh.cc -o /tmp/pyh.o $( ${python_config_path:-$pcfg} --includes ) 2>&1 | head -5
-  [ -f /tmp/pyh.o ] || { echo "FATAL: g++ cannot compile #include <Python.h>"; return 2; }
-  echo "  g++ + Python.h: ok"
-
-  # ---- 3. CUDA home for Jittor + compatibility patches of the installed Jittor ----
-  echo "=== $(ts) Jittor CUDA setup"
-  timeout 60 "$PY" "$G/jt_cuda_setup.py" --site "$SITE" --home /tmp/jtcuda --env-file /tmp/jtenv.sh \
-    || { echo "FATAL: jt_cuda_setup.py failed"; return 2; }
-  # shellcheck disable=SC1091
-  source /tmp/jtenv.sh
-  echo "  LD_LIBRARY_PATH=$LD_LIBRARY_PATH nvcc_path=$nvcc_path"
-  command -v nvcc >/dev/null || export PATH=/tmp/jtcuda/bin:$PATH   # tests look for nvcc on PATH
-
+  export PATH=$VENV/bin:$PATH   # mpicc, mpirun from the Open MPI wheel when the image has none
+  sbvsr bench/gpu_check/make_recipe.py "$SBVSR_REFERENCE" "$W/recipe.pkl" || return 2
   local failed=0
-  # ---- 4. smoke test: builds Jittor's core with CUDA (minutes), then tiny ops on the GPU ----
-  if want smoke; then
-    step smoke 240 "$PY" "$G/smoke.py"; rc=$?
-    if grep -q "please rerun" /tmp/step_smoke.log; then   # Jittor exits 0 after rebuilding jit_utils
-      step smoke_retry 200 "$PY" "$G/smoke.py"; rc=$?
-    fi
-    if ! grep -q "^\[smoke .*\] jittor 1.3.8.5" /tmp/step_smoke*.log; then
-      echo "=== Jittor did not import with CUDA: later steps would only rebuild it again; stopping."
-      echo "rest: not run (Jittor import failed)" >> "$SUMMARY_FILE"; return 1
-    fi
-    [ $rc = 0 ] || failed=1
-    if grep -q "FAIL .*conv2d" /tmp/step_smoke*.log; then   # is it cuDNN's default TF32 math?
-      NVIDIA_TF32_OVERRIDE=0 SMOKE_ONLY=conv,matmul step smoke_conv_tf32_off 90 "$PY" "$G/smoke.py"
-    fi
-  fi
+  want doctor && { step doctor 20 sbvsr -m jittor_sbvsr.cli.doctor || failed=1; }
 
-  # ---- 5. correlation op: the project's CUDA test (CPU vs GPU) + bigger shapes ----
-  if want corr; then
-    step corr_pytest 90 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_correlation.py \
-      -k "cuda_matches_cpu or cuda_source_compiles" || failed=1
-    grep -q "skipped" /tmp/step_corr_pytest.log && echo "NOTE: a CUDA test was SKIPPED (see reason above)"
-    step corr_check 60 "$PY" "$G/corr_check.py" || failed=1
-  fi
-
-  # ---- 6. public parity case (and the other correlation tests) with Jittor on CUDA ----
-  local parity_rc=0
+  # 2. parity with the reference on CUDA (the tests' own tolerances), the correlation op CPU vs GPU
   if want parity; then
-    step parity 180 "$PY" -m pytest -q -rs -p sbvsr_cuda_plugin -o cache_dir=/tmp/pytest_cache \
-      tests/test_correlation.py tests/test_parity.py \
-      -k "not emulated and not cuda_source_compiles and not cuda_matches_cpu"; parity_rc=$?
-    [ $parity_rc = 0 ] || failed=1
+    PYTHONPATH=$REPO/bench/gpu_check step parity 90 sbvsr -m pytest -q -rs -p sbvsr_cuda_plugin -p no:cacheprovider --rootdir "$REPO" \
+      tests/test_parity.py tests/test_correlation.py || failed=1
   fi
-
-  # ---- 7. end-to-end CLI on the public case's LR folder (cached kernels from step 6) ----
+  # 3. the CLI: log header (GPU, cuDNN or not, TF32), the upstream totals
   if want cli; then
-    rm -rf /tmp/cli_out
-    step cli_weights 60 "$PY" "$G/make_recipe.py" "$SBVSR_REFERENCE" /tmp/recipe_seed1234.pkl || failed=1
-    step cli 120 "$PY" inference.py --input_path "$SBVSR_REFERENCE/public_case/LR" \
-      --gt_path "$SBVSR_REFERENCE/public_case/HR" --model_path /tmp/recipe_seed1234.pkl \
-      --result_path /tmp/cli_out --infer_flag gpu_check --border --save_kernel --device cuda || failed=1
-    cp /tmp/cli_out/infer_gpu_check/inference_log_*.txt "$OUT/cli_infer_log.txt" 2>/dev/null
+    step cli 30 public --result_path "$W/cli" --infer_flag fp32 --save_kernel --device cuda || failed=1
+    grep -h -E "^runtime:|^Total|PSNR" "$W"/cli/infer_fp32/inference_log_*.txt | tail -3
     echo "upstream (reference) total: PSNR 20.76501 SSIM 0.45127 over 14 frames"
   fi
-
-  # ---- 8. speed benchmark on CUDA ----
-  if want bench; then
-    step bench 200 "$PY" bench/infer_speed.py --lr-size 180x320 --frames 7 --device cuda \
-      --configs "${BENCH_CONFIGS:-reuse}" --threads 8 --json "$OUT/bench_cuda.json" || failed=1
+  # 4. the dry run's plan against the measured peak device memory (270x480, 5 frames, 4 GiB plan)
+  if want dryrun; then
+    sbvsr -c "import sys, numpy as np; from PIL import Image; import os; d=sys.argv[1]; os.makedirs(d, exist_ok=True)
+rs = np.random.RandomState(0)
+for i in range(5): Image.fromarray(rs.randint(0, 255, (270, 480, 3), np.uint8)).save(f'{d}/{i:03d}.png')" "$W/clip270/v"
+    step dryrun 15 infer --input_path "$W/clip270" --device cuda --max_memory 4G --dry_run --result_path "$W/dry" || failed=1
+    step dryrun_run 35 peak dryrun_run infer --input_path "$W/clip270" --device cuda --max_memory 4G --border \
+      --result_path "$W/dry" --infer_flag r || failed=1
+    grep -h "tiles\|note" "$W"/dry/infer_r/inference_log_*.txt | head -3
   fi
-
-  # ---- 9. only if parity failed: the same tests again with TF32 forced off (cuDNN's default math) ----
-  if want tf32 && want parity && [ "$parity_rc" != 0 ] && [ "$parity_rc" != 124 ] && [ "$parity_rc" != 137 ]; then
-    NVIDIA_TF32_OVERRIDE=0 step parity_tf32_off 150 "$PY" -m pytest -q -rs -p sbvsr_cuda_plugin \
-      -o cache_dir=/tmp/pytest_cache --lf tests/test_correlation.py tests/test_parity.py \
-      -k "not emulated and not cuda_source_compiles and not cuda_matches_cpu"
+  # 5. two ranks on one GPU: placement in the header, same PNGs as one process
+  if want mpi; then
+    step mpi 65 mpirun --allow-run-as-root --oversubscribe -np 2 -x PATH -x SBVSR_REFERENCE -x OMP_NUM_THREADS=4 \
+      "$VENV/bin/python" inference.py --model_path "$W/recipe.pkl" --input_path "$SBVSR_REFERENCE/public_case/LR" \
+      --border --device cuda --result_path "$W/mpi" --infer_flag two || failed=1
+    grep -h -E "^runtime:|^MPI" "$W"/mpi/infer_two/inference_log_*.txt
+    [ -d "$W/cli/infer_fp32" ] && sbvsr -c "import sys, glob, os, numpy as np; from PIL import Image
+a = sorted(glob.glob(sys.argv[1] + '/*/*.png')); b = sorted(glob.glob(sys.argv[2] + '/*/*.png'))
+same = len(a) == len(b) > 0 and all(np.array_equal(np.asarray(Image.open(x)), np.asarray(Image.open(y))) for x, y in zip(a, b))
+print(f'2 ranks vs 1 process: {len(b)} PNGs, identical: {same}'); sys.exit(0 if same else 1)" "$W/cli/infer_fp32" "$W/mpi/infer_two" || failed=1
+  fi
+  # 6. training steps with --accumulate auto (paper-size model, a budget that makes it split the batch)
+  if want train; then
+    step train 80 peak train sbvsr main.py --template Self_Blind_VSR_Demo --n_feat 128 --extra_RBS 3 --recons_RBS 20 \
+      --patch_size 48 --batch_size 8 --accumulate auto --max_memory 1500M --epochs 1 --experiment_dir "$W/exp" \
+      --save auto || failed=1
+    grep -h -E "accumulate auto|runtime|Epoch 1" "$W"/exp/auto/*.txt 2>/dev/null | head -5
+  fi
+  # 7. TF32: the same run with --tf32, its deviation from FP32 and its speed
+  if want tf32; then
+    step tf32 35 public --result_path "$W/cli" --infer_flag tf32 --device cuda --tf32 || failed=1
+    sbvsr -c "import sys, glob, re, numpy as np; from PIL import Image
+a = sorted(glob.glob(sys.argv[1] + '/*/*.png')); b = sorted(glob.glob(sys.argv[2] + '/*/*.png'))
+d = [np.abs(np.asarray(Image.open(x), np.int16) - np.asarray(Image.open(y), np.int16)) for x, y in zip(a, b)]
+t = [sum(map(float, re.findall(r'forward_time[^0-9]*([0-9.]+)', open(glob.glob(p + '/inference_log_*.txt')[0]).read()))) for p in sys.argv[3:]]
+print(f'tf32 vs fp32: {len(d)} PNGs, max |diff| {max(x.max() for x in d)} grey levels, mean {np.mean([x.mean() for x in d]):.4f}; forward time fp32 {t[0]:.3f} s, tf32 {t[1]:.3f} s')" \
+      "$W/cli/infer_fp32" "$W/cli/infer_tf32" "$W/cli/infer_fp32" "$W/cli/infer_tf32"
+  fi
+  # 8. a whole run with and without ground truth against its network time
+  if want whole; then
+    step whole 30 sbvsr bench/whole_run.py --lr-size 180x320 --frames 7 --threads 8 --runs 1 --json "$OUT/whole_run.json" || failed=1
   fi
   return $failed
 }
 
 main 2>&1 | tee "$OUT/log.txt"
 rc=${PIPESTATUS[0]}
-{
-  echo "=== $(ts) SUMMARY (exit $rc)"
-  sed 's/^/  /' "$SUMMARY_FILE"
-  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>&1 | head -2
-  ls -la "$OUT"
-} 2>&1 | tee -a "$OUT/log.txt"
+{ echo "=== $(ts) SUMMARY (exit $rc)"; sed 's/^/  /' "$SUMMARY"; for p in "$W"/*.peak; do [ -f "$p" ] && echo "  peak $(basename "$p" .peak): $(cat "$p") MiB"; done; } 2>&1 | tee -a "$OUT/log.txt"
 exit "$rc"

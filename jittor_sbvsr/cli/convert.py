@@ -75,24 +75,23 @@ def _is_our_pkl(path):
 def convert(src, dst):
     from jittor_sbvsr.errors import UserError
     from jittor_sbvsr.weights import torch_pickle
-    from jittor_sbvsr.weights.arch import PAPER, derive_arch, describe
-    from jittor_sbvsr.weights.checkpoint import _as_float32, check_finite, save_state_atomic, validate_state
+    from jittor_sbvsr.weights.arch import PAPER, describe
+    from jittor_sbvsr.weights.checkpoint import as_float32, check_finite, model_arch, save_state_atomic, validate_state
     from jittor_sbvsr.utils.files import remove_stale_temps, stale_note
     check_paths(src, dst)
     if os.path.isfile(src) and not torch_pickle.is_torch_file(src) and _is_our_pkl(src):
         raise UserError(f'{src}: is already a jittor-sbvsr weights file (.pkl), nothing to convert: give it '
                         'to inference.py --model_path (or main.py --pre_train) as it is')
-    state = torch_pickle.load_torch_file(src)
+    state = as_float32(torch_pickle.load_torch_file(src), src)
     kind, expected = choose_kind(state, model_shapes())
     what = 'the PWC-Net flow network (flow_net.moduleNetwork)'
     if kind != 'PWC-Net':
-        arch = derive_arch(state, src)
+        arch = model_arch(state, src)  # the loader's checks (weights/checkpoint.py:read_model)
         if arch != PAPER:
             expected = model_shapes(arch)
         kind = f'full model: {describe(arch)}'
         what = f'the Self-Blind-VSR model its own tensors describe (PWC_Recons, {describe(arch)})'
     validate_state(state, expected, src, what=what)
-    state = _as_float32(state, src)
     check_finite(state, src)
     note = stale_note(remove_stale_temps(os.path.dirname(os.path.abspath(dst)), of=os.path.basename(dst)))
     save_state_atomic(state, dst)
@@ -101,11 +100,7 @@ def convert(src, dst):
 
 
 def main(argv=None):
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(errors='backslashreplace')
-        except (AttributeError, ValueError):
-            pass
+    # the console's encoding errors: jittor_sbvsr_launcher.safe_console, as for every command
     from jittor_sbvsr.cli import guarded
     from jittor_sbvsr.cli.parser import Parser  # a bad argument is one 'error:' line and exit 2
 

@@ -1,4 +1,5 @@
-"""``inference.py``: the reference's flags, plus --device, --save_kernel, --no_save_image, --crf."""
+"""``inference.py`` / ``sbvsr-infer``: the reference's flags and this port's (``--help`` lists them all),
+parsed into the run's plan (infer/plan.py), which infer/run.py carries out."""
 from ..data.video import DEFAULT_CRF
 from ..utils.memory import size_arg
 from . import ROOT, guarded
@@ -37,6 +38,15 @@ def build_parser():
     p.add_argument('--crf', type=int, default=DEFAULT_CRF,
                    help=f'H.264 quality of output videos, 0..51, lower is better (default {DEFAULT_CRF}: near-lossless)')
     p.add_argument('--save_kernel', action='store_true', help='save each estimated kernel (.npy and .png)')
+    p.add_argument('--start', default=None,
+                   help='only a part of each video, from here: seconds (90, 90.5), [HH:]MM:SS[.ms] (00:01:30) '
+                        'or a frame number (120f); sound and subtitles are cut to the same part')
+    p.add_argument('--duration', default=None,
+                   help='only this much of each video (from --start, or from its first frame): seconds, '
+                        '[HH:]MM:SS[.ms] or frames (50f)')
+    p.add_argument('--compare', action='store_true',
+                   help='also write bicubic | result (| ground truth) beside the output: PNGs side by side in '
+                        'compare/<video>/ for frame folders, a split-screen <video>_compare.mp4 for video files')
     p.add_argument('--verbose', action='store_true', help="show Jittor's start-up [i ...] lines")
     p.add_argument('--demo', action='store_true',
                    help='super-resolve a synthetic clip made from scikit-image photos into demo_results/')
@@ -45,12 +55,17 @@ def build_parser():
     p.add_argument('--no_fused', action='store_true',
                    help="run every convolution through Jittor's own op (no fused oneDNN chains on the CPU)")
     p.add_argument('--no_winograd', action='store_true',
-                   help="direct 3x3 convolutions in the fused chains, not oneDNN's Winograd (AVX-512 CPUs; "
-                        'Winograd is faster and rounds slightly differently)')
+                   help='direct 3x3 convolutions in the fused chains, not Winograd (ours on AVX2 CPUs, or '
+                        "oneDNN's on AVX-512 where it is faster; Winograd is faster and rounds slightly differently)")
     p.add_argument('--no_compose', action='store_true',
                    help='run the upsampling and output convolutions layer by layer, not composed into '
                         'one LR convolution (slower; float rounding differs)')
     add_engine_flags(p)
+    p.add_argument('--dry_run', action='store_true',
+                   help='print the memory plan (device, budgets, tile size, tiles per window, estimated peak '
+                        'memory) and exit without running the network; --device cuda --max_memory 3G plans for '
+                        'a GPU with 3 GiB free, on any machine')
+    add_tf32_flag(p)
     return p
 
 
@@ -64,19 +79,33 @@ def add_engine_flags(p):
     p.add_argument('--tile_overlap', type=int, default=16,
                    help='overlap of neighbouring tiles in LR pixels (blended linearly)')
     p.add_argument('--max_memory', type=size_arg, default=None,
-                   help='memory a window may use beyond the loaded model, e.g. 2G or 512M: without --tile, '
-                        'the largest tile that fits is chosen (default: on CUDA the free device memory '
-                        'less a margin, on the CPU 75%% of the available RAM)')
+                   help='memory a window may use beyond the loaded model, e.g. 2G or 512M (on CUDA: the device '
+                        "memory the run may take; cuDNN's workspace and the allocator's slack come out of it): "
+                        'without --tile, the largest tile that fits is chosen (default: on CUDA 90%% of the free '
+                        'device memory, on the CPU 75%% of the available RAM)')
+
+
+def add_tf32_flag(p):
+    """--tf32, for inference and training alike."""
+    p.add_argument('--tf32', action='store_true',
+                   help='let cuDNN and cuBLAS use TF32 on Ampere and newer GPUs (faster; results move past '
+                        'the parity tolerances; default off)')
 
 
 def main(argv=None):
     def work():
         args = build_parser().parse_args(argv)
         from .. import runtime
+        from ..infer.plan import make_plan
         from ..infer.run import run
-        runtime.quiet_jittor(args.verbose)
-        if args.gt_path in ('', '.'):
-            args.gt_path = None
-        run(args, ROOT)
+        runtime.allow_tf32(args.tf32)
+        if not args.dry_run or args.demo:  # a dry run starts no Jittor, unless the demo makes its weights
+            runtime.quiet_jittor(args.verbose)
+        plan = make_plan(vars(args), ROOT)
+        if plan.dry_run:
+            from ..infer.memory_plan import dry_run
+            dry_run(plan)
+        else:
+            run(plan)
 
     return guarded(work)

@@ -10,7 +10,8 @@ def main(argv=None):
     def work():
         from .train_options import parse_args
         args = parse_args(argv)
-        from ..runtime import describe, select_device
+        from ..runtime import allow_tf32, describe, select_device
+        allow_tf32(args.tf32)
         device = select_device('cpu' if args.cpu else 'auto')
         from .. import dist
         if dist.rank() == 0:

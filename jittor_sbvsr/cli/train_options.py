@@ -14,6 +14,7 @@ from ..errors import UserError
 from ..paths import ROOT
 from ..trainer.templates import PATH_OPTIONS, TEMPLATES, TRAIN_SETS
 from ..utils.memory import size_arg
+from .infer import add_tf32_flag
 from .parser import Parser, checked
 
 __all__ = ['build_parser', 'parse_args']
@@ -43,6 +44,7 @@ def build_parser():
     g.add_argument('--n_threads', type=_nonneg_int, default=4,
                    help='data-loading worker processes (0: load in the main process)')
     g.add_argument('--cpu', action='store_true', help='use the CPU even when CUDA is available')
+    add_tf32_flag(g)
     g.add_argument('--n_GPUs', type=_positive_int, default=1, help='only 1: one device per process (several GPUs: one rank each under mpirun)')
     g.add_argument('--seed', type=_nonneg_int, default=1, help='random seed (data sampling, initial weights)')
     g.add_argument('--dist_timeout', type=float, default=1800.0,

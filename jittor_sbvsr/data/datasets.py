@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 from ..errors import UserError
-from . import degrade, kernels
+from . import degrade, kernels, testsets
 from .folders import check_gt_size, check_pairs, check_same_size, list_videos, pair_frames, require_folder, stem
 from .images import image_size, read_frame
 from .windows import INV255  # docs/porting.md, trap 14
@@ -237,16 +237,14 @@ class PairedTestSet(_WindowSet):
     other-scale HR would make the PSNR meaningless.
     """
 
-    LR_DIR = 'LR_blurdown_x4'
-
     def __init__(self, dir_data_test, n_seq=5, scale=4):
         _check_positive_int('n_seq', n_seq, odd=True)
         _check_positive_int('scale', scale)
         self.dir_data = os.fspath(dir_data_test)
         self.scale = int(scale)
         require_folder(self.dir_data, 'test data folder')
-        self.dir_hr = os.path.join(self.dir_data, 'HR')
-        self.dir_lr = os.path.join(self.dir_data, self.LR_DIR)
+        self.dir_hr = os.path.join(self.dir_data, testsets.HR)
+        self.dir_lr = os.path.join(self.dir_data, testsets.LR)
         for d in (self.dir_hr, self.dir_lr):
             if not os.path.isdir(d):
                 raise UserError(f'{d}: missing; a test set needs {self.dir_hr} and {self.dir_lr} '
@@ -282,7 +280,7 @@ class PairedTestSet(_WindowSet):
     def kernel(self, video):
         """The video's ground-truth kernel from ``<dir>/kernels/<video>.npy``, else None."""
         if video not in self._kernels:
-            path = os.path.join(self.dir_data, 'kernels', f'{video}.npy')
+            path = os.path.join(self.dir_data, testsets.KERNELS, f'{video}.npy')
             k = None
             if os.path.isfile(path):
                 try:

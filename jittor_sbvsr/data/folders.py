@@ -7,7 +7,7 @@ import re
 
 from ..errors import UserError
 
-__all__ = ['IMAGE_EXTENSIONS', 'list_videos', 'stem', 'require_folder', 'frames_by_name', 'pair_frames',
+__all__ = ['IMAGE_EXTENSIONS', 'scan', 'list_videos', 'stem', 'require_folder', 'frames_by_name', 'pair_frames',
            'check_same_size', 'check_pairs', 'check_gt_size']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
@@ -30,7 +30,8 @@ def _is_image(entry):
             and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS)
 
 
-def _scan(path):
+def scan(path):
+    """The entries of folder ``path``; a folder that cannot be listed is one line."""
     try:
         with os.scandir(path) as it:
             return list(it)
@@ -39,7 +40,7 @@ def _scan(path):
 
 
 def _images_in(path):
-    names = sorted((e.name for e in _scan(path) if _is_image(e)), key=_natural_key)
+    names = sorted((e.name for e in scan(path) if _is_image(e)), key=_natural_key)
     return [os.path.join(path, n) for n in names]
 
 
@@ -63,7 +64,7 @@ def list_videos(root, what='input folder'):
     """
     root = os.fspath(root)
     require_folder(root, what)
-    entries = _scan(root)
+    entries = scan(root)
     subdirs = sorted((e.name for e in entries if e.is_dir() and not e.name.startswith('.')),
                      key=_natural_key)
     direct = [e for e in entries if _is_image(e)]
@@ -89,14 +90,14 @@ def list_videos(root, what='input folder'):
 
 # ---------------------------------------------------------------- pairing
 
-def frames_by_name(paths, folder):
-    """{name without extension: path}; two frames of one name (a.png, a.jpg) are an error:
-    their outputs, and their ground truth, would be the same file."""
+def frames_by_name(paths, folder, kind='frame'):
+    """{name without extension: path}; two frames (or videos: ``kind``) of one name (a.png, a.jpg)
+    are an error: their outputs, and their ground truth, would be the same file."""
     out = {}
     for p in paths:
         if stem(p) in out:
-            raise UserError(f'{p}: two frames named {stem(p)} in {folder} '
-                            f'({os.path.basename(out[stem(p)])} too); each frame needs its own name')
+            raise UserError(f'{p}: two {kind}s named {stem(p)} in {folder} '
+                            f'({os.path.basename(out[stem(p)])} too); each {kind} needs its own name')
         out[stem(p)] = p
     return out
 
@@ -143,12 +144,14 @@ def check_same_size(path, size, first_path, first_size):
 
 def check_pairs(pairs, scale, size_of):
     """The LR size of one video's ``[(lr, gt)]`` frame pairs: every LR frame of one size, every
-    ground-truth frame exactly ``scale`` x it (``size_of(path)``: (h, w) of a frame)."""
-    first = size_of(pairs[0][0])
+    ground-truth frame (None: none) exactly ``scale`` x it (``size_of(path)``: (h, w) of a frame)."""
+    first = None
     for lr, gt in pairs:
         size = size_of(lr)
+        first = first or size
         check_same_size(lr, size, pairs[0][0], first)
-        check_gt_size(size, size_of(gt), scale, lr, gt)
+        if gt is not None:
+            check_gt_size(size, size_of(gt), scale, lr, gt)
     return first
 
 

@@ -28,9 +28,9 @@ from scipy import ndimage
 # float64 machine epsilon (MATLAB's eps): np.finfo warns about subnormals once Jittor set FTZ
 _EPS64 = 2.220446049250313e-16
 
-__all__ = ['GAUSSIAN_SIGMAS', 'TEST_GAUSSIAN_SIGMA', 'gaussian_kernel_size', 'gaussian_kernel',
+__all__ = ['GAUSSIAN_SIGMAS', 'TEST_GAUSSIAN_SIGMA', 'gaussian_kernel_size', 'gaussian_kernel', 'test_gaussian_kernel',
            'random_gaussian_kernel', 'realistic_kernel_from_params', 'random_realistic_kernel',
-           'bicubic_resize', 'pad_kernel', 'kernel_image', 'kernel_image_minmax']
+           'bicubic_resize', 'bicubic_upscale', 'pad_kernel', 'kernel_image', 'kernel_image_minmax']
 
 # The training sigmas, written as the decimal literals the reference uses
 # (so that ceil(3 * sigma) sees the same float values).
@@ -68,6 +68,11 @@ def gaussian_kernel(size, sigma):
     if total != 0:
         h /= total
     return h
+
+
+def test_gaussian_kernel():
+    """The Gaussian of the Gaussian test sets (sigma TEST_GAUSSIAN_SIGMA, its 9x9 size), float64."""
+    return gaussian_kernel(gaussian_kernel_size(TEST_GAUSSIAN_SIGMA), TEST_GAUSSIAN_SIGMA)
 
 
 def random_gaussian_kernel(rng, return_sigma=False):
@@ -181,10 +186,14 @@ def bicubic_resize(img, out_hw):
         return src.copy()
     xi, xw = _cubic_taps(w, ow)
     yi, yw = _cubic_taps(h, oh)
-    xw = xw.astype(np.float64)
-    yw = yw.astype(np.float64)
+    return _separable(src, (yi, yw.astype(np.float64)), (xi, xw.astype(np.float64)))
+
+
+def _separable(src, rows, cols):
+    """``src`` resampled along x by the taps ``cols`` ((indices, weights), each [n_out, 4]),
+    then along y by ``rows``, each output a 4-tap float64 sum from left to right."""
+    (yi, yw), (xi, xw) = rows, cols
     extra = (None,) * (src.ndim - 2)
-    # along x: tmp[:, d] = s0*w0 + s1*w1 + s2*w2 + s3*w3 (left to right)
     tmp = src[:, xi[:, 0]] * xw[(None, slice(None), 0) + extra]
     for j in range(1, 4):
         tmp = tmp + src[:, xi[:, j]] * xw[(None, slice(None), j) + extra]
@@ -192,6 +201,35 @@ def bicubic_resize(img, out_hw):
     for j in range(1, 4):
         out = out + tmp[yi[:, j]] * yw[(slice(None), j, None) + extra]
     return out
+
+
+def _matlab_taps(n_in, scale):
+    """Indices [n_out, 4] and float64 weights of MATLAB's ``imresize(..., scale, 'bicubic')`` when
+    enlarging: source coordinate (d + 0.5) / scale - 0.5, Keys' cubic with a = -0.5, weights
+    normalised to sum 1, taps outside the image mirrored (symmetric padding)."""
+    n_out = n_in * scale
+    u = (np.arange(n_out) + 0.5) / scale - 0.5
+    idx = np.floor(u).astype(np.int64)[:, None] + np.arange(-1, 3)[None, :]
+    x = np.abs(u[:, None] - idx)
+    w = np.where(x <= 1, 1.5 * x ** 3 - 2.5 * x ** 2 + 1,
+                 np.where(x < 2, -0.5 * x ** 3 + 2.5 * x ** 2 - 4 * x + 2, 0.0))
+    w = w / w.sum(axis=1, keepdims=True)
+    idx = np.where(idx < 0, -idx - 1, idx)
+    idx = np.where(idx >= n_in, 2 * n_in - 1 - idx, idx)
+    return np.clip(idx, 0, n_in - 1), w
+
+
+def bicubic_upscale(img, scale):
+    """The paper's bicubic baseline: MATLAB ``imresize(img, scale, 'bicubic')`` of a uint8
+    HxW or HxWxC image (an integer ``scale`` >= 1), rounded to uint8 as MATLAB returns it."""
+    src = np.asarray(img)
+    if src.dtype != np.uint8 or src.ndim not in (2, 3):
+        raise ValueError(f'expected a uint8 HxW or HxWxC image, got {src.dtype} {src.shape}')
+    scale = int(scale)
+    if scale < 1:
+        raise ValueError(f'scale must be >= 1, got {scale}')
+    out = _separable(src.astype(np.float64), _matlab_taps(src.shape[0], scale), _matlab_taps(src.shape[1], scale))
+    return np.floor(np.clip(out, 0, 255) + 0.5).astype(np.uint8)  # MATLAB rounds halves up
 
 
 # ------------------------------------------------------------------ helpers

@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..utils.files import ensure_dir, save_npy_atomic, save_png_atomic
 from . import degrade, kernels
+from .testsets import layout
 
 __all__ = ['make_demo_videos', 'DEMO_PHOTOS']
 
@@ -57,8 +58,7 @@ def make_demo_videos(root, n_videos=2, n_frames=7, hr_size=(128, 192), seed=0, s
     if kernel not in ('gaussian', 'realistic'):
         raise ValueError(f"kernel must be 'gaussian' or 'realistic', got {kernel!r}")
     root = ensure_dir(root)
-    dirs = {'root': root, 'hr': os.path.join(root, 'HR'),
-            'lr': os.path.join(root, 'LR_blurdown_x4'), 'kernels': os.path.join(root, 'kernels')}
+    dirs = layout(root)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xDE70]))
     for v in range(n_videos):
         name = f'{v:03d}'
@@ -73,8 +73,7 @@ def make_demo_videos(root, n_videos=2, n_frames=7, hr_size=(128, 192), seed=0, s
         y0 = int(rng.integers(0, ph - hh - span_y + 1)) + (span_y if vy < 0 else 0)
         x0 = int(rng.integers(0, pw - hw - span_x + 1)) + (span_x if vx < 0 else 0)
         if kernel == 'gaussian':
-            sigma = kernels.TEST_GAUSSIAN_SIGMA
-            k = kernels.gaussian_kernel(kernels.gaussian_kernel_size(sigma), sigma)
+            k = kernels.test_gaussian_kernel()
         else:
             k = kernels.random_realistic_kernel(rng, scale=scale)
         save_npy_atomic(os.path.join(dirs['kernels'], f'{name}.npy'), k.astype(np.float32))

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import UserError
 
-__all__ = ['INV255', 'window_indices', 'frames_to_input', 'to_uint8', 'crop_to_multiple']
+__all__ = ['INV255', 'window_indices', 'frames_to_input', 'to_uint8', 'check_multiple', 'crop_to_multiple']
 
 # float32(1/255): the reference multiplies by this; dividing by 255 differs by 1 ulp.
 INV255 = np.float32(1.0 / 255.0)
@@ -86,13 +86,17 @@ def to_uint8(recons):
     return np.ascontiguousarray(y.astype(np.uint8).transpose(1, 2, 0))
 
 
-def crop_to_multiple(img, m):
+def check_multiple(h, w, m, name='frame'):
+    """An h x w frame (``name``: its file, for the error) must hold at least one ``m`` x ``m`` block."""
+    if h < m or w < m:
+        raise UserError(f'{name}: frame is {h}x{w}, smaller than the size multiple {m} (--size_must_mode)')
+
+
+def crop_to_multiple(img, m, name='frame'):
     """Crop HxW[xC] at the bottom/right so both sides are multiples of ``m``."""
     img = np.asarray(img)
     if m < 1:
         raise ValueError(f'multiple must be >= 1, got {m}')
     h, w = img.shape[:2]
-    h2, w2 = h - h % m, w - w % m
-    if h2 == 0 or w2 == 0:
-        raise UserError(f'frame {h}x{w} is smaller than the size multiple {m}')
-    return img[:h2, :w2]
+    check_multiple(h, w, m, name)
+    return img[:h - h % m, :w - w % m]

@@ -72,13 +72,14 @@ class Host:
         return ready
 
     def close(self):
-        """The video's last results, once its outputs (the mp4 too) are complete."""
+        """The video's last results, once its outputs (the mp4 too) are complete, and the notes
+        of its mp4's writer (outputs.VideoOutputs.close)."""
         self._send(('close',))
         self._pending += 1
         ready = []
         while self._pending:
             ready.append(self._receive())
-        return ready[:-1]  # the last: the worker's 'closed'
+        return ready[:-1], ready[-1][0]  # the last: the worker's 'closed'
 
     def _send(self, msg):
         try:
@@ -98,7 +99,7 @@ class Host:
         self._received += 1
         if kind == 'error':
             raise rest[0]
-        return None if kind == 'closed' else tuple(rest)
+        return tuple(rest)
 
     def stop(self):
         """End the worker once everything sent is done."""
@@ -190,8 +191,7 @@ def _serve(tasks, results, scorer_ends):
                     tell(('row', k, *out.frame(*msg[1:])))
                 elif msg[0] == 'close':
                     out, done = None, out
-                    done.close()
-                    tell(('closed',))
+                    tell(('closed', done.close()))
             except Exception as e:
                 failed = True
                 tell(('error', _picklable(e)))

@@ -11,39 +11,18 @@ import time
 from collections import namedtuple
 
 from ..data import folders
-from ..data.folders import check_gt_size, check_same_size, frames_by_name, list_videos, pair_frames
+from ..data.folders import check_gt_size, check_pairs, check_same_size, frames_by_name, list_videos, pair_frames
 from ..data.images import read_frame
-from ..data.windows import crop_to_multiple, window_indices
-from ..data.video import VideoReader, is_video_file, probe
-from .engine import check_tiles
-from .. import runtime
+from ..data.windows import check_multiple, crop_to_multiple, window_indices
+from ..data.video import VideoInfo, VideoReader, carry_notes, frame_range, is_video_file, part_of, probe
 from ..errors import UserError
 from ..metrics.psnr_ssim import metric_problem
 from ..utils.files import is_temp_name
 
 # one video of a run: its frames (a list of frame files, or a video file's path) and ground truth
-# (the same kinds, or None), the LR size, that size after the size-multiple crop, why it gets no
-# metrics (None: it does), its frame count and frame rate (video files; None for frame folders),
+# (the same kinds, or None), the LR size, why it gets no metrics (None: it does), its frame count and frame rate (video files; None for frame folders),
 # and what the probe of the LR and of the GT video file found (data/video.py:VideoInfo; else None)
-Video = namedtuple('Video', 'name lr gt shape size no_metric n fps info gt_info')
-
-
-def check_flags(args):
-    """The flags that are wrong whatever the data and checkpoint (--scale and --n_seq are checked
-    with the checkpoint, read_checkpoint); before anything is read."""
-    if args.size_must_mode < 1:
-        raise UserError(f'--size_must_mode {args.size_must_mode}: must be >= 1 (1: no crop)')
-    check_tiles(args.tile, args.tile_overlap)
-    if not 0 <= args.crf <= 51:
-        raise UserError(f'--crf {args.crf}: must be 0..51 (x264; lower is better)')
-    flag = args.infer_flag
-    if flag in ('', '..') or os.sep in flag or (os.altsep and os.altsep in flag):
-        raise UserError(f"--infer_flag '{flag}': must be a plain name (it becomes the folder infer_<flag>)")
-    if args.resume and runtime.mpi_env() is not None:
-        raise UserError('--resume does not work under mpirun (a run there keeps no record of its frames); '
-                        'resume it in one process, or rerun it with another --infer_flag')
-    if args.resume and flag in ('.', None) and not args.demo and args.quick_test == '.':
-        raise UserError('--resume needs the --infer_flag of the run it continues')
+Video = namedtuple('Video', 'name lr gt shape no_metric n fps info gt_info')
 
 
 def is_video(src):
@@ -58,24 +37,14 @@ def list_inputs(path, what):
     if os.path.isfile(path):
         return [(folders.stem(path), path)]
     if os.path.isdir(path):
-        try:
-            entries = sorted(e.name for e in os.scandir(path) if not e.name.startswith('.'))
-        except OSError as e:
-            raise UserError(f'{path}: cannot list folder ({e.strerror or e})') from None
+        entries = sorted(e.name for e in folders.scan(path) if not e.name.startswith('.'))
         files = [n for n in entries if is_video_file(n) and os.path.isfile(os.path.join(path, n))]
         if files:
             others = [n for n in entries if n not in files and not is_temp_name(n)]
             if others:
                 raise UserError(f'{path}: holds video files and other things ({", ".join(others[:3])}); '
                                 'give a folder of video files or a folder of frame folders')
-            names = {}
-            for n in files:
-                stem = os.path.splitext(n)[0]
-                if stem in names:
-                    raise UserError(f'{os.path.join(path, n)}: two videos named {stem} ({names[stem]} too); '
-                                    'their outputs would be the same file')
-                names[stem] = n
-            return [(stem, os.path.join(path, n)) for stem, n in names.items()]
+            return list(frames_by_name([os.path.join(path, n) for n in files], path, 'video').items())
     return list_videos(path, what)
 
 
@@ -104,16 +73,6 @@ def _pair_videos(inputs, gt_root, notes):
     return pairs
 
 
-def _check_shape(path, shape, first, m):
-    """(h, w) of a frame, which must equal ``first`` ((h, w, path) of its video's first frame)."""
-    h, w = shape[:2]
-    if first is not None:
-        check_same_size(path, (h, w), first[2], first[:2])
-    if h < m or w < m:
-        raise UserError(f'{path}: frame is {h}x{w}, smaller than --size_must_mode {m}')
-    return h, w
-
-
 def _check_gt(name, lr, gt, n, hw, scale):
     """A ground truth paired by index (either side a video file): same frame count, scale x size.
     Returns (frames and files checked, the GT video's probe or None)."""
@@ -128,18 +87,32 @@ def _check_gt(name, lr, gt, n, hw, scale):
     return (1 if info else n_gt), info
 
 
-def _video_defaults(args, videos, notes):
-    """Video files keep every frame (border windows: the output keeps its length and audio sync)
-    and write PNG frames only when --save_image is given; frame folders write PNGs by default."""
-    if args.save_image is None:
-        args.save_image = not videos
-    if videos and not args.border:
-        args.border = True
-        notes.append('note: video files are restored with --border (every frame gets an output)')
+def _part(span, name, lr, gt, info, gt_info, notes):
+    """Video ``name`` cut to --start/--duration: (frame count, lr, gt, info, gt_info) of the part (a
+    video file's infos say which part: the reader decodes it, the writer cuts sound and subtitles
+    to it; frame lists are sliced). Frame folders have no times: frames only. ``span``: --start and
+    --duration as plan.span reads them."""
+    start, duration = span
+    if info is None:
+        if any(p is not None and p[0] == 'seconds' for p in (start, duration)):
+            raise UserError(f'{os.path.dirname(lr[0])}: frames in a folder have no times: give --start and '
+                            '--duration in frames (e.g. --start 120f --duration 50f)')
+        k0, k1 = frame_range(os.path.dirname(lr[0]), VideoInfo(len(lr), None, 1, False), start, duration)
+        lr = lr[k0:k1]
+    else:
+        k0, k1 = frame_range(lr, info, start, duration)
+        info = part_of(info, k0, k1)
+        notes.append(f'video {name}: frames {k0}..{k1 - 1} of {info.part.whole} (from {float(info.part.start):.3f} s)')
+    if gt is not None:
+        if is_video(gt):
+            gt_info = part_of(gt_info, k0, k1)
+        else:
+            gt = gt[k0:k1]
+    return k1 - k0, lr, gt, info, gt_info
 
 
-def check_videos(args, n_seq, scale, notes):
-    """Every video checked before anything is written: [Video].
+def check_videos(inputs, gt_path, n_seq, scale, m, border, notes, span=(None, None)):
+    """Every video of ``inputs`` (list_inputs) checked before anything is written: [Video].
 
     Frame folders: each frame must decode, the frames of a video must have
     one size, and each ground-truth frame must pair with its LR frame (by
@@ -149,16 +122,15 @@ def check_videos(args, n_seq, scale, notes):
     size-multiple crop then cuts LR and GT the same way. A video whose frames
     are too small for PSNR/SSIM still runs; its ``no_metric`` says why.
     """
-    inputs = list_inputs(args.input_path, 'input folder (--input_path)')
-    _video_defaults(args, any(is_video(src) for _, src in inputs), notes)
-    m = args.size_must_mode
     videos = []
     t0, n = time.perf_counter(), 0  # host time: file checks
-    for name, lr, gt in _pair_videos(inputs, args.gt_path, notes):
+    for name, lr, gt in _pair_videos(inputs, gt_path, notes):
         fps = info = gt_info = None
         if is_video(lr):
             info = probe(lr)
-            count, first = info.n_frames, (*_check_shape(lr, info.size, None, m), lr)
+            notes.extend(carry_notes(lr, info, name + '.mp4'))
+            check_multiple(*info.size[:2], m, lr)
+            count, first = info.n_frames, (*info.size[:2], lr)
             fps = info.fps
             if fps is None:
                 fps = 25
@@ -167,22 +139,24 @@ def check_videos(args, n_seq, scale, notes):
         else:
             count = len(lr)
             frames_by_name(lr, os.path.dirname(lr[0]))  # one output file per frame
-            first = None
-            for i, p in enumerate(lr):
-                h, w = _check_shape(p, read_frame(p).shape, first, m)
-                first = first or (h, w, p)
-                if gt is not None and not is_video(gt):
-                    check_gt_size((h, w), read_frame(gt[i]).shape, scale, p, gt[i])
-                n += 1 + (gt is not None and not is_video(gt))
-        window_indices(count, n_seq, border=args.border, name=name)  # enough frames
+            pairs = list(zip(lr, gt)) if gt is not None and not is_video(gt) else [(p, None) for p in lr]
+            # every frame decoded here, once: one that does not decode is found before any output
+            h, w = check_pairs(pairs, scale, lambda p: read_frame(p).shape[:2])
+            check_multiple(h, w, m, lr[0])
+            first = (h, w, lr[0])
+            n += sum(1 + (g is not None) for _, g in pairs)
+        window_indices(count, n_seq, border=border, name=name)  # enough frames
         if gt is not None and (is_video(lr) or is_video(gt)):
             checked, gt_info = _check_gt(name, lr, gt, count, first[:2], scale)
             n += checked
+        if span != (None, None):
+            count, lr, gt, info, gt_info = _part(span, name, lr, gt, info, gt_info, notes)
+            window_indices(count, n_seq, border=border, name=name)
         size = (first[0] - first[0] % m, first[1] - first[1] % m)
         why = None if gt is None else metric_problem(size[0] * scale, size[1] * scale)
         if why:
             notes.append(f'note: video {name}: no PSNR/SSIM, {why}; its SR frames are still written')
-        videos.append(Video(name, lr, gt, first[:2], size, why, count, fps, info, gt_info))
+        videos.append(Video(name, lr, gt, first[:2], why, count, fps, info, gt_info))
     notes.append(f'checked {n} frames and video files of {len(videos)} video(s) in '
                  f'{time.perf_counter() - t0:.1f} s')  # host time: file checks
     return videos
@@ -194,13 +168,12 @@ def frames(video, m, first=0):
     if is_video(video.lr):
         with VideoReader(video.lr, video.info) as reader:
             for f in reader.frames(first):
-                yield crop_to_multiple(f, m)
+                yield crop_to_multiple(f, m, video.lr)
         return
-    size = (*video.shape, video.lr[0])
     for p in video.lr[first:]:
         f = read_frame(p)
-        _check_shape(p, f.shape, size, m)
-        yield crop_to_multiple(f, m)
+        check_same_size(p, f.shape, video.lr[0], video.shape)
+        yield crop_to_multiple(f, m, p)
 
 
 class GroundTruth:

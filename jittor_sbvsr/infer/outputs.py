@@ -36,7 +36,7 @@ PARTS = '.video_frames'  # a video's frames (without --save_image), until its mp
 # the run's record (resume.py; None: none is kept).
 OutputSpec = namedtuple('OutputSpec', 'name out_dir lr lr_hw scale gt gt_info gt_first score '
                                       'save_image save_kernel video keep_parts feed record')
-VideoFile = namedtuple('VideoFile', 'path fps crf audio_from has_audio')
+VideoFile = namedtuple('VideoFile', 'path fps crf source info')  # info: the source's probe
 
 
 def part_path(out_dir, name, stem, save_image):
@@ -69,7 +69,7 @@ class VideoOutputs:
         self._record = open(spec.record, 'a', encoding='utf-8') if spec.record else None
         if spec.video is not None:
             f = spec.video
-            self._writer = VideoWriter(f.path, f.fps, crf=f.crf, audio_from=f.audio_from, has_audio=f.has_audio)
+            self._writer = VideoWriter(f.path, f.fps, crf=f.crf, source=f.source, info=f.info)
             for p in spec.feed:
                 self._writer.write(read_frame(p))
 
@@ -98,14 +98,18 @@ class VideoOutputs:
         return row
 
     def close(self):
-        """The mp4 moved into place (its parts removed after); ground truth closed."""
+        """The mp4 moved into place (its parts removed after); ground truth closed. Returns the
+        writer's notes: what the mp4 had to leave out of its source, one line each."""
+        notes = []
         try:
             if self._writer is not None:
                 self._writer.close()
+                notes = self._writer.notes
                 if not self.spec.save_image:
                     remove_parts(self.spec.out_dir, self.spec.name)
         finally:
             self.abort()
+        return notes
 
     def abort(self):
         """Stop without the mp4 (its encoder's temporary file removed); written frames stay."""

@@ -1,13 +1,17 @@
-"""The lines of an inference log: one per output frame, each video's and the run's averages, the end.
+"""What an inference run shows: the lines of its log (one per output frame, each video's and the
+run's averages, the end) and its progress bar (:class:`VideoProgress`).
 
 The log of rank 0 only (the others get :class:`Quiet`); its last line says
 how the run ended (``completed: ...``, the ``error: ...`` that stopped it,
 or ``interrupted (Ctrl-C) ...``).
 """
+import time
+
 import numpy as np
 
 from .. import runtime
 from ..errors import UserError
+from ..utils.progress import Bar, format_seconds
 
 
 class Quiet:
@@ -62,6 +66,17 @@ def _scores(rows):
     return np.ascontiguousarray(rows[:, :2])
 
 
+def averages(videos, rows, wins):
+    """({video: (PSNR, SSIM)} of each scored video, (PSNR, SSIM) over every scored frame or None):
+    the numbers of the log's average lines."""
+    scored = {v.name: _scores(r) for v, r in zip(videos, per_video(rows, wins))
+              if v.gt is not None and v.no_metric is None}
+    each = {name: tuple(float(x) for x in np.mean(r, axis=0)) for name, r in scored.items()}
+    if not scored:
+        return each, None
+    return each, tuple(float(x) for x in np.mean(np.concatenate(list(scored.values())), axis=0))
+
+
 def log_video(log, v, rows):
     """The average line of a video with ground truth."""
     if v.gt is None:
@@ -75,10 +90,51 @@ def log_video(log, v, rows):
 
 def log_total(log, videos, rows, wins):
     """The average over every scored frame of the run."""
-    scored = [_scores(r) for v, r in zip(videos, per_video(rows, wins)) if v.gt is not None and v.no_metric is None]
+    each, total = averages(videos, rows, wins)
     unscored = [v.name for v in videos if v.gt is not None and v.no_metric is not None]
-    if scored:
-        allv = np.concatenate(scored)
-        p, q = np.mean(allv, axis=0)
-        log(f'# Total AVG-PSNR={p:.5f}, AVG-SSIM={q:.4f} ({len(allv)} frames'
+    if total is not None:
+        n = sum(len(r) for v, r in zip(videos, per_video(rows, wins)) if v.name in each)
+        log(f'# Total AVG-PSNR={total[0]:.5f}, AVG-SSIM={total[1]:.4f} ({n} frames'
             + (f'; not scored: {", ".join(unscored)}' if unscored else '') + ')')
+
+
+class VideoProgress:
+    """Progress of a run over videos of ``total`` output frames in all: one :class:`Bar`
+    per video, whose values end with the ETA of the whole run."""
+
+    def __init__(self, total, stream=None, interval=30.0, enabled=True):
+        self.total, self.done = total, 0
+        self.stream, self.interval, self.enabled = stream, interval, enabled
+        self.t0 = time.perf_counter()  # host time: ETAs
+        self._bar = None
+
+    def video(self, name, n):
+        """Start the bar of the next video, of ``n`` frames."""
+        self.close()
+        self._bar = Bar(n, desc=name, unit='frame', stream=self.stream, interval=self.interval,
+                        enabled=self.enabled)
+
+    def eta(self):
+        """Seconds left for the whole run, from its pace so far (None before the first frame)."""
+        if not self.done:
+            return None
+        return (time.perf_counter() - self.t0) / self.done * (self.total - self.done)  # host time: ETAs
+
+    def update(self, **postfix):
+        """One more frame of the current video; ``postfix`` values are shown as k=v."""
+        self.done += 1
+        self._bar.update(1, ', '.join([f'{k}={v}' for k, v in postfix.items()]
+                                      + [f'{self.done}/{self.total} in all',
+                                         f'total ETA {format_seconds(self.eta())}']))
+
+    def close(self, ok=True):
+        if self._bar is not None:
+            self._bar.close(ok)
+            self._bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.close(ok=exc_type is None)
+        return False

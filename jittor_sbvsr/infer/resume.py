@@ -1,8 +1,9 @@
 """``--resume``: the record of what a run has finished, so that a rerun continues it.
 
 A run (one process) keeps ``.progress.jsonl`` in its folder while it runs:
-a first line with what the outputs depend on (the checkpoint's SHA-256, the
-inputs, the flags, the device), then one line per finished output frame
+a first line with what the outputs depend on (plan.py: ``Plan.signature``,
+the settings of the log's header with the checkpoint's SHA-256 and the
+inputs' names and frame counts), then one line per finished output frame
 with its log values (PSNR, SSIM, seconds; JSON keeps a float64 exactly).
 The host worker appends a frame's line, flushed and fsynced, right after it
 wrote the frame's files (atomically; outputs.py), so every frame the record
@@ -25,19 +26,11 @@ Under ``mpirun`` there is no record and ``--resume`` is refused.
 import hashlib
 import json
 import os
-import signal
 
 from ..errors import UserError
-from ..utils.files import atomic_write_bytes
+from ..utils.files import atomic_write_bytes, retry_shared
 
 NAME = '.progress.jsonl'
-# tests: once the host worker has recorded this many frames, it kills the run's main process (SIGKILL)
-# and goes on as after any kill -9
-KILL_AFTER = 'SBVSR_TEST_KILL_AFTER_FRAMES'
-# the flags the outputs depend on
-FLAGS = ('gt_path', 'n_seq', 'scale', 'border', 'size_must_mode', 'save_image', 'save_kernel', 'crf',
-         'no_reuse', 'no_fused', 'no_winograd', 'no_compose', 'tile', 'tile_overlap',
-         'max_memory')
 # in the record, not compared: what the run chose (the default memory budget follows the free
 # memory), for a resumed run to choose again (infer/engine.py:run_budget)
 CHOSEN = ('budget',)
@@ -50,15 +43,6 @@ def file_digest(path):
         for block in iter(lambda: f.read(1 << 20), b''):
             h.update(block)
     return h.hexdigest()
-
-
-def signature(args, videos, device):
-    """What a run's outputs depend on, as the record's first line holds it."""
-    sig = {'model': file_digest(args.model_path), 'device': device,
-           'input': [[v.name, v.n] for v in videos]}
-    sig.update({k: getattr(args, k) for k in FLAGS})
-    sig['gt_path'] = os.path.abspath(sig['gt_path']) if sig['gt_path'] else None
-    return json.loads(json.dumps(sig))  # the types the record reads back
 
 
 def has_record(out_dir):
@@ -108,24 +92,17 @@ class Progress:
     def finish(self):
         """The run completed: no record is left (the folder holds a finished run)."""
         try:
-            os.unlink(self.path)
+            retry_shared(os.unlink, self.path)
         except OSError:
             pass
-
-
-_recorded = 0  # frames this process recorded (the test hook KILL_AFTER)
 
 
 def record_frame(f, video, k, row):
     """Frame k of ``video`` is finished (its files written): its line in the record open as ``f``,
     for good."""
-    global _recorded
     f.write(json.dumps({'v': video, 'k': int(k), 'row': [float(x) for x in row]}) + '\n')
     f.flush()
     os.fsync(f.fileno())
-    _recorded += 1
-    if _recorded == int(os.environ.get(KILL_AFTER, 0)):
-        os.kill(os.getppid(), signal.SIGKILL)
 
 
 def _difference(key, old, new):

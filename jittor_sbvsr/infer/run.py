@@ -18,99 +18,92 @@ and record (outputs.py and resume.py, in the host worker of host.py, beside
 the next windows) -> the log line (report.py), here, in order. Under
 ``mpirun`` the windows are shared out as split.py explains.
 """
+import contextlib
+import dataclasses
+import json
 import os
 import time
+from typing import Mapping, Optional, Tuple
 
 import numpy as np
 
 from .. import dist, runtime
 from ..data.windows import to_uint8, window_indices
 from ..weights.arch import describe
-from ..utils import Logger, VideoProgress, ensure_dir
+from ..utils import Logger, ensure_dir
 from ..utils.files import remove_stale_temps, stale_note
+from ..utils.lock import FolderLock
 from ..utils.memory import format_size
-from .engine import FrameSource, VideoSR, run_budget
+from .baseline import demo_verdict, log_bicubic
+from .compare import write_compare
+from .engine import VideoSR
+from .frames import FrameSource
 from .host import Host
-from .inputs import check_flags, check_videos, frames, is_video, stem
+from .inputs import frames, is_video, stem
 from .outputs import OutputSpec, VideoFile, part_path, remove_parts
-from .report import Quiet, append_line, ending, frame_line, log_total, log_video, per_video
-from .resume import NoRecord, Progress, finished, signature
-from .setup import apply_preset, build_model, choose_output_dir, prepare_demo, read_checkpoint
+from .report import Quiet, VideoProgress, append_line, averages, ending, frame_line, log_total, log_video, per_video
+from .plan import demo_untrained
+from .resume import NoRecord, Progress
 from .split import window_spans
 
 
-def run(args, root):
-    """The inference CLI's work; ``args`` as parsed by cli.infer."""
-    named = args.infer_flag not in ('.', '', None)
-    notes = []
-    # 1. everything that can be wrong, before anything is written (on every rank: same errors)
-    check_flags(args)
-    if args.demo:
-        notes.extend(_demo(args, root))
-    elif args.quick_test != '.':
-        apply_preset(args, root)
-    flag = args.infer_flag if args.infer_flag not in ('.', '', None) else time.strftime('%Y%m%d-%H%M%S')
-    out_dir, note = choose_output_dir(args.result_path, flag, named, resume=args.resume)
-    if note:
-        notes.append(note)
-    state, arch = read_checkpoint(args.model_path, args.n_seq, args.scale)
-    args.n_seq, args.scale = arch['n_sequence'], arch['scale']
-    videos = check_videos(args, args.n_seq, args.scale, notes)
-    device = runtime.select_device(args.device)
-    out_dir = dist.broadcast_text(out_dir)  # rank 0's: a time stamp may differ by a second
-    lead, world = dist.rank() == 0, dist.world_size()
-    sig = signature(args, videos, device) if world == 1 else None
-    done, earlier = finished(out_dir, sig) if args.resume else ({}, None)
-    budget = run_budget(args.max_memory, args.tile, earlier)
-    if sig is not None:
-        sig['budget'] = budget
-    # 2. the run
-    scored = any(v.gt is not None and v.no_metric is None for v in videos)
-    with Host(score=scored) as host:  # started now: its start-up overlaps the model's
-        net = build_model(state, arch, args.model_path)
-        del state
-        engine = VideoSR(net, args.n_seq, reuse=not args.no_reuse, tile=args.tile, overlap=args.tile_overlap,
-                         fused=not args.no_fused, compose=not args.no_compose, winograd=not args.no_winograd,
-                         max_memory=budget)
+@dataclasses.dataclass(frozen=True)
+class VideoResult:
+    """One video of a run: its output frames' (PSNR, SSIM, network seconds), in order, and their
+    averages (None: not scored)."""
+    frames: Tuple[Tuple[float, float, float], ...]
+    psnr: Optional[float]
+    ssim: Optional[float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What a run measured: per video and over every scored frame (the log's averages, the same
+    numbers), the frames this run computed (not those a --resume kept) and its seconds;
+    ``bicubic_psnr``: bicubic's PSNR over the same frames (the log's "Total bicubic" line)."""
+    out_dir: str
+    videos: Mapping[str, VideoResult]
+    psnr: Optional[float]
+    ssim: Optional[float]
+    frames: int
+    seconds: float
+    bicubic_psnr: Optional[float] = None
+
+
+def run(plan):
+    """Carry out ``plan`` (plan.make_plan); returns its Result."""
+    lead, world = dist.rank() == 0, plan.world
+    sig = plan.signature()
+    with contextlib.ExitStack() as stack:  # left in reverse: the worker's last writes before the lock goes
         stale = None
         if lead:
-            ensure_dir(out_dir)
-            stale = stale_note(remove_stale_temps(out_dir, recursive=True))
+            ensure_dir(plan.out_dir)
+            stack.enter_context(FolderLock(plan.out_dir))  # one run per folder (utils/lock.py)
+            stale = stale_note(remove_stale_temps(plan.out_dir, recursive=True))
+        host = stack.enter_context(Host(score=plan.scored))  # started now: its start-up overlaps the model's
+        net = plan.weights.model()
+        engine = VideoSR(net, plan.n_seq, reuse=not plan.no_reuse, tile=plan.tile, overlap=plan.tile_overlap,
+                         fused=not plan.no_fused, compose=not plan.no_compose, winograd=not plan.no_winograd,
+                         max_memory=plan.budget)
         dist.barrier()  # no rank writes before rank 0 removed the stale temporary files
-        record = Progress(out_dir, sig, done) if world == 1 else NoRecord()
-        log = Logger(os.path.join(out_dir, f"inference_log_{time.strftime('%Y%m%d-%H%M%S')}.txt")) if lead else Quiet()
-        for key in ('input_path', 'gt_path', 'model_path', 'border', 'save_image', 'crf', 'n_seq', 'scale',
-                    'size_must_mode', 'no_reuse', 'no_fused', 'no_winograd', 'no_compose', 'tile', 'tile_overlap',
-                    'max_memory', 'resume'):
-            log(f'{key}: {getattr(args, key)}')
-        log(f'result_path: {out_dir}')
+        record = Progress(plan.out_dir, sig, plan.done) if world == 1 else NoRecord()
+        log = (Logger(os.path.join(plan.out_dir, f"inference_log_{time.strftime('%Y%m%d-%H%M%S')}.txt"))
+               if lead else Quiet())
+        for line in plan.header():
+            log(line)
         log(f'runtime: {runtime.describe()}')
-        log(f'Loaded model from {args.model_path} ({device}): {describe(arch)}')
+        log(f'Loaded model from {plan.model_path} ({plan.device}): {describe(plan.arch)}')
         log(f'engine: {engine.model.describe()}')
         if world > 1:
             log(f'MPI: {world} ranks, each runs a share of the windows; this log has them all, in order')
-        if args.resume:
-            log(f'resume: {len(done)} frame(s) finished by the earlier run are kept; their lines below are '
+        if plan.resume:
+            log(f'resume: {len(plan.done)} frame(s) finished by the earlier run are kept; their lines below are '
                 'from its record')
-            if earlier is not None and budget == earlier and args.max_memory is None:
-                log(f"memory budget: {format_size(budget)}, the earlier run's (it tiles as that run did)")
-        for line in notes + ([stale] if stale else []):
+            if plan.earlier_budget is not None and plan.budget == plan.earlier_budget and plan.max_memory is None:
+                log(f"memory budget: {format_size(plan.budget)}, the earlier run's (it tiles as that run did)")
+        for line in plan.notes + ((stale,) if stale else ()):
             log(line)
-        share = _Share(args, engine, host, out_dir, log if world == 1 else None, record, done)
-        return share.run(videos, log, lead, world)
-
-
-def _demo(args, root):
-    """prepare_demo; under mpirun rank 0 makes the demo's files first, then the others find them."""
-    if runtime.mpi_env() is None:
-        return prepare_demo(args, root)
-    runtime.select_device(args.device)  # Jittor, and with it MPI
-    if dist.rank() == 0:
-        notes = prepare_demo(args, root)
-        dist.barrier()
-        return notes
-    dist.barrier()
-    return prepare_demo(args, root)
+        return _Share(plan, engine, host, log, record).run()
 
 
 class _Share:
@@ -118,15 +111,19 @@ class _Share:
     host worker, which records them; the results come back in order and are logged (``log``: one
     process)."""
 
-    def __init__(self, args, engine, host, out_dir, log, record, done):
-        self.args, self.engine, self.host, self.out_dir = args, engine, host, out_dir
-        self.log, self.record, self.done = log, record, done
-        self.mid = args.n_seq // 2
+    def __init__(self, plan, engine, host, log, record):
+        self.plan, self.engine, self.host, self.out_dir = plan, engine, host, plan.out_dir
+        self.log, self.record, self.done = log, record, plan.done
+        self.live = plan.world == 1  # frame lines as they come; under mpirun rank 0 logs them all at the end
+        self.mid = plan.n_seq // 2
         self.computed = 0
+        self.notes = {}  # under mpirun: {video name: the writer's notes}, logged by rank 0 with its lines
 
-    def run(self, videos, log, lead, world):
-        """Every video of this rank's share; then (rank 0) the log's averages and the end line."""
-        wins = [window_indices(v.n, self.args.n_seq, border=self.args.border) for v in videos]
+    def run(self):
+        """Every video of this rank's share; then (rank 0) the log's averages and the end line;
+        returns the run's Result."""
+        lead, world, videos = dist.rank() == 0, self.plan.world, self.plan.videos
+        wins = [window_indices(v.n, self.plan.n_seq, border=self.plan.border) for v in videos]
         share = window_spans([len(w) for w in wins], dist.rank(), world)
         rows = np.zeros((sum(len(w) for w in wins), 3))
         todo = sum(1 for i, (start, stop) in share.items() for k in range(start, stop)
@@ -138,29 +135,48 @@ class _Share:
                     if i in share:
                         self._video(v, wins[i], *share[i], vid_rows)
             if world == 1:
-                log_total(log, videos, rows, wins)
+                log_total(self.log, videos, rows, wins)
             else:
                 rows = dist.merge_owned(rows)
+                notes = {}
+                for text in dist.gather_text(json.dumps(self.notes)):
+                    for name, lines in json.loads(text).items():
+                        notes.setdefault(name, []).extend(lines)
                 if lead:
                     self._encode_split_videos(videos, wins, world)
                     for v, w, r in zip(videos, wins, per_video(rows, wins)):
                         for k, row in enumerate(r):
-                            log(frame_line(v, stem(v, w[k][self.mid]), row))
-                        log_video(log, v, r)
-                    log_total(log, videos, rows, wins)
+                            self.log(frame_line(v, stem(v, w[k][self.mid]), row))
+                        for line in notes.get(v.name, []):
+                            self.log(line)
+                        log_video(self.log, v, r)
+                    log_total(self.log, videos, rows, wins)
                 self.computed = int(dist.all_sum([self.computed])[0])
+            vs_bicubic = None  # (model, bicubic) PSNR over the scored frames
+            if lead:
+                vs_bicubic = log_bicubic(self.log, self.plan, videos, wins, rows)
+                if self.plan.demo and vs_bicubic is not None:
+                    self.log(demo_verdict(*vs_bicubic, demo_untrained(self.plan.model_path)))
+                if self.plan.compare:
+                    for v, w in zip(videos, wins):
+                        path, why = write_compare(self.plan, self.out_dir, v, w)
+                        self.log(f'compare: {path}' if path else why)
         except BaseException as e:
-            log.close()
-            append_line(log.path, ending(e, self.computed, todo))
+            self.log.close()
+            append_line(self.log.path, ending(e, self.computed, todo))
             raise
         kept = f' (and {len(self.done)} kept from the earlier run)' if self.done else ''
-        log(f'Results in {self.out_dir}')
-        log(f'completed: {self.computed} frames of {len(videos)} video(s){kept} in '
-            f'{time.perf_counter() - t_run:.1f} s')  # host time: every frame is numpy by then
-        log.close()
+        seconds = time.perf_counter() - t_run  # host time: every frame is numpy by then
+        self.log(f'Results in {self.out_dir}')
+        self.log(f'completed: {self.computed} frames of {len(videos)} video(s){kept} in {seconds:.1f} s')
+        self.log.close()
         self.record.finish()
-        return {v.name: [(float(p), float(q)) for p, q, _ in r] for v, r in zip(videos, per_video(rows, wins))
-                if v.gt is not None and v.no_metric is None}
+        each, total = averages(videos, rows, wins)
+        return Result(self.out_dir, {v.name: VideoResult(tuple(tuple(float(x) for x in row) for row in r),
+                                                         *each.get(v.name, (None, None)))
+                                     for v, r in zip(videos, per_video(rows, wins))},
+                      *(total or (None, None)), self.computed, seconds,
+                      vs_bicubic and vs_bicubic[1])
 
     def _video(self, v, windows, start, stop, rows):
         """Windows start..stop-1 of video ``v``: the finished ones (a resumed run) logged from the
@@ -177,22 +193,28 @@ class _Share:
             self.bar.video(v.name, stop - k0)
             keep = is_video(v.lr) and (video is None or isinstance(self.record, Progress))
             self.host.open(OutputSpec(
-                v.name, self.out_dir, v.lr, v.shape, self.args.scale, v.gt, v.gt_info,
-                windows[k0][self.mid] if k0 < stop else 0, v.no_metric is None, self.args.save_image,
-                self.args.save_kernel, video, keep,
-                [self._part(v, windows, k) for k in range(start, k0)] if video is not None else [],
-                self.record.path))
+                name=v.name, out_dir=self.out_dir, lr=v.lr, lr_hw=v.shape, scale=self.plan.scale, gt=v.gt,
+                gt_info=v.gt_info, gt_first=windows[k0][self.mid] if k0 < stop else 0, score=v.no_metric is None,
+                save_image=self.plan.save_image, save_kernel=self.plan.save_kernel, video=video, keep_parts=keep,
+                feed=[self._part(v, windows, k) for k in range(start, k0)] if video is not None else [],
+                record=self.record.path))
             if k0 < stop:
                 first = min(windows[k0])
-                source = FrameSource(frames(v, self.args.size_must_mode, first), windows, first=first)
+                source = FrameSource(frames(v, self.plan.size_must_mode, first), windows, first=first)
                 for k, recons, kernel, secs in self.engine.windows(source, windows, k0, stop):
                     rows[k, 2] = secs
                     t = windows[k][self.mid]
                     for result in self.host.frame(k, t, stem(v, t), to_uint8(recons), kernel, secs):
                         self._finished(v, windows, rows, *result)
-            for result in self.host.close():
+            results, notes = self.host.close()
+            for result in results:
                 self._finished(v, windows, rows, *result)
-        if self.log is not None:
+            if self.live:
+                for line in notes:
+                    self.log(line)
+            else:
+                self.notes.setdefault(v.name, []).extend(notes)
+        if self.live:
             log_video(self.log, v, rows)
 
     def _video_file(self, v, windows, start, stop):
@@ -204,10 +226,10 @@ class _Share:
 
     def _mp4(self, v):
         """The output video file of video file ``v``."""
-        return VideoFile(os.path.join(self.out_dir, v.name + '.mp4'), v.fps, self.args.crf, v.lr, v.info.has_audio)
+        return VideoFile(os.path.join(self.out_dir, v.name + '.mp4'), v.fps, self.plan.crf, v.lr, v.info)
 
     def _part(self, v, windows, k):
-        return part_path(self.out_dir, v.name, stem(v, windows[k][self.mid]), self.args.save_image)
+        return part_path(self.out_dir, v.name, stem(v, windows[k][self.mid]), self.plan.save_image)
 
     def _finished(self, v, windows, rows, k, psnr, ssim):
         """Window k's outputs are written and recorded: its scores logged."""
@@ -217,7 +239,7 @@ class _Share:
         self.bar.update(**({'psnr': f'{psnr:.3f}'} if v.gt is not None and v.no_metric is None else {}))
 
     def _logged(self, v, windows, k, rows):
-        if self.log is not None:
+        if self.live:
             self.log(frame_line(v, stem(v, windows[k][self.mid]), rows[k]))
 
     def _encode_split_videos(self, videos, wins, world):
@@ -228,8 +250,11 @@ class _Share:
         for i, v in enumerate(videos):
             if not is_video(v.lr) or i in whole:
                 continue
-            self.host.open(OutputSpec(v.name, self.out_dir, v.lr, v.shape, self.args.scale, None, None, 0, False,
-                                      self.args.save_image, False, self._mp4(v), False,
-                                      [self._part(v, wins[i], k) for k in range(counts[i])], None))
-            self.host.close()
+            self.host.open(OutputSpec(
+                name=v.name, out_dir=self.out_dir, lr=v.lr, lr_hw=v.shape, scale=self.plan.scale, gt=None,
+                gt_info=None, gt_first=0, score=False, save_image=self.plan.save_image, save_kernel=False,
+                video=self._mp4(v), keep_parts=False, feed=[self._part(v, wins[i], k) for k in range(counts[i])],
+                record=None))
+            for line in self.host.close()[1]:
+                self.log(line)
         remove_parts(self.out_dir)

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from .native import ssim_map
 
-__all__ = ['psnr', 'ssim', 'psnr_ssim', 'metric_problem', 'gaussian_window', 'shave', 'calc_psnr']
+__all__ = ['psnr', 'ssim', 'psnr_ssim', 'bicubic_psnr_ssim', 'metric_problem', 'gaussian_window', 'shave', 'calc_psnr']
 
 _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2
@@ -150,6 +150,13 @@ def psnr_ssim(sr, gt, crop_border=4):
     sr_c = shave(sr, crop_border)
     gt_c = shave(gt, crop_border)
     return psnr(sr_c, gt_c), ssim(sr_c, gt_c)
+
+
+def bicubic_psnr_ssim(lr, gt, scale, crop_border=4):
+    """(psnr, ssim) of the bicubic baseline (data/kernels.py: MATLAB's imresize, as the paper's
+    tables use) against ``gt``: the same metric and border crop as the model's frames."""
+    from ..data.kernels import bicubic_upscale
+    return psnr_ssim(bicubic_upscale(lr, scale), gt, crop_border)
 
 
 def calc_psnr(img1, img2, shave=4):

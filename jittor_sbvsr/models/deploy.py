@@ -5,9 +5,10 @@ need exactly them) and carries no inference switches. Deploying, in the
 spirit of RepVGG's re-parameterisation, builds once what inference runs
 instead: the ResBlock chains, each with the conv before it, as fused oneDNN
 ops on the CPU, the tail fused or composed into one LR convolution
-(models/tails.py). Whether a fast path runs right depends on the machine
-(oneDNN picks other kernels and layouts per instruction set), so each is
-run once on a small probe against Jittor's plain operators; one that
+(models/tails.py), the feature warp in one pass (ops/warp.py). Whether a
+fast path runs right depends on the machine (oneDNN picks other kernels
+and layouts per instruction set), so each is run once on a small probe
+against Jittor's plain operators; one that
 raises or differs by more than :data:`TOL` is switched off for the run
 with one warning line, and the run goes on with the plain path. Weights
 loaded into the network afterwards are not seen: deploy again.
@@ -19,11 +20,12 @@ import numpy as np
 import jittor as jt
 from jittor import nn
 
-from ..ops import fused_conv
+from ..ops import fused_conv, warp
 from .fused_weights import chain_weights, head_weights
 from .tails import ComposedTail, FusedTail, PlainTail, tail_layers
 
 TOL = 1e-5  # largest difference from the plain ops, relative to the output's peak (at least 1)
+PROBE_HW = (48, 64)  # the image on which oneDNN's Winograd and ours are timed against each other
 # PWC_Recons' methods that run one conv, then a ResBlock chain: (the conv's Sequential, the chain)
 FUSED_OPS = {'frame_features': ('in_conv', 'extra_feat'), 'trunk': ('fusion_conv', 'recons_net')}
 
@@ -33,9 +35,11 @@ class FusedChain:
 
     def __init__(self, blocks, layout='auto', algorithm='direct', head=None):
         w, b = chain_weights(blocks)
-        self.w, self.b, self.layout, self.algorithm = jt.array(w), jt.array(b), layout, algorithm
-        self.head = None if head is None else [jt.array(a) for a in head_weights(head, w)]
         self.in_channels = (w if head is None else head.weight).shape[1]
+        self.layout, self.algorithm = layout, algorithm
+        w, b, hw = fused_conv.chain_arrays(w, b, algorithm, None if head is None else head_weights(head, w))
+        self.w, self.b = jt.array(w), jt.array(b)
+        self.head = None if hw is None else [jt.array(a) for a in hw]
 
     def __call__(self, x):
         return fused_conv.resblock_chain(x, self.w, self.b, self.layout, self.algorithm, self.head)
@@ -61,10 +65,10 @@ def _reason(e):
     return f'{type(e).__name__}: {line[:160]}'
 
 
-def compare(fast, plain, probe):
-    """Raise SelfCheckFailed unless fast(probe) equals plain(probe) within TOL."""
+def compare(fast, plain, probe, ref=None):
+    """Raise SelfCheckFailed unless fast(probe) equals plain(probe) (or ``ref``, computed so) within TOL."""
     with jt.no_grad():
-        ref = plain(probe).numpy()
+        ref = plain(probe).numpy() if ref is None else ref
         got = fast(probe).numpy()
     if got.shape != ref.shape:
         raise SelfCheckFailed(f'output {got.shape} instead of {ref.shape}')
@@ -81,8 +85,10 @@ class InferenceNet:
     """``net`` for inference, with the fast paths asked for that pass their self-check.
 
     ``fused``: :data:`FUSED_OPS` (a conv, then a ResBlock chain) and the
-    layered tail as fused oneDNN ops (CPU with oneDNN only); ``winograd``:
-    the chains' 3x3 convs by Winograd where oneDNN has it (AVX-512);
+    layered tail as fused oneDNN ops (CPU with oneDNN only), and the
+    feature warp in one pass (ops/warp.py, CPU); ``winograd``:
+    the chains' 3x3 convs by Winograd, ours (ops/winograd.py: AVX2 and up)
+    or oneDNN's (AVX-512), whichever is faster here;
     ``compose``: the tail as one LR convolution; ``layout`` the fused ops'
     activation layout (ops/fused_conv.py). ``warn`` takes the warning lines
     (default: stderr). ``paths`` says what runs and why.
@@ -91,10 +97,11 @@ class InferenceNet:
     def __init__(self, net, fused=True, compose=True, layout='auto', warn=None, winograd=True):
         self.net, self.layout = net, layout
         self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.frame_features, self.trunk = net.frame_features, net.trunk
+        self.frame_features, self.trunk, self.align = net.frame_features, net.trunk, net.align
         self.tail = PlainTail(net)
         self.paths = {}
         self.probe_seconds = 0.0  # of build_seconds: running the probes
+        self._refs = {}  # plain outputs of the probes, by (plain op, probe)
         t0 = time.perf_counter()
         up, out = tail_layers(net)
         c = net.out_conv[0].weight.shape[1]
@@ -108,21 +115,23 @@ class InferenceNet:
                                                              _only_conv(getattr(net, h))) for k, (h, b) in ops.items()}
             # two probe sizes: oneDNN takes its F(2x2,3x3) Winograd kernel for
             # tiny images and F(4x4,3x3) from 16x16 up; each must be checked
+            # the same probes for the direct and the Winograd chains: plain's outputs are computed once (_try)
             cases = lambda f: [(op, getattr(net, k), _probe(op.in_channels, *hw, i))  # noqa: E731
                                for i, (k, op) in enumerate(f.items()) for hw in ((9, 13), (16, 20))]
             made = self._try('fused chains', 'the fused oneDNN ResBlock chains', '--no_fused', build('direct'), cases)
+            algorithm, why = self._winograd(net, ops, layout) if made and winograd else (None, None)
             if not made or not winograd:
                 self.paths['winograd'] = 'off (--no_winograd)' if made else 'off (no fused chains)'
-            elif fused_conv.chain_algorithm((1, c, 16, 20), layout, 'auto') != 'winograd':
-                self.paths['winograd'] = ('not available (this oneDNN has Winograd kernels '
-                                          "for AVX-512's blocked layouts only)")
+            elif algorithm is None:
+                self.paths['winograd'] = why
             else:
                 wino = self._try('winograd', 'the Winograd convolutions of the fused chains', '--no_winograd',
-                                 build('auto'), cases, instead='direct convolutions')
+                                 build(algorithm), cases, instead='direct convolutions')
                 direct = [h for k, (h, _) in ops.items() if wino and fused_conv.chain_algorithm(
-                    (1, c, 16, 20), layout, 'auto', tuple(wino[k].head[0].shape[1:3])) == 'direct']
-                if direct:
-                    self.paths['winograd'] += f" (direct for {', '.join(direct)})"
+                    (1, c, 16, 20), layout, algorithm, (getattr(net, h)[0].weight.shape[1],
+                                                        getattr(net, h)[0].weight.shape[2])) == 'direct']
+                if wino:
+                    self.paths['winograd'] += f" ({why}{'; direct for ' + ', '.join(direct) if direct else ''})"
                 made = wino or made
             for k, chain in (made or {}).items():
                 setattr(self, k, chain)
@@ -133,6 +142,14 @@ class InferenceNet:
                 self.tail = made or self.tail
             else:
                 self.paths['fused tail'] = 'not applicable to these layers'
+        if not fused or jt.flags.use_cuda:
+            self.paths['fused warp'] = 'off (--no_fused)' if not fused else 'not available (a CPU op)'
+        else:
+            # the probe: features and, in its last two channels, a flow of a few pixels
+            split = lambda f: lambda z: f(z[:, :-2], 3.0 * z[:, -2:])  # noqa: E731
+            made = self._try('fused warp', 'the one-pass feature warp', '--no_fused', lambda: warp.warp_features,
+                             lambda f: [(split(f), split(net.align), _probe(c + 2, 16, 20, 4))])
+            self.align = made or self.align
         if not compose:
             self.paths['composed tail'] = 'off (--no_compose)'
         else:
@@ -142,6 +159,41 @@ class InferenceNet:
                              lambda f: [(f, PlainTail(net), _probe(c, *self._fitting(f), 3))])
             self.tail = made or self.tail
         self.build_seconds = time.perf_counter() - t0
+
+    def _winograd(self, net, ops, layout):
+        """(algorithm, why) for the chains' 3x3 convs: ours (ops/winograd.py, AVX2 and up) or oneDNN's
+        (AVX-512 only); where both run, the faster on a probe of this model's first block, timed
+        here (median of 3, alternating), so each CPU runs what is fastest on it. (None, why) if neither."""
+        chain = getattr(net, next(iter(ops.values()))[1])
+        c = chain[0].conv1.weight.shape[0]
+        ours = fused_conv.own_winograd(c, 'wino4')
+        onednn = fused_conv.chain_algorithm((1, c, 16, 20), layout, 'auto') == 'winograd'
+        if not ours and not onednn:
+            return None, ('not available (ours needs AVX2 and FMA and channels in groups of 8; '
+                          "oneDNN's has kernels for AVX-512's blocked layouts only)")
+        if not onednn:
+            return 'wino4', 'ours, F(4x4,3x3)'
+        if not ours:
+            return 'auto', "oneDNN's"
+        probe = _probe(c, *PROBE_HW, 5)
+        times = {a: [] for a in ('wino4', 'auto')}
+        fns = {a: FusedChain(chain[:1], layout, a) for a in times}
+        try:
+            for i in range(4):  # the first round compiles and warms up
+                for a, fn in fns.items():
+                    jt.sync_all(True)
+                    t0 = time.perf_counter()
+                    fn(probe).sync()
+                    jt.sync_all(True)
+                    if i:
+                        times[a].append(time.perf_counter() - t0)
+        except Exception as e:  # noqa: BLE001 (one that does not run loses; its self-check would fail too)
+            self.warn(f'warning: timing the Winograd convolutions failed ({_reason(e)}); taking ours')
+            return 'wino4', 'ours, F(4x4,3x3)'
+        t = {a: sorted(v)[1] * 1e3 for a, v in times.items()}
+        if t['wino4'] <= t['auto']:
+            return 'wino4', f"ours, F(4x4,3x3): {t['wino4']:.1f} ms a probe block against oneDNN's {t['auto']:.1f}"
+        return 'auto', f"oneDNN's: {t['auto']:.1f} ms a probe block against ours' {t['wino4']:.1f}"
 
     @staticmethod
     def _fitting(tail):
@@ -156,7 +208,12 @@ class InferenceNet:
             t0 = time.perf_counter()
             try:
                 for fast, plain, probe in cases(made):
-                    compare(fast, plain, probe)
+                    # bound methods are equal where their object and function are: net.trunk twice is one key
+                    case = (plain, tuple(probe.shape), float(probe[0, 0, 0, 0].item()))
+                    if case not in self._refs:
+                        with jt.no_grad():
+                            self._refs[case] = plain(probe).numpy()
+                    compare(fast, plain, probe, self._refs[case])
                 jt.sync_all(True)
             finally:
                 self.probe_seconds += time.perf_counter() - t0

@@ -75,6 +75,10 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
     def frame_features(self, frame):
         return self.extra_feat(self.in_conv(frame))
 
+    def align(self, feat, flow):
+        """A neighbour's features warped to the centre frame along ``flow`` (masked)."""
+        return self.flow_net.warp(feat, flow)[0]
+
     def trunk(self, aligned):
         """``recons_net(fusion_conv(aligned))``: the aligned features [B, n_sequence * n_feat, H, W] fused."""
         return self.recons_net(self.fusion_conv(aligned))
@@ -114,7 +118,7 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
         without them ``neighbour_flows`` estimates them with each frame's
         PWC-Net pyramid computed once (the centre's is shared by its four
         flows, and so are its gradients: the same sums, less work).
-        ``parts`` supplies ``frame_features``, ``trunk`` and ``tail``
+        ``parts`` supplies ``frame_features``, ``align``, ``trunk`` and ``tail``
         in place of this network's (an inference engine's deployed ones,
         models/deploy.py); the other layers are always this network's.
         """
@@ -136,7 +140,7 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
                 aligned.append(feats[i])
                 continue
             if keys[i] not in warped:
-                warped[keys[i]] = self.flow_net.warp(feats[i], flows[keys[i]])[0]
+                warped[keys[i]] = parts.align(feats[i], flows[keys[i]])
             aligned.append(warped[keys[i]])
         return parts.tail(parts.trunk(jt.concat(aligned, 1))) + base
 

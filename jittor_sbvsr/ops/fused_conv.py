@@ -12,8 +12,9 @@ block input in place. The conv before a chain (PWC_Recons' ``in_conv``,
 the layout oneDNN wants for it and writes the chain's layout, so that the
 blocks start without a reorder. :func:`upsample_tail` does the same for
 PWC_Recons' upsampling and output convs, PixelShuffle included. The chains'
-3x3 convolutions can be Winograd's (oneDNN's kernels for AVX-512's blocked
-layouts): fewer multiplications for the bulk of the model's FLOPs.
+3x3 convolutions can be Winograd's (ours, ops/winograd.py, on any CPU with
+AVX2; or oneDNN's kernels for AVX-512's blocked layouts): fewer
+multiplications for the bulk of the model's FLOPs.
 
 The layout is whatever oneDNN prefers on this CPU (``layout='auto'``: e.g.
 ``nChw8c`` with AVX2, NHWC for its brgemm kernels on AVX-512), or one forced
@@ -35,11 +36,13 @@ import numpy as np
 import jittor as jt  # jittor_sbvsr/__init__ has configured it
 
 from .. import runtime
+from . import winograd
 
 # layout name -> the code the C++ side reads (0: oneDNN's choice)
 LAYOUTS = {'auto': 0, 'nhwc': 1, 'nChw8c': 8, 'nChw16c': 16}
-# the chains' convolution algorithm -> its code ('auto': Winograd where oneDNN has it, else direct)
-ALGORITHMS = {'direct': 0, 'winograd': 1, 'auto': 2}
+# the chains' convolution algorithm -> its code ('winograd': oneDNN's; 'auto': oneDNN's Winograd where
+# it has it, else direct; 'wino4', 'wino2': ours, F(4x4,3x3) and F(2x2,3x3), ops/winograd.py)
+ALGORITHMS = {'direct': 0, 'winograd': 1, 'auto': 2, 'wino4': 3, 'wino2': 4}
 
 COMMON_HEAD = r'''
 #include <dnnl.hpp>
@@ -67,9 +70,19 @@ static dnnl::convolution_forward::desc sbvsr_conv_desc(dnnl::algorithm alg, cons
                                      memory::desc({O}, f32, memory::format_tag::x), dst,
                                      {1, 1}, {K / 2, K / 2}, {K / 2, K / 2});
 }
+
+// The same format as ``like`` (one of the usual activation tags), for other dims; else nchw.
+static dnnl::memory::desc sbvsr_like(const dnnl::memory::desc& like, long long n, long long c, long long h, long long w) {
+    using tag = dnnl::memory::format_tag;
+    const auto d = like.dims();
+    for (tag t : {tag::nChw16c, tag::nChw8c, tag::nChw4c, tag::nhwc, tag::nchw})
+        if (like == dnnl::memory::desc(d, dnnl::memory::data_type::f32, t))
+            return dnnl::memory::desc({n, c, h, w}, dnnl::memory::data_type::f32, t);
+    return dnnl::memory::desc({n, c, h, w}, dnnl::memory::data_type::f32, tag::nchw);
+}
 '''
 
-CHAIN_HEAD = COMMON_HEAD + r'''
+CHAIN_HEAD = COMMON_HEAD + winograd.HEAD + r'''
 #include <map>
 #include <memory>
 #include <tuple>
@@ -146,8 +159,14 @@ static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K, int L, 
     auto pd = [&](const memory::desc& io, const primitive_attr& a, algorithm alg) {
         return convolution_forward::primitive_desc(sbvsr_conv_desc(alg, io, io, K), a, r.eng);
     };
-    // the layout asked for, or the one oneDNN picks; then both convs are pinned to it
     r.A = A;
+    if (A >= 3) {  // our Winograd (ops/winograd.py): the layout asked for, else 8-channel blocks
+        if (!sbvsr_wino_cpu()) throw std::runtime_error("sbvsr chain: no AVX2/FMA for our Winograd kernels");
+        if (K != 3 || C % 8) throw std::runtime_error("sbvsr chain: our Winograd takes 3x3 convs on 8k channels");
+        r.act = sbvsr_md(N, C, H, W, L ? L : 8);
+        sbvsr_act(memory(r.act, r.eng, DNNL_MEMORY_NONE));  // throws for a layout it cannot read
+        r.wino = true;
+    } else  // the layout asked for, or the one oneDNN picks; then both convs are pinned to it
     r.wino = sbvsr_algorithm(A, [&](algorithm alg) {
         r.act = L ? sbvsr_md(N, C, H, W, L) : pd(sbvsr_md(N, C, H, W, 0), a1, alg).dst_desc();
         auto pd1 = pd(r.act, a1, alg), pd2 = pd(r.act, a2, alg);
@@ -159,7 +178,7 @@ static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K, int L, 
     });
     r.rin = reorder(memory(r.user, r.eng, DNNL_MEMORY_NONE), memory(r.act, r.eng, DNNL_MEMORY_NONE));
     r.rout = reorder(memory(r.act, r.eng, DNNL_MEMORY_NONE), memory(r.user, r.eng, DNNL_MEMORY_NONE));
-    r.rw = reorder(memory(r.wuser, r.eng, DNNL_MEMORY_NONE), memory(r.wmd, r.eng, DNNL_MEMORY_NONE));
+    if (A < 3) r.rw = reorder(memory(r.wuser, r.eng, DNNL_MEMORY_NONE), memory(r.wmd, r.eng, DNNL_MEMORY_NONE));
     r.X = memory(r.act, r.eng);
     r.T = memory(r.act, r.eng);
     return *(cache[key] = std::move(slot));
@@ -169,6 +188,8 @@ static SbvsrResChain& sbvsr_res_chain(int N, int C, int H, int W, int K, int L, 
 // back to direct for this conv alone), its output pinned to r.act. 'auto'
 // keeps heads of under 16 input channels direct: Winograd pads them to 16
 // (in_conv's 3 channels: 45 ms against direct's 23 at 180x320, AVX-512).
+// With our Winograd (r.A >= 3) a head given here is oneDNN's direct conv
+// (ours are set up by sbvsr_whead).
 static SbvsrHead& sbvsr_head(SbvsrResChain& r, int Ci, int K) {
     using namespace dnnl;
     using tag = memory::format_tag;
@@ -183,7 +204,7 @@ static SbvsrHead& sbvsr_head(SbvsrResChain& r, int Ci, int K) {
     h.user = memory::desc({N, Ci, H, W}, f32, tag::nchw);
     h.wuser = memory::desc({C, Ci, K, K}, f32, tag::oihw);
     memory::desc src, wmd;
-    h.wino = sbvsr_algorithm(r.A == 2 && Ci < 16 ? 0 : r.A, [&](algorithm alg) {
+    h.wino = sbvsr_algorithm((r.A == 2 && Ci < 16) || r.A >= 3 ? 0 : r.A, [&](algorithm alg) {
         convolution_forward::primitive_desc pd(
             sbvsr_conv_desc(alg, memory::desc({N, Ci, H, W}, f32, tag::any), r.act, K), r.eng);
         if (pd.dst_desc() != r.act) throw std::runtime_error("sbvsr chain: oneDNN changed the pinned layout");
@@ -200,6 +221,35 @@ static SbvsrHead& sbvsr_head(SbvsrResChain& r, int Ci, int K) {
     h.w = memory(wmd, r.eng);
     return *(r.heads[key] = std::move(slot));
 }
+
+// r.X = head(x) + bias by oneDNN (sbvsr_head), x [N, Ci, H, W] NCHW, w [C, Ci, K, K] oihw
+static void sbvsr_run_head(SbvsrResChain& r, int Ci, int K, const float* x, const float* w, const float* b) {
+    using namespace dnnl;
+    SbvsrHead& h = sbvsr_head(r, Ci, K);
+    memory xm(h.user, r.eng, (void*)x);
+    if (!h.nchw) h.rin.execute(r.strm, {{DNNL_ARG_FROM, xm}, {DNNL_ARG_TO, h.S}});
+    h.rw.execute(r.strm, {{DNNL_ARG_FROM, memory(h.wuser, r.eng, (void*)w)}, {DNNL_ARG_TO, h.w}});
+    h.conv.execute(r.strm, {{DNNL_ARG_SRC, h.nchw ? xm : h.S}, {DNNL_ARG_WEIGHTS, h.w},
+                            {DNNL_ARG_BIAS, memory(r.bmd, r.eng, (void*)b)}, {DNNL_ARG_DST, r.X}});
+}
+
+// The head Ci -> C of chain r by our Winograd: the NCHW input reordered into S,
+// in r.act's kind of layout (it reads 8 contiguous channels); kept as heads are.
+static SbvsrHead& sbvsr_whead(SbvsrResChain& r, int Ci) {
+    using namespace dnnl;
+    const auto key = std::make_pair(Ci, -3);
+    auto it = r.heads.find(key);
+    if (it != r.heads.end()) return *it->second;
+    std::unique_ptr<SbvsrHead> slot(new SbvsrHead());
+    SbvsrHead& h = *slot;
+    const memory::dims d = r.act.dims();
+    h.user = memory::desc({d[0], Ci, d[2], d[3]}, memory::data_type::f32, memory::format_tag::nchw);
+    const memory::desc src = sbvsr_like(r.act, d[0], Ci, d[2], d[3]);
+    h.rin = reorder(memory(h.user, r.eng, DNNL_MEMORY_NONE), memory(src, r.eng, DNNL_MEMORY_NONE));
+    h.S = memory(src, r.eng);
+    h.wino = true;
+    return *(r.heads[key] = std::move(slot));
+}
 '''
 
 # in0 x [N,C,H,W] ([N,Ci,H,W] with a head), in1 weights [2B,C,C,K,K] (conv1,
@@ -214,12 +264,7 @@ SbvsrResChain& r = sbvsr_res_chain(N, C, H, W, K, in3_p[0], in3_p[1]);
 memory &X = r.X, &T = r.T;
 while ((int)r.w.size() < B2) r.w.emplace_back(r.wmd, r.eng);
 #ifdef SBVSR_HEAD  // X = head(x) + bias
-SbvsrHead& h = sbvsr_head(r, in0_shape1, in4_shape2);
-memory x(h.user, r.eng, (void*)in0_p);
-if (!h.nchw) h.rin.execute(r.strm, {{DNNL_ARG_FROM, x}, {DNNL_ARG_TO, h.S}});
-h.rw.execute(r.strm, {{DNNL_ARG_FROM, memory(h.wuser, r.eng, (void*)in4_p)}, {DNNL_ARG_TO, h.w}});
-h.conv.execute(r.strm, {{DNNL_ARG_SRC, h.nchw ? x : h.S}, {DNNL_ARG_WEIGHTS, h.w},
-                        {DNNL_ARG_BIAS, memory(r.bmd, r.eng, (void*)in5_p)}, {DNNL_ARG_DST, X}});
+sbvsr_run_head(r, in0_shape1, in4_shape2, in0_p, in4_p, in5_p);
 #else
 r.rin.execute(r.strm, {{DNNL_ARG_FROM, memory(r.user, r.eng, (void*)in0_p)}, {DNNL_ARG_TO, X}});
 #endif
@@ -232,6 +277,33 @@ for (int i = 0; i < B2; i++) {
     else             // X = X + conv2(T) + b2
         r.c2.execute(r.strm, {{DNNL_ARG_SRC, T}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_BIAS, b}, {DNNL_ARG_DST, X}});
 }
+r.rout.execute(r.strm, {{DNNL_ARG_FROM, X}, {DNNL_ARG_TO, memory(r.user, r.eng, (void*)out0_p)}});
+r.strm.wait();
+'''
+
+# Our Winograd (ops/winograd.py): in0 x, in1 transformed weights [2B,P,C,C], in2 biases
+# [2B,C], in3 codes; SBVSR_HEAD: in4/in5 a oneDNN direct head's weights/bias as above;
+# SBVSR_WHEAD: in4 our head's transformed weights [P,Ci,C], in5 its bias.
+WINO_CHAIN_SRC = r'''
+using namespace dnnl;
+const int N = in0_shape0, H = in0_shape2, W = in0_shape3;
+const int B2 = in1_shape0, P = in1_shape1, C = in1_shape3, M = P == 36 ? 4 : 2;
+SbvsrResChain& r = sbvsr_res_chain(N, C, H, W, 3, in3_p[0], in3_p[1]);
+memory &X = r.X, &T = r.T;
+#if defined(SBVSR_HEAD)  // X = head(x) + bias, oneDNN's direct conv
+sbvsr_run_head(r, in0_shape1, in4_shape2, in0_p, in4_p, in5_p);
+r.strm.wait();
+#elif defined(SBVSR_WHEAD)  // X = head(x) + bias, ours
+SbvsrHead& h = sbvsr_whead(r, in0_shape1);
+h.rin.execute(r.strm, {{DNNL_ARG_FROM, memory(h.user, r.eng, (void*)in0_p)}, {DNNL_ARG_TO, h.S}});
+r.strm.wait();
+sbvsr_wino(M, h.S, X, in4_p, in5_p, 0);
+#else
+r.rin.execute(r.strm, {{DNNL_ARG_FROM, memory(r.user, r.eng, (void*)in0_p)}, {DNNL_ARG_TO, X}});
+r.strm.wait();
+#endif
+for (int i = 0; i < B2; i++)  // T = relu(conv1(X) + b1); X = X + conv2(T) + b2
+    sbvsr_wino(M, i % 2 ? T : X, i % 2 ? X : T, in1_p + (long long)i * P * C * C, in2_p + (long long)i * C, i % 2 ? 2 : 1);
 r.rout.execute(r.strm, {{DNNL_ARG_FROM, X}, {DNNL_ARG_TO, memory(r.user, r.eng, (void*)out0_p)}});
 r.strm.wait();
 '''
@@ -264,16 +336,6 @@ static long long sbvsr_gcd(long long a, long long b) { return b ? sbvsr_gcd(b, a
 // channels that stay contiguous in a layout, for runs starting at multiples of the result
 static long long sbvsr_run(const SbvsrLay& l, long long C) {
     return l.ib > 1 ? sbvsr_gcd(C, l.ib) : l.s[1] == 1 ? C : 1;
-}
-
-// The same format as ``like`` (one of the usual activation tags), for other dims; else nchw.
-static dnnl::memory::desc sbvsr_like(const dnnl::memory::desc& like, long long n, long long c, long long h, long long w) {
-    using tag = dnnl::memory::format_tag;
-    const auto d = like.dims();
-    for (tag t : {tag::nChw16c, tag::nChw8c, tag::nChw4c, tag::nhwc, tag::nchw})
-        if (like == dnnl::memory::desc(d, dnnl::memory::data_type::f32, t))
-            return dnnl::memory::desc({n, c, h, w}, dnnl::memory::data_type::f32, t);
-    return dnnl::memory::desc({n, c, h, w}, dnnl::memory::data_type::f32, tag::nchw);
 }
 
 // conv (stride 1, 'same' padding) + bias from user oihw weights. src is reordered
@@ -404,41 +466,95 @@ def onednn_isa():
     return ISA_NAMES.get(code, hex(code))
 
 
+def own_winograd(c, algorithm, head=None):
+    """Whether ``algorithm`` is ours (ops/winograd.py) and takes 3x3 blocks of c channels (or, with
+    ``head`` = (Ci, K), that head conv): channels in whole groups of 8 on a CPU with AVX2/FMA."""
+    if algorithm not in winograd.TILES or not winograd_available():
+        return False
+    ci, k = head or (c, 3)
+    return c % 8 == 0 and ci % 8 == 0 and k == 3
+
+
+def chain_arrays(weights, biases, algorithm='direct', head=None):
+    """The weights as the chain op takes them: for our Winograd (where it takes the chain, see
+    :func:`own_winograd`) transformed once here (ops/winograd.py:transform_weights), with the
+    head's where it takes the head; else as given. Returns (weights, biases, head), numpy."""
+    weights, biases = np.asarray(weights, np.float32), np.asarray(biases, np.float32)
+    head = None if head is None else tuple(np.asarray(a, np.float32) for a in head)
+    c = weights.shape[1]
+    if weights.ndim == 5 and weights.shape[3] == 3 and own_winograd(c, algorithm):
+        m = winograd.TILES[algorithm]
+        weights = winograd.transform_weights(weights, m)
+        if head is not None and own_winograd(c, algorithm, head[0].shape[1:3]):
+            head = (winograd.transform_weights(head[0], m), head[1])
+    return weights, biases, head
+
+
 def resblock_chain(x, weights, biases, layout='auto', algorithm='direct', head=None):
     """ResBlocks (conv-ReLU-conv + x, 'same' padding) applied to x [N,C,H,W], or to head(x).
 
     ``weights``/``biases`` as models/fused_weights.py:chain_weights gives them
-    (numpy or Vars); ``head`` (weights [C,Ci,K,K], bias [C], as its head_weights
-    gives them) a conv first, on x [N,Ci,H,W], written straight into the
-    blocks' layout: no reorder between it and the blocks. Same result as
-    the layers run by Jittor to float rounding; no gradient. ``algorithm``
-    (:data:`ALGORITHMS`), for each conv: Winograd (oneDNN's F(4x4,3x3) and
-    F(2x2,3x3) kernels, AVX-512 only in this oneDNN) does 3x3 convs with
-    fewer multiplications ('auto': not for a head of under 16 channels);
-    its rounding error against a float64 evaluation is 0.6x (F(2x2,3x3))
-    to 1.8x (F(4x4,3x3)) direct's RMS
-    (tests/test_fused_conv.py).
+    (numpy or Vars), or as :func:`chain_arrays` prepares them; ``head`` (weights
+    [C,Ci,K,K], bias [C], as its head_weights gives them) a conv first, on
+    x [N,Ci,H,W], written straight into the blocks' layout: no reorder between
+    it and the blocks. Same result as the layers run by Jittor to float
+    rounding; no gradient. ``algorithm`` (:data:`ALGORITHMS`), for each conv:
+    Winograd does 3x3 convs with fewer multiplications. 'winograd' is
+    oneDNN's (F(4x4,3x3) and F(2x2,3x3) kernels, AVX-512 only in this oneDNN;
+    'auto': oneDNN's where it has it, and not for a head of under 16
+    channels); its rounding error against a float64 evaluation is 0.6x
+    (F(2x2,3x3)) to 1.8x (F(4x4,3x3)) direct's RMS (tests/test_fused_conv.py).
+    'wino4' and 'wino2' are ours (ops/winograd.py, any CPU with AVX2) where
+    :func:`own_winograd` says they apply, else direct.
     """
     _need()
-    cin = weights.shape[1] if head is None else head[0].shape[1]
-    if x.ndim != 4 or x.shape[1] != cin or (head is not None and tuple(head[0].shape[:2]) != (weights.shape[1], cin)):
+    if algorithm in winograd.TILES and weights.ndim == 5:  # raw weights: transformed here (tests, benches)
+        weights, biases, head = chain_arrays(weights.numpy() if isinstance(weights, jt.Var) else weights,
+                                             biases.numpy() if isinstance(biases, jt.Var) else biases, algorithm,
+                                             None if head is None else [a.numpy() if isinstance(a, jt.Var) else a
+                                                                        for a in head])
+    ours = weights.ndim == 4  # transformed: [2B, P, C, C]
+    c = weights.shape[-1] if ours else weights.shape[1]
+    hours = head is not None and head[0].ndim == 3  # transformed: [P, Ci, C]
+    cin = c if head is None else head[0].shape[1]
+    if x.ndim != 4 or x.shape[1] != cin or (head is not None and head[0].shape[-1 if hours else 0] != c):
         raise ValueError(f'resblock_chain: input {tuple(x.shape)} does not fit {cin} channels')
-    args = [x.float32(), jt.array(weights), jt.array(biases), _codes(layout, algorithm)]
+    args = [x.float32(), jt.array(weights), jt.array(biases), _codes(layout, algorithm if ours else
+                                                                    'direct' if algorithm in winograd.TILES
+                                                                    else algorithm)]
     if head is not None:
         args += [jt.array(head[0]), jt.array(head[1])]
+    define = '' if head is None else '#define SBVSR_WHEAD\n' if hours else '#define SBVSR_HEAD\n'
     with jt.no_grad():
-        y = jt.code((x.shape[0], weights.shape[1]) + tuple(x.shape[2:]), 'float32', args, cpu_header=CHAIN_HEAD,
-                    cpu_src=('#define SBVSR_HEAD\n' if head is not None else '') + CHAIN_SRC)
+        y = jt.code((x.shape[0], c) + tuple(x.shape[2:]), 'float32', args, cpu_header=CHAIN_HEAD,
+                    cpu_src=define + (WINO_CHAIN_SRC if ours else CHAIN_SRC))
     y.compile_options = {'FLAGS:' + _flags(): 1}
     return y
+
+
+_WINO_CPU: list = []
+
+
+def winograd_available():
+    """Whether our Winograd kernels (ops/winograd.py) run here: built with AVX2 intrinsics, CPU with AVX2/FMA."""
+    if not _WINO_CPU:
+        _need()
+        y = jt.code((1,), 'int32', [], cpu_header=COMMON_HEAD + winograd.HEAD,
+                    cpu_src='out0_p[0] = sbvsr_wino_cpu() ? 1 : 0;')
+        y.compile_options = {'FLAGS:' + _flags(): 1}
+        _WINO_CPU.append(bool(y.numpy()[0]))
+    return _WINO_CPU[0]
 
 
 def chain_algorithm(shape, layout='auto', algorithm='auto', head=None):
     """The algorithm :func:`resblock_chain` runs for x of ``shape`` [N,C,H,W] and 3x3
     blocks, or with ``head`` = (Ci, K) for its K x K head conv from Ci channels:
-    'winograd' or 'direct' (what 'auto' becomes on this CPU)."""
+    'winograd' (oneDNN's), 'wino4' / 'wino2' (ours) or 'direct' (what 'auto'
+    and ours become on this CPU)."""
     _need()
     n, c, h, w = shape
+    if algorithm in winograd.TILES:
+        return algorithm if own_winograd(c, algorithm) and own_winograd(c, algorithm, head) else 'direct'
     ci, k = head or (0, 0)
     dims = jt.array(np.array([n, c, h, w, 3, ci, k], np.int32))
     y = jt.code((1,), 'int32', [dims, _codes(layout, algorithm)], cpu_header=CHAIN_HEAD,

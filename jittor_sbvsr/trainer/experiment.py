@@ -64,7 +64,7 @@ def save_epoch(folder, epoch, is_best, trainer):
         save_state_atomic(weights, os.path.join(mdir, 'model_best.pkl'))
     save_state_atomic(weights, os.path.join(mdir, 'model_latest.pkl'))
     atomic_write_bytes(os.path.join(folder, 'history.json'), json.dumps(history, indent=1).encode('utf-8'))
-    _plot(folder, history)
+    _plot(folder, history, trainer.bicubic)
     best = trainer.best
     meta = {'epoch': int(epoch), 'history': history, 'best': list(best) if best else None,
             'config': dict({k: v for k, v in vars(args).items()
@@ -74,7 +74,9 @@ def save_epoch(folder, epoch, is_best, trainer):
     save_training_state(os.path.join(folder, STATE_NAME), meta, weights, trainer.optimizer.state())
 
 
-def _plot(folder, history):
+def _plot(folder, history, bicubic=None):
+    """The loss and PSNR curves; ``bicubic``: the baseline's PSNR on the same test set, drawn
+    as a flat reference line on the PSNR plot."""
     x = history['epoch']
     for k in LOSS_NAMES:
         save_line_plot(os.path.join(folder, f'loss_{k}.png'), {k: history[k]}, x=x,
@@ -82,5 +84,6 @@ def _plot(folder, history):
     if any(v is not None for v in history['psnr']):
         clean = {k: [np.nan if v is None else v for v in history[k]] for k in PSNR_NAMES}
         for k in PSNR_NAMES:
-            save_line_plot(os.path.join(folder, f'{k}.png'), {k: clean[k]}, x=x, title=f'test {k}',
+            ref = {'bicubic': [bicubic] * len(x)} if k == 'psnr' and bicubic is not None else {}
+            save_line_plot(os.path.join(folder, f'{k}.png'), {k: clean[k], **ref}, x=x, title=f'test {k}',
                            ylabel='dB')

@@ -18,13 +18,17 @@ so 183 MiB a sample at LR patch 64 (256x256 HR), 2.9 KB per HR pixel of the
 5-frame window. :data:`SAMPLE_BYTES_PER_HR_PIXEL` is that plus a third;
 the per-step fixed part (above the loaded model and the process's own
 ~640 MiB) was within the fit's noise, :data:`STEP_FIXED_BYTES` allows for
-it. On CUDA the same counts are used (not measured there: cuDNN workspaces
-come on top, which GPU_MARGIN in utils/memory.py leaves room for).
+it. On CUDA the same counts are used (not measured there: cuDNN's workspace
+and the allocator's slack come on top, which utils/memory.py's
+``device_budget`` sets aside). The budget from free memory is read once, by
+rank 0, and shared (``dist.decided_by_rank0``): every rank must split its
+batch alike, or the ranks would all-reduce different numbers of times.
 """
+from .. import dist, runtime
 from ..errors import UserError
-from ..utils.memory import default_budget, format_size
+from ..utils.memory import default_budget, device_budget, format_size
 
-__all__ = ['sample_bytes', 'split_batch', 'plan_batches']
+__all__ = ['sample_bytes', 'split_batch', 'training_budget', 'plan_batches']
 
 # Peak RSS of a training step = fixed + samples x per-sample bytes; per-sample
 # bytes = SAMPLE_BYTES_PER_HR_PIXEL x (patch_size x scale)^2 x n_sequence / 5 x n_feat / 128.
@@ -51,14 +55,24 @@ def split_batch(batch_size, budget, per_sample, fixed=STEP_FIXED_BYTES):
     return 1, batch_size
 
 
-def plan_batches(args, device='cpu', world=1, notes=None):
+def training_budget(max_memory, device='cpu'):
+    """The bytes a training step (and evaluation) may use: --max_memory (on CUDA the device memory
+    the run may take, less cuDNN's workspace and the allocator's slack), else the default share
+    of free memory, divided between the ranks that share it, decided by rank 0 for every rank."""
+    if max_memory:
+        return device_budget(max_memory) if device == 'cuda' else max_memory
+    share = runtime.ranks_sharing_device() if device == 'cuda' else runtime.local_size()
+    return dist.decided_by_rank0(lambda: default_budget(device, share))
+
+
+def plan_batches(args, device='cpu', notes=None):
     """(loader batch size, accumulate) for ``args``: as given, or resolved from the budget.
 
     ``notes`` gets one line that says what ``--accumulate auto`` chose.
     """
     if args.accumulate != 'auto':
         return args.batch_size, args.accumulate
-    budget = args.max_memory or default_budget(device, world)
+    budget = training_budget(args.max_memory, device)
     if budget is None:
         raise UserError('--accumulate auto: the free memory of this machine is unknown; give --max_memory')
     per = sample_bytes(args.patch_size, args.scale, args.n_sequence, args.n_feat)

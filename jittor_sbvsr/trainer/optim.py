@@ -13,8 +13,8 @@ ways that matter here:
 
 ``TorchAdam`` keeps Jittor's gradient machinery (``backward`` accumulates,
 ``step(loss)`` works as usual) and applies PyTorch's formula with its own
-step count. The reference training step (in the reference data named by
-SBVSR_REFERENCE; docs/porting.md, trap 13) was made with PyTorch 2.x Adam,
+step count. The reference training step (tests/reference/public_case/train_step;
+docs/porting.md, trap 13) was made with PyTorch 2.x Adam,
 which this reproduces.
 """
 import math

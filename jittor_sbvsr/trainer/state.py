@@ -53,6 +53,17 @@ def save_training_state(path, meta, model_state, optimizer_state):
     return atomic_save(path, write)
 
 
+def is_training_state(path):
+    """True for a file :func:`save_training_state` wrote (a zip with the model under model/ and a
+    meta entry), whatever its name: told apart from a model before it is read as one."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return 'meta.npy' in names and any(n.startswith('model/') for n in names)
+
+
 def load_training_state(path):
     """Returns (meta, model_state, optimizer_state); a bad file is one UserError."""
     path = os.fspath(path)

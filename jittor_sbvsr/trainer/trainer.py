@@ -14,7 +14,7 @@ gradients, so the update is the one a single process with batch
 ``batch_size x N`` would make. Evaluation deals the test windows to the ranks
 round-robin; only rank 0 logs and writes the log, plots and checkpoints.
 
-Layout: :mod:`.setup` builds what a run starts from (data sets, demo clips,
+Layout: :mod:`.start` builds what a run starts from (data sets, demo clips,
 initial weights) before any file is written, :mod:`.evaluate` runs the test
 set, :mod:`.experiment` owns the experiment folder (log, checkpoints,
 curves), :mod:`.state` the resumable state; the loader
@@ -35,15 +35,15 @@ import time
 
 import jittor as jt
 
-from .. import dist
+from .. import dist, runtime
 from ..errors import UserError
 from ..utils import Bar
 from ..utils.memory import is_out_of_memory as _is_oom
-from . import setup
-from .evaluate import PSNR_NAMES, evaluate
+from . import start
+from .evaluate import PSNR_NAMES, bicubic_psnr, evaluate
 from .experiment import open_experiment, save_epoch
 from .losses import LOSS_NAMES, SelfBlindLoss
-from .micro import plan_batches
+from .micro import plan_batches, training_budget
 from .optim import make_optimizer, step_lr_factor
 from .state import STATE_NAME, epoch_seed, load_training_state
 from .watchdog import Watchdog
@@ -52,6 +52,9 @@ __all__ = ['Trainer', 'run', 'OOM_HINT']
 
 OOM_HINT = ('out of memory{where} (batch_size {bs}, patch_size {ps}): lower --batch_size '
             '(and use --accumulate N to keep the effective batch), or lower --patch_size')
+EVAL_OOM_HINT = ('out of memory in the evaluation on the test set (it reconstructs whole frames, or tiles that '
+                 'fit --max_memory): give a smaller --max_memory, free memory, or --dir_data_test \'\' to '
+                 'train without evaluation')
 
 
 def _fmt_losses(d):
@@ -70,21 +73,25 @@ class Trainer:
         self.device = device
         self.stream = sys.stdout if stream is None else stream
         self.dir = os.path.join(a.experiment_dir, a.save)
-        self.messages = []  # lines to log once the log file is open
+        self.messages = [f'runtime: {runtime.describe()}']  # lines to log once the log file is open (GPU, TF32)
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = self.rank == 0
         self.watchdog = Watchdog(a.dist_timeout, self.rank, self.world)
         self.logger = self.loader = None
+        self.eval_budget = False  # not decided yet (training_budget, at the first evaluation)
 
         # everything that can fail on bad input, before any file is written
         resume = load_training_state(os.path.join(self.dir, STATE_NAME)) if a.resume else None
         if resume is not None:
-            setup.check_resume_config(resume[0]['config'], a, self.world, self.messages)
-        setup.write_demo_data(a, self.messages)
+            start.check_resume_config(resume[0]['config'], a, self.world, self.messages)
+        start.write_demo_data(a, self.messages)
         # loader batch and accumulation (--accumulate auto: micro-batches that fit --max_memory)
-        self.micro, self.n_acc = plan_batches(a, device, self.world, self.messages)
-        self.train_set = None if a.test_only else setup.make_train_set(a, self.effective_batch())
-        self.test_set = setup.make_test_set(a, self.messages)
+        self.micro, self.n_acc = plan_batches(a, device, self.messages)
+        self.train_set = None if a.test_only else start.make_train_set(a, self.effective_batch())
+        self.test_set = start.make_test_set(a, self.messages)
+        self.bicubic = None if self.test_set is None else bicubic_psnr(self.test_set, a.scale)
+        if self.bicubic is not None:
+            self.messages.append(f'bicubic on the test set: PSNR {self.bicubic:.3f} (the reference line of psnr.png)')
 
         jt.set_global_seed(int(a.seed), different_seed_for_mpi=False)
         self.model = PWC_Recons(n_colors=a.n_colors, n_sequence=a.n_sequence, extra_RBS=a.extra_RBS,
@@ -94,7 +101,7 @@ class Trainer:
         # now, so that they depend on --seed alone (not on what ran before
         # the first step, which differs e.g. between one process and MPI ranks).
         jt.sync(list(self.model.parameters()))
-        setup.load_initial_weights(self.model, a, self.dir, resume, self.messages)
+        start.load_initial_weights(self.model, a, self.dir, resume, self.messages)
         self.loss_fn = SelfBlindLoss(ksize=a.ksize)
         self.optimizer = make_optimizer(self.model, a.lr, betas=(a.beta1, a.beta2), eps=a.epsilon,
                                         weight_decay=a.weight_decay)
@@ -206,7 +213,16 @@ class Trainer:
         a = self.args
         images = os.path.join(self.dir, 'result', str(a.data_test)) if a.save_images and epoch is not None \
             else None
-        return evaluate(self.model, self.test_set, self.watchdog, images)
+        first = self.eval_budget is False
+        if first:  # once, after the model: rank 0's free memory for every rank
+            self.eval_budget = training_budget(a.max_memory, self.device)
+        try:  # the tiles' note in the log once
+            return evaluate(self.model, self.test_set, self.watchdog, images, self.eval_budget,
+                            self.log if first else None)
+        except Exception as e:
+            if _is_oom(e):
+                raise UserError(EVAL_OOM_HINT) from None
+            raise
 
     def _record(self, epoch, lr, losses, psnr):
         """Append the epoch to the history; True when its PSNR is the best so far."""

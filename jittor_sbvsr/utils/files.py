@@ -8,13 +8,14 @@ of the package (images, kernels, checkpoints, training state) goes through.
 import os
 import re
 import secrets
+import time
 
 import numpy as np
 
 from ..errors import UserError
 
 __all__ = ['ensure_dir', 'atomic_save', 'atomic_write_bytes', 'save_png_atomic',
-           'save_npy_atomic', 'temp_name', 'is_temp_name', 'remove_stale_temps', 'stale_note']
+           'save_npy_atomic', 'temp_name', 'is_temp_name', 'remove_stale_temps', 'stale_note', 'retry_shared']
 
 # what temp_name makes: .{name}.{8 hex digits}.tmp{the extension of name}
 _TEMP = re.compile(r'\.(?P<name>.+)\.[0-9a-f]{8}\.tmp(?P<ext>\.[^.]*)?')
@@ -83,6 +84,24 @@ def stale_note(removed):
             f'earlier run ({names})')
 
 
+# Windows refuses to replace or remove a file that another process has open (an antivirus or the
+# search indexer reading it, a killed run's host worker finishing its last frames): PermissionError
+# ("Access is denied"), gone a moment later. About 10 s of waits, growing.
+SHARING_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8) + (1.0,) * 8
+
+
+def retry_shared(fn, *args):
+    """``fn(*args)`` (os.replace, os.unlink), tried again after each of :data:`SHARING_WAITS` while it
+    raises PermissionError; the last one is raised. Elsewhere such an error is rare (the temporary
+    file was created in the same folder), and costs only the wait."""
+    for wait in SHARING_WAITS:
+        try:
+            return fn(*args)
+        except PermissionError:
+            time.sleep(wait)  # host time
+    return fn(*args)
+
+
 def _mode_of(path):
     """An existing file's permission bits (kept when it is replaced), else None."""
     try:
@@ -106,8 +125,10 @@ def atomic_save(path, writer):
     The temporary file is created empty beforehand (with the permissions a
     normal file would get, or those of the file it replaces), fsynced after
     ``writer`` has closed it (so a crash of the machine cannot leave the new
-    name on an empty file), and removed if anything fails, including
-    Ctrl-C. OS errors become a :class:`UserError` naming ``path``.
+    name on an empty file), moved into place (retried while Windows says
+    another process has ``path`` open: :func:`retry_shared`), and removed if
+    anything fails, including Ctrl-C. OS errors become a :class:`UserError`
+    naming ``path``.
     """
     path = os.fspath(path)
     folder = os.path.dirname(path)
@@ -130,12 +151,15 @@ def atomic_save(path, writer):
             os.chmod(tmp, mode)
         writer(tmp)
         _fsync(tmp)
-        os.replace(tmp, path)
+        retry_shared(os.replace, tmp, path)
     except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, PermissionError) and os.path.exists(path):
+            raise UserError(f'{path}: cannot replace it ({e.strerror or e}): another program keeps it '
+                            'open; close it (or wait for it) and run again') from None
         if isinstance(e, OSError):
             raise UserError(f'{path}: cannot write ({e.strerror or e})') from None
         raise

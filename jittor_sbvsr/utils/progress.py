@@ -1,7 +1,7 @@
 """Progress bars that do not trample the log's lines (utils/log.py).
 
 One bar, :class:`Bar`, serves training (epochs, evaluation), inference
-(:class:`VideoProgress`, a bar per video) and tools/make_blurdown_dataset.py.
+(infer/report.py: :class:`VideoProgress`, a bar per video) and tools/make_blurdown_dataset.py.
 On a terminal it is tqdm's bar, redrawn in place; anywhere else (CI logs,
 files) a plain line at most every ``interval`` seconds and one at the end,
 never a line per item.
@@ -10,7 +10,7 @@ import math
 import sys
 import time
 
-__all__ = ['Bar', 'VideoProgress', 'format_seconds']
+__all__ = ['Bar', 'format_seconds']
 
 
 def format_seconds(s):
@@ -102,48 +102,6 @@ class Bar:
             self._tqdm.close()
         elif self.enabled and ok and self.n:
             self._line(final=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *exc):
-        self.close(ok=exc_type is None)
-        return False
-
-
-class VideoProgress:
-    """Progress of a run over videos of ``total`` output frames in all: one :class:`Bar`
-    per video, whose values end with the ETA of the whole run."""
-
-    def __init__(self, total, stream=None, interval=30.0, enabled=True):
-        self.total, self.done = total, 0
-        self.stream, self.interval, self.enabled = stream, interval, enabled
-        self.t0 = time.perf_counter()  # host time: ETAs
-        self._bar = None
-
-    def video(self, name, n):
-        """Start the bar of the next video, of ``n`` frames."""
-        self.close()
-        self._bar = Bar(n, desc=name, unit='frame', stream=self.stream, interval=self.interval,
-                        enabled=self.enabled)
-
-    def eta(self):
-        """Seconds left for the whole run, from its pace so far (None before the first frame)."""
-        if not self.done:
-            return None
-        return (time.perf_counter() - self.t0) / self.done * (self.total - self.done)  # host time: ETAs
-
-    def update(self, **postfix):
-        """One more frame of the current video; ``postfix`` values are shown as k=v."""
-        self.done += 1
-        self._bar.update(1, ', '.join([f'{k}={v}' for k, v in postfix.items()]
-                                      + [f'{self.done}/{self.total} in all',
-                                         f'total ETA {format_seconds(self.eta())}']))
-
-    def close(self, ok=True):
-        if self._bar is not None:
-            self._bar.close(ok)
-            self._bar = None
 
     def __enter__(self):
         return self

@@ -44,7 +44,7 @@ def _read_pkl(path):
     return obj
 
 
-def _as_float32(state, path):
+def as_float32(state, path):
     """Float arrays become float32; anything else is an error naming the keys."""
     out = OrderedDict()
     bad = []
@@ -71,7 +71,7 @@ def load_state(path):
         state = torch_pickle.load_torch_file(path)
     else:
         state = _read_pkl(path)
-    return _as_float32(state, path)
+    return as_float32(state, path)
 
 
 def _abbrev(items):
@@ -166,3 +166,30 @@ def load_into_module(module, state, path):
     if wrong:
         raise UserError(f'{path}: {len(wrong)} tensors did not load into the model: '
                         f'{_abbrev(wrong)}')
+
+
+def model_arch(state, path, wanted=None, advice=''):
+    """The architecture (arch.py) of a whole model's ``state``, checked: finite values, and the
+    settings ``wanted`` ({setting: (flag, value or None)}) equal to the checkpoint's, else one
+    error naming both (``advice``: what to do; a callable gets the conflicts)."""
+    from .arch import conflict_error, conflicts, derive_arch
+    arch = derive_arch(state, path)
+    found = conflicts(arch, wanted or {})
+    if found:
+        raise conflict_error(path, found, advice(found) if callable(advice) else advice)
+    check_finite(state, path)
+    return arch
+
+
+def read_model(path, wanted=None, advice='', flag='--model_path'):
+    """(state, architecture) of the whole-model checkpoint at ``path`` (our .pkl or a PyTorch
+    file; ``flag``: the one that named it), checked by :func:`model_arch`: the one loader of
+    inference, training and the converter. numpy only: a wrong file is reported before Jittor
+    starts."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise UserError(f'{path}: is a folder; {flag} takes a weights file (.pkl or .pt)')
+    if not os.path.isfile(path):
+        raise UserError(f'{path}: model file not found ({flag})')
+    state = load_state(path)
+    return state, model_arch(state, path, wanted, advice)

@@ -3,8 +3,7 @@
 The public parity case was computed upstream with these weights, so tests
 and the demo can run the full model without any checkpoint. The gains make
 the flow branch matter. The recipe itself is part of the reference data
-(the folder named by the SBVSR_REFERENCE environment variable; see
-docs/porting.md, "Reference data").
+(tests/reference/README.md; docs/porting.md, "Reference data").
 """
 import hashlib
 

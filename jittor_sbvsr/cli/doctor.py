@@ -1,4 +1,4 @@
-"""``python -m jittor_sbvsr.doctor`` (``sbvsr-doctor``): what this machine will run, and why, on one screen.
+"""``python -m jittor_sbvsr.cli.doctor`` (``sbvsr-doctor``): what this machine will run, and why, on one screen.
 
 Why: whether a run uses the GPU, oneDNN or the fused paths is decided by a
 dozen things (driver, toolkit, Jittor's sm cap, a oneDNN folder, a
@@ -10,6 +10,7 @@ by handing it other facts. Changes nothing: reading Jittor's files shows
 whether tools/jittor_cuda_patch.py has run. Exit code 0 when the device a
 run would use works, 1 when it does not.
 """
+import locale
 import os
 import platform
 import re
@@ -18,8 +19,8 @@ import subprocess
 import sys
 import tempfile
 
-from . import runtime
-from .utils.memory import host_memory
+from .. import runtime
+from ..utils.memory import host_memory
 
 PYTHONS = ((3, 11), (3, 12))  # what the pinned numpy, scipy and scikit-image have wheels for
 MARKER = 'jittor-sbvsr'  # what tools/jittor_cuda_patch.py writes into each file it changes
@@ -88,8 +89,8 @@ def _device_works(jt, np):
 
 def _fast_paths():
     """What InferenceNet's self-checks make of the model's fast paths (random weights, small probes)."""
-    from .models import PWC_Recons
-    from .models.deploy import InferenceNet
+    from ..models import PWC_Recons
+    from ..models.deploy import InferenceNet
     net = PWC_Recons()
     net.eval()
     # a failed check turns its path off and says so in .paths (the warning line would repeat it)
@@ -104,11 +105,15 @@ def gather():
          'onednn_dir': runtime.onednn_dir(), 'onednn_installed': runtime.onednn_installed(),
          'mpirun': shutil.which('mpirun'), 'memory': host_memory(),
          'cache': os.path.join(runtime.jittor_home(), '.cache', 'jittor')}  # Jittor's, once it has started
+    if f['windows']:
+        f['codepage'] = locale.getencoding()  # the ANSI code page ('cp936' on a Chinese Windows), UTF-8 mode or not
+        f['vc_missing'] = runtime.vc_runtime_missing(dirs=[runtime.jittor_msvc_bin()])
     try:
         with open('/proc/version', encoding='utf-8', errors='replace') as v:
             f['wsl'] = 'microsoft' in v.read().lower()
     except OSError:
         pass
+    f.update(_gpu_facts())
     if f['mpirun']:
         f['mpi_version'] = ((_run([f['mpirun'], '--version']) or '').splitlines() or [''])[0]
     try:
@@ -137,11 +142,31 @@ def gather():
         return f
     if f['device'] == 'cpu' and f['onednn_enabled']:
         try:
-            from .ops import fused_conv
+            from ..ops import fused_conv
             f['isa'] = fused_conv.onednn_isa()
             f['fused'] = _fast_paths()
         except Exception as e:  # noqa: BLE001
             f['fused_error'] = f'{type(e).__name__}: {e}'
+    return f
+
+
+def _gpu_facts():
+    """What stands between Jittor and the GPU, asked without starting CUDA: a driver without nvcc
+    (runtime.py then hides it), the host g++ against nvcc, cuDNN where Jittor looks and from pip,
+    and under mpirun how many ranks share this rank's GPU."""
+    import glob
+    import sysconfig
+    nvcc = runtime.find_nvcc()
+    f = {'no_toolkit': bool(runtime.cuda_driver()) and not nvcc and os.name != 'nt' and not runtime.jtcuda_installed(),
+         'gcc': runtime.gcc_major(), 'nvcc_found': nvcc, 'mpi_share': runtime.ranks_sharing_device(),
+         'gpu_placement': runtime.gpu_placement(), 'cudnn_visible': bool(nvcc) and runtime.jittor_finds_cudnn(nvcc),
+         'pip_cudnn': next((d for sp in {sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']}
+                            for d in [os.path.join(sp, 'nvidia', 'cudnn')]
+                            if glob.glob(os.path.join(d, 'lib', 'libcudnn.so*'))), None)}
+    if nvcc:
+        out = _run([nvcc, '--version']) or ''
+        m = re.search(r'release (\d+)\.(\d+)', out)
+        f['nvcc_release'] = (int(m.group(1)), int(m.group(2))) if m else None
     return f
 
 
@@ -165,12 +190,16 @@ def diagnose(f):
         if f['jittor'] != runtime.PINNED_JITTOR:
             problems.append(f'Jittor {f["jittor"]} is installed, this project runs on {runtime.PINNED_JITTOR}; '
                             'fix: pip install -r env/jittor-1.3.8.5.txt')
-    add('cache', f['cache'])
+    add('cache', f['cache'] + (f' (code page {f["codepage"]})' if f.get('codepage') else ''))
     for what, path in (("Jittor's cache", f['cache']), ('the temporary folder', f.get('temp'))):
-        if f['windows'] and path and not path.isascii():
-            problems.append(f'{what} {path} is not an ASCII path, which compilers on Windows may not '
-                            'read; fix: set ' + ('JITTOR_HOME' if 'cache' in what else 'TEMP and TMP')
+        why = _path_problem(path, f.get('codepage')) if f['windows'] and path else None
+        if why:
+            problems.append(f'{what} {path} {why}; fix: set ' + ('JITTOR_HOME' if 'cache' in what else 'TEMP and TMP')
                             + ' to a folder with an ASCII name (e.g. C:\\jittor)')
+    if f.get('vc_missing'):
+        problems.append(f'the Visual C++ 2015-2022 redistributable is missing ({", ".join(f["vc_missing"])} not '
+                        "found): Jittor's compiled code and oneDNN need it (oneDNN is turned off without it); "
+                        f'fix: {runtime.VC_REDIST_FIX}')
     _cuda(f, add, problems)
     if f['onednn_installed']:
         isa = f', ISA {f["isa"]}' if f.get('isa') else ''
@@ -211,6 +240,41 @@ def diagnose(f):
     return lines, problems, 0 if works else 1
 
 
+def _path_problem(path, codepage):
+    """Why a Windows path may not work for Jittor's compilers (MSVC, nvcc), or None: a non-ASCII
+    path is read by them in the ANSI code page, unless that is UTF-8 (65001)."""
+    if path.isascii() or (codepage or '').lower().replace('-', '').replace('_', '') in ('utf8', 'cp65001'):
+        return None
+    cp = codepage or 'unknown'
+    try:
+        path.encode(cp)
+    except (LookupError, UnicodeEncodeError):
+        return (f'is not ASCII and cannot be written in Windows\' code page ({cp}): the compilers, which '
+                'read paths in it, cannot open it')
+    return (f'is not ASCII and Windows\' code page is {cp}, not UTF-8: the compilers read paths in it, and '
+            'may not find it')
+
+
+def _gpu_problem(g, cap, cuda, f):
+    """Whether the machine code Jittor builds (sm_<min(arch, cap)>, no PTX) runs on GPU ``g``, and if
+    not, what will: machine code runs on GPUs of its major architecture and the same or a later
+    minor one (sm_86 code on an sm_89 RTX 40xx), not on another major one (sm_89 on sm_90)."""
+    arch = g['arch']
+    built = min(arch, cap)
+    if arch // 10 == built // 10:
+        return None
+    need = '12.9' if arch >= 121 else '12.8' if arch >= 100 else '11.8'
+    own = 'jtcuda' in (f.get('nvcc') or '')  # the CUDA 11.2 Jittor downloads (on Windows unless nvcc_path is set)
+    if not f.get('cuda_patched') and not own and tuple(f.get('cuda') or (0, 0)) >= tuple(map(int, need.split('.'))):
+        fix = 'python tools/jittor_cuda_patch.py (the set-up runs it)'
+    else:
+        fix = (f'install CUDA {need} or newer and set nvcc_path to its nvcc, then rerun the set-up '
+               '(tools/jittor_cuda_patch.py raises Jittor\'s cap for it); or --device cpu')
+    where = "Jittor's own CUDA 11.2" if own else f'CUDA {".".join(map(str, cuda[:2])) if cuda else "?"}'
+    return (f'{g["name"]} is sm_{arch}, but {where} builds Jittor\'s kernels for sm_{built} at most, machine code '
+            f'that a GPU of another major architecture cannot run; fix: {fix}')
+
+
 def _cuda(f, add, problems):
     """The CUDA lines: driver, toolkit, GPUs against Jittor's sm cap, cuDNN, the CUDA changes."""
     names = ' or '.join(runtime.CUDA_DRIVERS['nt' if f['windows'] else 'posix'])
@@ -221,9 +285,11 @@ def _cuda(f, add, problems):
                             'is not used; fix: reinstall the NVIDIA driver (WSL2: the Windows one, not a Linux one)')
         return
     if not f.get('nvcc'):
-        add('CUDA', f'driver {f["driver"]}, no CUDA toolkit (nvcc): runs on the CPU')
-        problems.append('an NVIDIA driver but no nvcc: Jittor compiles its GPU kernels with it; '
-                        'fix: install a CUDA toolkit (11 to 13) and put nvcc on PATH or set nvcc_path')
+        add('CUDA', f'driver {f["driver"]}, no CUDA toolkit (nvcc): runs on the CPU'
+            + (" (nvcc hidden from Jittor, which would download its own CUDA 11.2)" if f.get('no_toolkit') else ''))
+        problems.append('an NVIDIA driver but no nvcc: Jittor compiles its GPU kernels with it, so runs use '
+                        f'the CPU; fix: {runtime.NO_NVCC_FIX}')
+        _host_compiler(f, problems)
         return
     cuda = '.'.join(map(str, f['cuda'][:2])) if f.get('cuda') else '?'
     changed = 'changed by tools/jittor_cuda_patch.py' if f.get('cuda_patched') else 'unchanged'
@@ -233,24 +299,53 @@ def _cuda(f, add, problems):
     for g in f['gpus']:
         mem = f', {g["free_mib"]} MiB free of {g["total_mib"]}' if g.get('total_mib') else ''
         add('GPU', f'{g["name"]}, sm_{g["arch"]}{mem}')
-        if cap and g['arch'] and g['arch'] > cap:
-            fix = ('fix: python tools/jittor_cuda_patch.py (the set-up runs it)' if not f.get('cuda_patched')
-                   else f'no Jittor 1.3.8.5 change makes kernels for sm_{g["arch"]}: --device cpu')
-            problems.append(f'{g["name"]} is sm_{g["arch"]}, but Jittor builds kernels up to sm_{cap} '
-                            f'(CUDA {cuda}, Jittor {changed}): its kernels will not run there; {fix}')
+        gpu_problem = _gpu_problem(g, cap, f.get('cuda'), f) if cap and g['arch'] else None
+        if gpu_problem:
+            problems.append(gpu_problem)
         if g.get('total_mib') and g['total_mib'] < 6000:
             problems.append(f'{g["name"]} has {g["total_mib"]} MiB: whole frames may not fit; fix: --tile 128')
     if f.get('cuda') and f['cuda'][0] >= 13 and not f.get('cuda_patched'):
         problems.append(f'CUDA {cuda}: Jittor 1.3.8.5 does not compile with it unchanged; '
                         'fix: python tools/jittor_cuda_patch.py (the set-up runs it)')
+    _gpu_checks(f, add, problems)
+
+
+def _host_compiler(f, problems):
+    """g++ newer than the toolkit accepts: nvcc stops with "unsupported GNU version"."""
+    cuda = f.get('cuda') or f.get('nvcc_release')
+    found = runtime.gcc_problem(cuda, f.get('gcc')) if cuda else None
+    if found:
+        problems.append(f'{found[0]}; fix: {found[1]}')
+
+
+def _gpu_checks(f, add, problems):
+    """cuDNN (none, or pip's not yet linked into the install), the host compiler, ranks sharing a GPU."""
     if not f.get('cudnn'):
-        problems.append("no cuDNN: Jittor's own GPU convolutions are much slower; fix: install cuDNN 8 or 9 "
-                        'for this CUDA (e.g. pip install nvidia-cudnn-cu12)')
+        if f.get('pip_cudnn') and not f.get('cudnn_visible'):
+            problems.append(f"cuDNN is installed by pip ({f['pip_cudnn']}), where Jittor does not look: GPU "
+                            "convolutions run on Jittor's own, much slower kernels; fix: " + SETUP
+                            + ", which links it into the install")
+        else:
+            problems.append("no cuDNN that Jittor finds: GPU convolutions run on Jittor's own, much slower "
+                            f'kernels; fix: {runtime.NO_CUDNN_FIX}')
+    _host_compiler(f, problems)
+    if f.get('gpu_placement'):
+        add('MPI rank', f['gpu_placement'])
+    if (f.get('mpi_share') or 1) > 1:
+        problems.append(f"{f['mpi_share']} MPI ranks share each GPU: each gets a share of its memory (smaller "
+                        'tiles and micro-batches) and their kernels queue on one device; fix: start as many '
+                        'ranks per machine as it has GPUs (mpirun -np N), or give each rank its own GPU with '
+                        'CUDA_VISIBLE_DEVICES')
 
 
 def main(argv=None):
-    import argparse
-    argparse.ArgumentParser(prog='sbvsr-doctor', description=__doc__.split('\n\n')[0]).parse_args(argv)
+    from . import guarded
+    from .parser import Parser  # a bad flag is one 'error:' line and exit 2, as for every command
+    return guarded(lambda: _doctor(Parser(prog='sbvsr-doctor', description=__doc__.split('\n\n')[0]), argv))
+
+
+def _doctor(parser, argv):
+    parser.parse_args(argv)
     print('jittor-sbvsr doctor: what this machine will run, and why', flush=True)
     facts = gather()
     lines, problems, rc = diagnose(facts)
@@ -263,6 +358,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     from jittor_sbvsr_launcher import launch
     sys.exit(launch(main))

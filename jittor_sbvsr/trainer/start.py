@@ -104,9 +104,9 @@ def load_initial_weights(model, args, exp_dir, resume, notes):
         load_into_module(model, resume[1], path)
         notes.append(f'Resuming from {path} (epoch {resume[0]["epoch"]} completed)')
     elif not _unset(args.pre_train):
-        _load_full_model(model, args, args.pre_train, notes)
+        _load_full_model(model, args, args.pre_train, notes, '--pre_train')
     elif args.test_only:
-        _load_full_model(model, args, os.path.join(exp_dir, 'model', 'model_best.pkl'), notes)
+        _load_full_model(model, args, os.path.join(exp_dir, 'model', 'model_best.pkl'), notes, '--test_only')
     else:
         _load_pwc(model, args.pretrain_models_dir, notes)
 
@@ -125,19 +125,19 @@ def _load_pwc(model, folder, notes):
                  f'{folder}: the flow net starts from random weights')
 
 
-def _load_full_model(model, args, path, notes):
-    """Load a whole PWC_Recons checkpoint; one that was made with other options says which."""
-    from ..weights.arch import conflict_error, conflicts, derive_arch
+def _load_full_model(model, args, path, notes, flag):
+    """Load a whole PWC_Recons checkpoint (weights/checkpoint.py:read_model); one that was made with
+    other options says which."""
+    from ..weights.checkpoint import read_model
     a = args
-    state = load_state(path)
-    found = conflicts(derive_arch(state, path), {
+
+    def advice(found):
+        fix = ' '.join(f'{f} {ckpt}' for _, ckpt, f, _ in found if f.startswith('--'))
+        return f'pass {fix} to train from it' if fix else 'the trainer cannot build this architecture'
+    state, _ = read_model(path, {
         'n_feat': ('--n_feat', a.n_feat), 'extra_RBS': ('--extra_RBS', a.extra_RBS),
         'recons_RBS': ('--recons_RBS', a.recons_RBS), 'ksize': ('--ksize', a.ksize),
         'scale': ('--scale', a.scale), 'n_sequence': ('--n_sequence', a.n_sequence),
-        'n_colors': ('--n_colors', a.n_colors), 'kernel_size': ("the trainer's kernel_size", 3)})
-    if found:
-        fix = ' '.join(f'{flag} {ckpt}' for _, ckpt, flag, _ in found if flag.startswith('--'))
-        raise conflict_error(path, found, f'pass {fix} to train from it' if fix else
-                             'the trainer cannot build this architecture')
+        'n_colors': ('--n_colors', a.n_colors), 'kernel_size': ("the trainer's kernel_size", 3)}, advice, flag)
     load_into_module(model, state, path)
     notes.append(f'Loaded the model from {path}')
