@@ -254,13 +254,16 @@ def test_mpirun_without_mpicc_is_one_line_error(tmp_path):
     assert not (tmp_path / 'exp').exists()
 
 
-def test_text_gathered_and_broadcast_over_the_ranks():
-    """dist.gather_text (the writer's notes of videos other ranks encoded reach rank 0's log)."""
+def test_text_gathered_and_broadcast_over_the_ranks(tmp_path):
+    """dist.gather_text (the writer's notes of videos other ranks encoded reach rank 0's log).
+    Each rank writes its own file: mpirun forwards the ranks' stdout into one stream, where
+    two lines can run together."""
     code = ('import json, sys; sys.path.insert(0, sys.argv[1]); from jittor_sbvsr import runtime; '
             'runtime.prepare(); from jittor_sbvsr import dist; r = dist.rank(); '
-            "print(json.dumps([dist.gather_text(['a ü\\n', ''][r]), dist.gather_text(''), "
-            "dist.broadcast_text(['x', 'y'][r])]))")
-    r = run(mpirun(2, '-c', code, ROOT), timeout=300)
+            "out = [dist.gather_text(['a ü\\n', ''][r]), dist.gather_text(''), "
+            "dist.broadcast_text(['x', 'y'][r])]; "
+            "open(sys.argv[2] + '/%d.json' % r, 'w', encoding='utf-8').write(json.dumps(out))")
+    r = run(mpirun(2, '-c', code, ROOT, tmp_path), timeout=300)
     assert_ok(r)
-    lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith('[')]
-    assert lines == [[['a ü\n', ''], ['', ''], 'x']] * 2, r.stdout
+    got = [json.loads((tmp_path / f'{k}.json').read_text(encoding='utf-8')) for k in range(2)]
+    assert got == [[['a ü\n', ''], ['', ''], 'x']] * 2

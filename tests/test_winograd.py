@@ -71,12 +71,16 @@ def test_chain_matches_plain(algorithm, head, layout, n, c, h, w, nb):
     assert _close(ref, got), np.abs(ref - got).max()
 
 
-@pytest.mark.parametrize('algorithm, rms_max, max_max', [('wino4', 2.5, 4), ('wino2', 1, 1)])
+@pytest.mark.parametrize('algorithm, rms_max, max_max', [('wino4', 2.2, 2.5), ('wino2', 1, 1)])
 def test_rounds_like_float32(algorithm, rms_max, max_max):
-    """Error against float64 at direct's level, three 128-channel ResBlocks after a fusion conv (640 -> 128).
+    """Error against float64 at direct's level, three 128-channel ResBlocks after a fusion conv (640 -> 128);
+    where oneDNN has a Winograd kernel (AVX-512), no more than 1.5x its error.
 
-    Measured on a 2-core AMD EPYC (AVX2): F(4x4,3x3) 2.2x / 2.6x direct's RMS / max,
-    F(2x2,3x3) 0.37x / 0.24x; direct's RMS is 3.7e-7 of the peak (8.1).
+    Measured on a 2-core AMD EPYC (Zen 4), RMS / max relative to oneDNN's direct convolution in the
+    layout it picks: F(4x4,3x3) 1.02x / 0.82x with AVX2 (direct: nChw8c, RMS 3.7e-7 of the peak, 8.1),
+    1.84x / 1.96x with AVX-512 (direct: NHWC brgemm, RMS 2.3e-7 of the peak), where oneDNN's own
+    F(4x4,3x3) has 1.43x / 1.38x (ours 1.29x / 1.42x its error); F(2x2,3x3) 0.37x / 0.24x (AVX2),
+    0.66x / 0.62x (AVX-512).
     """
     if not OURS:
         pytest.skip('no AVX2/FMA')
@@ -92,14 +96,17 @@ def test_rounds_like_float32(algorithm, rms_max, max_max):
         t = np.maximum(_conv64(ref, w_[i].astype(np.float64), b_[i].astype(np.float64)), 0)
         ref = ref + _conv64(t, w_[i + 1].astype(np.float64), b_[i + 1].astype(np.float64))
     xv = jt.array(x)
-    direct = fused_conv.resblock_chain(xv, w_, b_, 'auto', 'direct', (hw, hb)).numpy()[0]
-    ours = fused_conv.resblock_chain(xv, w_, b_, 'auto', algorithm, (hw, hb)).numpy()[0]
+    run = lambda a: fused_conv.resblock_chain(xv, w_, b_, 'auto', a, (hw, hb)).numpy()[0]  # noqa: E731
+    direct, ours = run('direct'), run(algorithm)
     assert not np.array_equal(ours, direct)  # it is another algorithm
     err_d, err_w = direct - ref, ours - ref
     rms = lambda e: np.sqrt((e ** 2).mean())  # noqa: E731
     assert rms(err_d) < 1e-6 * np.abs(ref).max()
     assert rms(err_w) <= rms_max * rms(err_d), (rms(err_w), rms(err_d))
     assert np.abs(err_w).max() <= max_max * np.abs(err_d).max(), (np.abs(err_w).max(), np.abs(err_d).max())
+    if fused_conv.chain_algorithm((1, 128, 18, 23), 'auto', 'auto', (640, 3)) == 'winograd':
+        err_o = run('auto') - ref
+        assert rms(err_w) <= 1.5 * rms(err_o) and np.abs(err_w).max() <= 1.5 * np.abs(err_o).max()
 
 
 def test_without_avx2_the_chains_stay_direct(monkeypatch):

@@ -18,13 +18,16 @@ with OpenMP over blocks. The weights are transformed once, in float64
 Which tile. Multiplications per output pixel against direct's 9: F(2x2)
 16/4 = 4 (2.25x fewer), F(4x4) 36/16 = 2.25 (4x), F(6x6) 64/36 = 1.78
 (5.1x). The float32 rounding error grows with the tile (larger entries in
-the transforms). Against a float64 evaluation of a fusion conv (640 ->
-128) and three 128-channel ResBlocks, RMS / max error relative to
-oneDNN's direct convolution's, these kernels on a 2-core AMD EPYC (AVX2):
-F(2x2) 0.37x / 0.24x, F(4x4) 2.2x / 2.6x (tests/test_winograd.py bounds
-them); oneDNN's own F(4x4) measured 1.8x. In a float32 emulation in numpy
-of one 128-channel conv, F(6x6) (points 0, +-1, +-2, +-1/2, inf) had 2.0x
-F(4x4)'s RMS error and 1.8x its max: beyond what the parity tolerance
+the transforms) and depends on the interpolation points. Against a float64
+evaluation of a fusion conv (640 -> 128) and three 128-channel ResBlocks,
+RMS / max error relative to oneDNN's direct convolution's, on a 2-core AMD
+EPYC (Zen 4): F(4x4) with the points 0, +-5/8, +-3/2 1.0x / 0.8x with AVX2,
+1.8x / 2.0x with AVX-512 (whose NHWC direct kernel rounds less), where
+oneDNN's own F(4x4) has 1.4x / 1.4x; with Lavin & Gray's 0, +-1, +-2 it
+was 2.2x the RMS and 2.6x the max of that. F(2x2) 0.4x / 0.2x (AVX2);
+tests/test_winograd.py bounds them. In a float32 emulation in numpy of
+one 128-channel conv, F(6x6) (points 0, +-1, +-2, +-1/2, inf) had 2.0x
+the RMS error of F(4x4) with Lavin & Gray's points and 1.8x its max: beyond what the parity tolerance
 leaves across the 41 convs of the trunk, for 1.27x fewer multiplications
 whose gain the (m+2)^2 = 64 products' memory traffic would eat. F(4x4) is
 used for every 3x3 layer of the chains (trunk, frame features, the fusion
@@ -46,16 +49,31 @@ chains stay direct.
 """
 import numpy as np
 
-# tile m -> (B^T, G, A^T) of F(m x m, 3x3), Lavin & Gray's points (0, +-1, +-2, inf for m = 4)
+def toom_cook(points, m, r=3):
+    """(B^T, G, A^T) of F(m, r) from its m + r - 2 finite interpolation points (and infinity), in
+    float64: A^T holds the points' powers, G their powers over prod(p_j - p_l), B^T the
+    coefficients of prod(x - p_l) over the other points."""
+    n, p = m + r - 1, np.asarray(points, np.float64)
+    at = np.zeros((m, n))
+    at[:, :-1], at[-1, -1] = p[None] ** np.arange(m)[:, None], 1
+    g, bt = np.zeros((n, r)), np.zeros((n, n))
+    for j in range(n - 1):
+        others = np.delete(p, j)
+        g[j] = p[j] ** np.arange(r) / np.prod(p[j] - others)
+        bt[j, :-1] = np.polynomial.polynomial.polyfromroots(others)
+    g[-1, -1], bt[-1] = 1, np.polynomial.polynomial.polyfromroots(p)
+    return bt, g, at
+
+
+# tile m -> (B^T, G, A^T) of F(m x m, 3x3). F(4x4): the points 0, +-5/8, +-3/2 (and infinity; those
+# oneDNN's AVX-512 kernels use) round to 0.5x the RMS and 0.3x the max error of Lavin & Gray's
+# 0, +-1, +-2 (a float32 emulation of a 128-channel conv); all their powers are exact in float32.
+# F(2x2): Lavin & Gray's 0, +-1.
 MATRICES = {
     2: (np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
         np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float64),
         np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)),
-    4: (np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-                  [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64),
-        np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                  [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64),
-        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64)),
+    4: toom_cook((0, 5 / 8, -5 / 8, 3 / 2, -3 / 2), 4),
 }
 # algorithm name (ops/fused_conv.py:ALGORITHMS) -> tile
 TILES = {'wino4': 4, 'wino2': 2}
@@ -131,23 +149,24 @@ static SbvsrAct sbvsr_act(const dnnl::memory& m) {
 #if SBVSR_WINO
 // 1-D transforms of F(M, 3) on 8 channels: input (M+2 -> M+2) and output (M+2 -> M)
 template <int M> struct SbvsrWt;
-template <> struct SbvsrWt<4> {
+template <> struct SbvsrWt<4> {  // points 0, +-a, +-b, inf with a = 5/8, b = 3/2 (MATRICES[4])
     SBVSR_AVX2 static inline void in(const __m256* d, __m256* o) {
-        const __m256 c4 = _mm256_set1_ps(4.f), c5 = _mm256_set1_ps(-5.f), c2 = _mm256_set1_ps(2.f);
-        o[0] = _mm256_fmadd_ps(c4, d[0], _mm256_fmadd_ps(c5, d[2], d[4]));
-        o[1] = _mm256_fnmadd_ps(c4, _mm256_add_ps(d[1], d[2]), _mm256_add_ps(d[3], d[4]));
-        o[2] = _mm256_fmadd_ps(c4, _mm256_sub_ps(d[1], d[2]), _mm256_sub_ps(d[4], d[3]));
-        o[3] = _mm256_fmadd_ps(c2, _mm256_sub_ps(d[3], d[1]), _mm256_sub_ps(d[4], d[2]));
-        o[4] = _mm256_fmadd_ps(c2, _mm256_sub_ps(d[1], d[3]), _mm256_sub_ps(d[4], d[2]));
-        o[5] = _mm256_fmadd_ps(c4, d[1], _mm256_fmadd_ps(c5, d[3], d[5]));
+        const __m256 a = _mm256_set1_ps(.625f), b = _mm256_set1_ps(1.5f), a2 = _mm256_set1_ps(.390625f),
+                     b2 = _mm256_set1_ps(2.25f), p = _mm256_set1_ps(.87890625f), s = _mm256_set1_ps(2.640625f);
+        o[0] = _mm256_fmadd_ps(p, d[0], _mm256_fnmadd_ps(s, d[2], d[4]));
+        o[1] = _mm256_fnmadd_ps(b2, _mm256_fmadd_ps(a, d[1], d[2]), _mm256_fmadd_ps(a, d[3], d[4]));
+        o[2] = _mm256_fmadd_ps(b2, _mm256_fmsub_ps(a, d[1], d[2]), _mm256_fnmadd_ps(a, d[3], d[4]));
+        o[3] = _mm256_fnmadd_ps(a2, _mm256_fmadd_ps(b, d[1], d[2]), _mm256_fmadd_ps(b, d[3], d[4]));
+        o[4] = _mm256_fmadd_ps(a2, _mm256_fmsub_ps(b, d[1], d[2]), _mm256_fnmadd_ps(b, d[3], d[4]));
+        o[5] = _mm256_fmadd_ps(p, d[1], _mm256_fnmadd_ps(s, d[3], d[5]));
     }
     SBVSR_AVX2 static inline void out(const __m256* m, __m256* y) {
-        const __m256 a = _mm256_add_ps(m[1], m[2]), b = _mm256_sub_ps(m[1], m[2]);
-        const __m256 c = _mm256_add_ps(m[3], m[4]), d = _mm256_sub_ps(m[3], m[4]);
-        y[0] = _mm256_add_ps(_mm256_add_ps(m[0], a), c);
-        y[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.f), d, b);
-        y[2] = _mm256_fmadd_ps(_mm256_set1_ps(4.f), c, a);
-        y[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.f), d, b), m[5]);
+        const __m256 u = _mm256_add_ps(m[1], m[2]), v = _mm256_sub_ps(m[1], m[2]);
+        const __m256 w = _mm256_add_ps(m[3], m[4]), z = _mm256_sub_ps(m[3], m[4]);
+        y[0] = _mm256_add_ps(_mm256_add_ps(m[0], u), w);
+        y[1] = _mm256_fmadd_ps(_mm256_set1_ps(.625f), v, _mm256_mul_ps(_mm256_set1_ps(1.5f), z));
+        y[2] = _mm256_fmadd_ps(_mm256_set1_ps(.390625f), u, _mm256_mul_ps(_mm256_set1_ps(2.25f), w));
+        y[3] = _mm256_fmadd_ps(_mm256_set1_ps(.244140625f), v, _mm256_fmadd_ps(_mm256_set1_ps(3.375f), z, m[5]));
     }
 };
 template <> struct SbvsrWt<2> {
