@@ -282,7 +282,7 @@ def _profile_parts(model, frames, idx):
     jt.sync([t for p in pyramids.values() for t in p])
     rec('pwc_pyramid_x1', lambda: net.flow_net.pyramid(xs[0]), pyr_fl)
     flows = rec('pwc_flows_x4 (pyramids given)',
-                lambda: list(net.neighbour_flows(xs, pyramids=dict(pyramids)).values()),
+                lambda: list(net.neighbour_flows(xs, pyramids=dict(pyramids), fast=model.flow_layers).values()),
                 4 * (fl['flow'] - fl['flow_parts']['extractor']))
     feats = [model.frame_features(v) for v in xs]
     jt.sync(feats)

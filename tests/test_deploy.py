@@ -60,6 +60,11 @@ def test_default_deploy_uses_every_fast_path_that_can_run():
     else:
         assert model.paths['fused chains'].startswith('not available')
     assert model.paths['fused warp'] == 'on' and model.align is warp.warp_features  # any CPU
+    if FUSED and fused_conv.winograd_available():
+        assert model.paths['winograd flow'] == 'on'
+        assert set(model.flow_layers) == {*model.net.flow_net.moduleNetwork.DECODERS, 'moduleRefiner'}
+    else:
+        assert model.paths['winograd flow'].startswith('not available') and model.flow_layers == {}
     assert model.probe_seconds < 5  # well under a second once Jittor's kernels are compiled (bench)
     assert 'self-check' in model.describe()
 
@@ -68,13 +73,15 @@ def test_flags_force_the_plain_paths():
     model = InferenceNet(_net(), fused=False, compose=False, warn=pytest.fail)
     assert model.paths == {'fused chains': 'off (--no_fused)', 'fused tail': 'off (--no_fused)',
                            'winograd': 'off (no fused chains)', 'fused warp': 'off (--no_fused)',
-                           'composed tail': 'off (--no_compose)'}
+                           'winograd flow': 'off (--no_fused)', 'composed tail': 'off (--no_compose)'}
+    assert model.flow_layers == {}
     net = model.net
     assert model.trunk == net.trunk and model.frame_features == net.frame_features and model.align == net.align
     assert isinstance(model.tail, PlainTail)
     if FUSED:
         direct = InferenceNet(_net(), winograd=False, warn=pytest.fail)
         assert direct.paths['winograd'] == 'off (--no_winograd)' and direct.trunk.algorithm == 'direct'
+        assert direct.paths['winograd flow'] == 'off (--no_winograd)' and direct.flow_layers == {}
 
 
 def test_the_model_carries_no_inference_state():
@@ -94,10 +101,13 @@ def _boom(*args, **kwargs):
     (fused_conv, 'resblock_chain', 'fused oneDNN ResBlock chains', '--no_fused'),
     (fused_conv, 'upsample_tail', 'fused oneDNN tail', '--no_fused'),
     (warp, 'warp_features', 'one-pass feature warp', '--no_fused'),
+    (fused_conv, 'ConvGraph', 'Winograd PWC-Net decoders', '--no_winograd'),
 ])
 def test_a_failing_fused_op_falls_back_with_one_warning(monkeypatch, module, target, name, flag):
     if not FUSED and module is fused_conv:
         pytest.skip('no oneDNN: the fused path is never tried')
+    if target == 'ConvGraph' and not fused_conv.winograd_available():
+        pytest.skip('no AVX2/FMA: our Winograd is never tried')
     net, frames = _net(), _frames()
     ref = _run(VideoSR(net, fused=False), frames)
     monkeypatch.setattr(module, target, _boom)

@@ -87,11 +87,11 @@ def test_chain_matches_plain(algorithm, head, layout, n, c, h, w, nb):
     assert _close(ref, got), np.abs(ref - got).max()
 
 
-def _conv64(x, w, b):
-    """A 3x3 'same' convolution in float64 (x [C,H,W], w [O,C,3,3])."""
+def _conv64(x, w, b, d=1):
+    """A 3x3 'same' convolution in float64 (x [C,H,W], w [O,C,3,3]), dilation d."""
     c, h, wd = x.shape
-    p = np.pad(x, ((0, 0), (1, 1), (1, 1)))
-    cols = np.stack([p[:, i:i + h, j:j + wd] for i in range(3) for j in range(3)], 1)
+    p = np.pad(x, ((0, 0), (d, d), (d, d)))
+    cols = np.stack([p[:, i * d:i * d + h, j * d:j * d + wd] for i in range(3) for j in range(3)], 1)
     return np.einsum('ckhw,ock->ohw', cols, w.reshape(w.shape[0], c, 9)) + b[:, None, None]
 
 

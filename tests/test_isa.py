@@ -63,6 +63,7 @@ def test_fused_path_under_isa(cap, expect, needs):
     # ours (ops/winograd.py) from AVX2 up, on widths of 8k channels (both here)
     ours = res['isa'].startswith(('avx2', 'avx512'))
     for paths in res['paths'].values():
-        w = paths.pop('winograd')
+        w, f = paths.pop('winograd'), paths.pop('winograd flow')
         assert w.startswith('on' if wino or ours else 'not available'), w
+        assert f == 'on' if ours else f.startswith('not available'), f
         assert paths == {'fused chains': 'on', 'fused tail': 'on', 'fused warp': 'on', 'composed tail': 'on'}, paths

@@ -14,7 +14,7 @@ from conftest import ROOT
 
 import jittor_sbvsr  # noqa: F401
 from jittor_sbvsr.models import fused_weights
-from jittor_sbvsr.models.deploy import FusedChain, InferenceNet
+from jittor_sbvsr.models.deploy import FusedChain, InferenceNet, flow_graphs
 from jittor_sbvsr.ops import fused_conv, winograd
 
 import jittor as jt
@@ -151,3 +151,62 @@ def test_an_isa_cap_below_avx2_stands_for_a_cpu_without():
     r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=600,
                        encoding='utf-8', cwd=str(ROOT))
     assert r.returncode == 0 and 'OURS False' in r.stdout, r.stderr[-2000:]
+
+
+def _pwc():
+    jt.set_global_seed(3)
+    from jittor_sbvsr.models.flow_pwc import Network
+    return Network()
+
+
+def _lrelu64(x):
+    return np.where(x > 0, x, 0.1 * x)
+
+
+def _pwc64(pwc, name, x):
+    """The float64 evaluation of a decoder's dense layers (concatenated [flow, feat]) or of the refiner."""
+    if name == 'moduleRefiner':
+        convs = [m for m in pwc.moduleRefiner.moduleMain if isinstance(m, nn.Conv)]
+        for i, c in enumerate(convs):
+            x = _conv64(x, c.weight.numpy().astype(np.float64), c.bias.numpy().astype(np.float64), c.dilation[0])
+            x = _lrelu64(x) if i < len(convs) - 1 else x
+        return x
+    dec = getattr(pwc, name)
+    for m in ('moduleOne', 'moduleTwo', 'moduleThr', 'moduleFou', 'moduleFiv'):
+        c = getattr(dec, m)[0]
+        x = np.concatenate([_lrelu64(_conv64(x, c.weight.numpy().astype(np.float64),
+                                             c.bias.numpy().astype(np.float64))), x])
+    c = dec.moduleSix[0]
+    return np.concatenate([_conv64(x, c.weight.numpy().astype(np.float64), c.bias.numpy().astype(np.float64)), x])
+
+
+@pytest.mark.parametrize('name, hw', [('moduleSix', (3, 5)), ('moduleTwo', (13, 22)), ('moduleRefiner', (36, 41))])
+def test_pwc_decoders_round_like_float32(name, hw):
+    """PWC-Net's decoders (dense layers and flow conv; 81 to 565 channels, zero-padded to 8k) and
+    refiner (dilations 1 to 16 as phase sub-images) as ConvGraphs (models/deploy.py:flow_graphs):
+    error against float64 at the level of Jittor's direct convolutions, as the chains' (2.2x / 2.5x)."""
+    if not OURS:
+        pytest.skip('no AVX2/FMA')
+    pwc = _pwc()
+    graph = flow_graphs(pwc)[name]
+    plain = pwc.moduleRefiner if name == 'moduleRefiner' else getattr(pwc, name).dense
+    c = (pwc.moduleRefiner.moduleMain[0] if name == 'moduleRefiner' else getattr(pwc, name).moduleOne[0]).in_channels
+    x = np.random.RandomState(2).standard_normal((1, c) + hw).astype(np.float32)
+    both = (lambda y: y) if name == 'moduleRefiner' else (lambda d: jt.concat([d['flow'], d['feat']], 1))
+    with jt.no_grad():
+        ours, direct = both(graph(jt.array(x))).numpy()[0], both(plain(jt.array(x))).numpy()[0]
+    ref = _pwc64(pwc, name, x[0].astype(np.float64))
+    assert ours.shape == direct.shape == ref.shape
+    err_d, err_w = direct - ref, ours - ref
+    rms = lambda e: np.sqrt((e ** 2).mean())  # noqa: E731
+    assert rms(err_d) < 1e-6 * np.abs(ref).max()
+    assert rms(err_w) <= 2.2 * rms(err_d), (rms(err_w), rms(err_d))
+    assert np.abs(err_w).max() <= 2.5 * np.abs(err_d).max(), (np.abs(err_w).max(), np.abs(err_d).max())
+
+
+def test_conv_graph_refuses_what_does_not_fit():
+    w, b = np.zeros((8, 20, 3, 3)), np.zeros(8)
+    with pytest.raises(ValueError, match='does not fit'):
+        fused_conv.ConvGraph([16, 8], (0, 0), [(w, b, (0, 0), (1, 0), 1, True)], [(1, 8)])  # 24 channels from 16
+    with pytest.raises(ValueError, match='groups of 8'):
+        fused_conv.ConvGraph([20, 8], (0, 0), [], [(1, 8)])

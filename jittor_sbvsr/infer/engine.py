@@ -170,9 +170,9 @@ class VideoSR:
                 for j, i in enumerate(idx):
                     if i not in pyramids:
                         pyramids[i] = _computed(self.net.flow_net.pyramid(xs[j]))
-                flows = self.net.neighbour_flows(xs, keys=idx, pyramids=pyramids)
+                flows = self.net.neighbour_flows(xs, keys=idx, pyramids=pyramids, fast=self.model.flow_layers)
             else:
-                flows = self.net.neighbour_flows(xs)
+                flows = self.net.neighbour_flows(xs, fast=self.model.flow_layers)
             if len(tiles) == 1:
                 recons_np = self._recons(xs, idx, feats, 0, flows).numpy()
             else:

@@ -53,6 +53,44 @@ def _only_conv(seq):
     return layers[0]
 
 
+def _layer(conv, src, dst, leaky):
+    """A 'same' 3x3 conv of PWC-Net as fused_conv.ConvGraph takes it."""
+    d = conv.dilation[0]
+    if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (d, d) or conv.dilation != (d, d) \
+            or conv.groups != 1 or conv.bias is None:
+        raise ValueError('a PWC-Net layer that is no same-padded 3x3 conv with a bias')
+    return conv.weight.numpy(), conv.bias.numpy(), src, dst, d, leaky
+
+
+def flow_graphs(pwc):
+    """{decoder name: its dense layers and flow conv, 'moduleRefiner': the refiner} of PWC-Net
+    ``pwc`` (models/flow_pwc.py:Network) as ConvGraphs, as Network.decode takes them.
+
+    A decoder's buffer holds its final concatenation [o5 | o4 | o3 | o2 | o1 | input]; layer k reads
+    the suffix from o(k-1) on and writes o(k). The refiner's layers alternate between two buffers.
+    """
+    graphs = {}
+    for name in pwc.DECODERS:
+        dec = getattr(pwc, name)
+        convs = [getattr(dec, m)[0] for m in ('moduleOne', 'moduleTwo', 'moduleThr', 'moduleFou', 'moduleFiv')]
+        cin, total = convs[0].in_channels, sum(c.out_channels for c in convs)
+        at, layers = total, []
+        for conv in convs:
+            layers.append(_layer(conv, (0, at), (0, at - conv.out_channels), True))
+            at -= conv.out_channels
+        layers.append(_layer(dec.moduleSix[0], (0, 0), (1, 0), False))
+        graph = fused_conv.ConvGraph([total + -(-cin // 8) * 8, 8], (0, total), layers, [(0, total + cin), (1, 2)])
+        graphs[name] = lambda x, g=graph: dict(zip(('feat', 'flow'), g(x)))
+    convs = [m for m in pwc.moduleRefiner.moduleMain if isinstance(m, nn.Conv)]
+    width = max(c.out_channels for c in convs[:-1])
+    layers = [_layer(c, (1 if i % 2 else 2, 0) if i else (0, 0), (2 if i % 2 else 1, 0), True)
+              for i, c in enumerate(convs[:-1])]
+    layers.append(_layer(convs[-1], layers[-1][3], (3, 0), False))
+    graph = fused_conv.ConvGraph([-(-convs[0].in_channels // 8) * 8, width, width, 8], (0, 0), layers, [(3, 2)])
+    graphs['moduleRefiner'] = lambda x, g=graph: g(x)[0]
+    return graphs
+
+
 class SelfCheckFailed(Exception):
     pass
 
@@ -150,6 +188,19 @@ class InferenceNet:
             made = self._try('fused warp', 'the one-pass feature warp', '--no_fused', lambda: warp.warp_features,
                              lambda f: [(split(f), split(net.align), _probe(c + 2, 16, 20, 4))])
             self.align = made or self.align
+        self.flow_layers = {}  # Network.decode's fast layers (models/flow_pwc.py)
+        if not fused or not winograd or not fused_conv.available() or not fused_conv.winograd_available():
+            self.paths['winograd flow'] = ('off (--no_fused)' if not fused else 'off (--no_winograd)' if not winograd
+                                           else 'not available (ours needs AVX2 and FMA, on the CPU with oneDNN)')
+        else:
+            pwc = net.flow_net.moduleNetwork
+            both = lambda d: jt.concat([d['flow'], d['feat']], 1)  # noqa: E731 (a decoder's two outputs)
+            cases = lambda f: [(lambda z, g=f[k]: both(g(z)), lambda z, d=getattr(pwc, k): both(d.dense(z)),  # noqa: E731
+                                _probe(getattr(pwc, k).moduleOne[0].in_channels, 11, 13, 10 + i))
+                               for i, k in enumerate(pwc.DECODERS)] + [
+                (f['moduleRefiner'], pwc.moduleRefiner, _probe(pwc.moduleRefiner.moduleMain[0].in_channels, 36, 40, 9))]
+            self.flow_layers = self._try('winograd flow', 'the Winograd PWC-Net decoders', '--no_winograd',
+                                         lambda: flow_graphs(pwc), cases, instead='their direct convolutions') or {}
         if not compose:
             self.paths['composed tail'] = 'off (--no_compose)'
         else:

@@ -92,17 +92,23 @@ class Decoder(nn.Module):
             cin += cout
         self.moduleSix = nn.Sequential(_conv(cin, 2))
 
-    def execute(self, first, second, previous):
+    def features(self, first, second, previous):
+        """The input of the dense layers: the cost volume (and, below the top level, the first
+        frame's features, the upsampled flow and features of the level above)."""
         if previous is None:
-            feat = nn.leaky_relu(correlation(first, second), scale=0.1)
-        else:
-            flow = self.moduleUpflow(previous['flow'])
-            upfeat = self.moduleUpfeat(previous['feat'])
-            volume = nn.leaky_relu(correlation(first, backward_warp(second, flow * self.backward_scale)), scale=0.1)
-            feat = jt.concat([volume, first, flow, upfeat], 1)
+            return nn.leaky_relu(correlation(first, second), scale=0.1)
+        flow = self.moduleUpflow(previous['flow'])
+        upfeat = self.moduleUpfeat(previous['feat'])
+        volume = nn.leaky_relu(correlation(first, backward_warp(second, flow * self.backward_scale)), scale=0.1)
+        return jt.concat([volume, first, flow, upfeat], 1)
+
+    def dense(self, feat):
         for layer in (self.moduleOne, self.moduleTwo, self.moduleThr, self.moduleFou, self.moduleFiv):
             feat = jt.concat([layer(feat), feat], 1)
         return {'flow': self.moduleSix(feat), 'feat': feat}
+
+    def execute(self, first, second, previous):
+        return self.dense(self.features(first, second, previous))
 
 
 class Refiner(nn.Module):
@@ -133,16 +139,22 @@ class Network(nn.Module):
         self.moduleSix = Decoder(6)
         self.moduleRefiner = Refiner()
 
-    def execute(self, first, second):
-        return self.decode(self.moduleExtractor(first), self.moduleExtractor(second))
+    DECODERS = ('moduleSix', 'moduleFiv', 'moduleFou', 'moduleThr', 'moduleTwo')  # coarse to fine
 
-    def decode(self, f1, f2):
-        """Flow from the two frames' extractor pyramids (``moduleExtractor`` outputs)."""
+    def execute(self, first, second, fast=None):
+        return self.decode(self.moduleExtractor(first), self.moduleExtractor(second), fast)
+
+    def decode(self, f1, f2, fast=None):
+        """Flow from the two frames' extractor pyramids (``moduleExtractor`` outputs). ``fast``:
+        {decoder name or 'moduleRefiner': a function} run in place of that module's dense layers
+        (``Decoder.dense``) or of the refiner (models/deploy.py)."""
+        fast = fast or {}
         est = None
-        for i, dec in zip(range(5, 0, -1), (self.moduleSix, self.moduleFiv, self.moduleFou, self.moduleThr,
-                                           self.moduleTwo)):
-            est = dec(f1[i], f2[i], est)
-        return est['flow'] + self.moduleRefiner(est['feat'])
+        for i, name in zip(range(5, 0, -1), self.DECODERS):
+            dec = getattr(self, name)
+            feat = dec.features(f1[i], f2[i], est)
+            est = fast.get(name, dec.dense)(feat)
+        return est['flow'] + fast.get('moduleRefiner', self.moduleRefiner)(est['feat'])
 
 
 def _size64(h, w):
@@ -172,14 +184,14 @@ class Flow_PWC(nn.Module):  # noqa: N801 (the reference's name)
         """
         return self.moduleNetwork.moduleExtractor(resize_bilinear(frame, _size64(frame.shape[2], frame.shape[3])))
 
-    def estimate_flow(self, first, second, pyramids=None):
-        """``pyramids``: optional (pyramid(first), pyramid(second))."""
+    def estimate_flow(self, first, second, pyramids=None, fast=None):
+        """``pyramids``: optional (pyramid(first), pyramid(second)); ``fast``: as Network.decode takes it."""
         h, w = first.shape[2], first.shape[3]
         h64, w64 = _size64(h, w)
         if pyramids is None:
-            flow = self.moduleNetwork(resize_bilinear(first, (h64, w64)), resize_bilinear(second, (h64, w64)))
+            flow = self.moduleNetwork(resize_bilinear(first, (h64, w64)), resize_bilinear(second, (h64, w64)), fast)
         else:
-            flow = self.moduleNetwork.decode(*pyramids)
+            flow = self.moduleNetwork.decode(*pyramids, fast)
         flow = 20.0 * resize_bilinear(flow, (h, w))
         return jt.concat([flow[:, :1] * (float(w) / float(w64)), flow[:, 1:] * (float(h) / float(h64))], 1)
 
@@ -204,7 +216,7 @@ class Flow_PWC(nn.Module):  # noqa: N801 (the reference's name)
         mask = (mask >= 0.999).float32().stop_grad().broadcast(x.shape)
         return out * mask, mask
 
-    def execute(self, first, second, pyramids=None):
-        return self.estimate_flow(first, second, pyramids)
+    def execute(self, first, second, pyramids=None, fast=None):
+        return self.estimate_flow(first, second, pyramids, fast)
 
     forward = execute

@@ -86,11 +86,12 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
     def blur_down(self, x, kernel, scale=None):
         return blur_down(x, kernel, self.scale if scale is None else scale)
 
-    def neighbour_flows(self, frames, keys=None, pyramids=None):
+    def neighbour_flows(self, frames, keys=None, pyramids=None, fast=None):
         """{key: flow from the centre frame to frame i} for each neighbour, each key once.
 
         ``pyramids`` ({key: flow_net.pyramid(frame)}, e.g. kept per video)
         supplies PWC-Net's feature pyramids; missing keys are added to it.
+        ``fast``: deployed PWC-Net layers (models/flow_pwc.py:Network.decode).
         """
         c = self.n_sequence // 2
         keys = list(range(self.n_sequence)) if keys is None else list(keys)
@@ -98,13 +99,13 @@ class PWC_Recons(nn.Module):  # noqa: N801 (the reference's name)
         for i in range(self.n_sequence):
             if i != c and keys[i] not in flows:
                 if pyramids is None:
-                    flows[keys[i]] = self.flow_net(frames[c], frames[i])
+                    flows[keys[i]] = self.flow_net(frames[c], frames[i], fast=fast)
                 else:
                     for j in (c, i):
                         if keys[j] not in pyramids:
                             pyramids[keys[j]] = self.flow_net.pyramid(frames[j])
                     flows[keys[i]] = self.flow_net(frames[c], frames[i],
-                                                   pyramids=(pyramids[keys[c]], pyramids[keys[i]]))
+                                                   pyramids=(pyramids[keys[c]], pyramids[keys[i]]), fast=fast)
         return flows
 
     def recons_forward(self, frames, feats=None, keys=None, flows=None, parts=None):

@@ -582,3 +582,120 @@ def upsample_tail(x, weights, layout='auto'):
         y = jt.code((n, w2.shape[0], h << s, w << s), 'float32', args, cpu_header=TAIL_HEAD, cpu_src=TAIL_SRC)
     y.compile_options = {'FLAGS:' + _flags(): 1}
     return y
+
+# C++: ConvGraph's op. in0 x [N, Cx, H, W]; in1 the plan (ints, ConvGraph._plan); in2 the transformed
+# weights, in3 the biases, both layer after layer; out0 (and out1) the buffers' first channels as NCHW.
+GRAPH_SRC = r'''
+const int N = in0_shape0, Cx = in0_shape1, H = in0_shape2, W = in0_shape3;
+const long long HW = (long long)H * W;
+const int* q = in1_p;
+int k = 0;
+const int nbuf = q[k++];
+std::vector<int> bc(q + k, q + k + nbuf);
+k += nbuf;
+std::vector<std::vector<float>> bufs(nbuf);
+for (int b = 0; b < nbuf; b++) bufs[b].assign((size_t)N * HW * bc[b], 0.f);
+{  // x into its buffer's channels [xo, xo + Cx), NCHW -> NHWC
+    const int xb = q[k++], xo = q[k++], C = bc[xb];
+    float* B = bufs[xb].data();
+    #pragma omp parallel for
+    for (long long r = 0; r < N * (long long)H; r++)
+        for (int c = 0; c < Cx; c++) {
+            const float* src = in0_p + ((r / H * Cx + c) * H + r % H) * W;
+            float* dst = B + r * W * C + xo + c;
+            for (int w = 0; w < W; w++) dst[w * C] = src[w];
+        }
+}
+#if SBVSR_WINO
+const float *U = in2_p, *bias = in3_p;
+const int nl = q[k++];
+for (int l = 0; l < nl; l++, k += 8) {
+    const int sb = q[k], so = q[k + 1], Ci = q[k + 2], db = q[k + 3], dof = q[k + 4], Co = q[k + 5], d = q[k + 6];
+    // dilation d: the d x d phase sub-images (every d-th row and column) are each a plain 3x3 conv
+    for (int py = 0; py < std::min(d, H); py++)
+        for (int px = 0; px < std::min(d, W); px++) {
+            SbvsrAct x{bufs[sb].data() + so + (py * (long long)W + px) * bc[sb], HW * bc[sb],
+                       (long long)d * W * bc[sb], (long long)d * bc[sb], {}};
+            SbvsrAct y{bufs[db].data() + dof + (py * (long long)W + px) * bc[db], HW * bc[db],
+                       (long long)d * W * bc[db], (long long)d * bc[db], {}};
+            for (int c = 0; c < Ci; c += 8) x.go.push_back(c);
+            for (int c = 0; c < Co; c += 8) y.go.push_back(c);
+            sbvsr_wino_conv<4>(x, Ci, y, Co, N, (H - py + d - 1) / d, (W - px + d - 1) / d, U, bias, q[k + 7]);
+        }
+    U += 36LL * Ci * Co;
+    bias += Co;
+}
+#else
+throw std::runtime_error("sbvsr winograd: built without AVX2 intrinsics");
+#endif
+float* outs[2] = {out0_p, SBVSR_OUT1};
+for (int o = 0; o < SBVSR_NOUT; o++, k += 2) {  // buffer q[k]'s first q[k + 1] channels, NHWC -> NCHW
+    const int C = bc[q[k]], Co = q[k + 1];
+    const float* B = bufs[q[k]].data();
+    float* out = outs[o];
+    #pragma omp parallel for
+    for (long long r = 0; r < N * (long long)H; r++)
+        for (int c = 0; c < Co; c++) {
+            float* dst = out + ((r / H * Co + c) * H + r % H) * W;
+            const float* src = B + r * W * C + c;
+            for (int w = 0; w < W; w++) dst[w] = src[w * C];
+        }
+}
+'''
+
+
+def _up8(c):
+    return -(-c // 8) * 8
+
+
+class ConvGraph:
+    """3x3 convolutions ('same' padding, any dilation, bias, then a leaky ReLU (slope 0.1) or
+    nothing) between channel slices of NHWC buffers, each by F(4x4,3x3), in one op; no gradient.
+
+    Why: PWC-Net's decoders put each layer's output in front of its input
+    (dense connections). In one buffer laid out as the final concatenation
+    every layer reads a contiguous channel suffix and writes the slot before
+    it: no concatenation copies, and Winograd for their odd channel counts
+    (zero-padded to a multiple of 8). The refiner's dilated convs run as
+    d x d phase sub-images (strided views, no copies), each a plain 3x3 conv.
+    Every buffer starts zeroed, so the padding channels read zeros.
+
+    ``channels``: each buffer's channel count (multiples of 8); ``x_at``:
+    (buffer, offset) of the input's channels; ``layers``: (weight [Co, Ci,
+    3, 3], bias [Co], (buffer, offset) read, (buffer, offset) written,
+    dilation, leaky), reading ceil8(Ci) channels and writing ceil8(Co);
+    ``outputs``: (buffer, channels) each, returned NCHW from the buffer's
+    first channels.
+    """
+
+    def __init__(self, channels, x_at, layers, outputs):
+        if any(c % 8 for c in channels) or not 1 <= len(outputs) <= 2:
+            raise ValueError('ConvGraph: buffers of whole groups of 8 channels and one or two outputs')
+        plan, us, bs = [len(channels), *channels, *x_at, len(layers)], [], []
+        for w, b, (sb, so), (db, do), d, leaky in layers:
+            co, ci = w.shape[:2]
+            ci8, co8 = _up8(ci), _up8(co)
+            if so + ci8 > channels[sb] or do + co8 > channels[db]:
+                raise ValueError(f'ConvGraph: a layer of {ci} -> {co} channels does not fit its buffers')
+            wp = np.zeros((co8, ci8, 3, 3))
+            wp[:co, :ci] = w
+            us.append(winograd.transform_weights(wp, 4).ravel())
+            bs.append(np.concatenate([np.asarray(b, np.float32), np.zeros(co8 - co, np.float32)]))
+            plan += [sb, so, ci8, db, do, co8, d, 3 if leaky else 0]
+        for b, c in outputs:
+            plan += [b, c]
+        self.outputs = outputs
+        self.arrays = [jt.array(np.array(plan, np.int32)), jt.array(np.concatenate(us)), jt.array(np.concatenate(bs))]
+
+    def __call__(self, x):
+        _need()
+        n, _, h, w = x.shape
+        shapes = [(n, c, h, w) for _, c in self.outputs]
+        src = (f'#define SBVSR_NOUT {len(shapes)}\n#define SBVSR_OUT1 '
+               f"{'out1_p' if len(shapes) > 1 else 'nullptr'}\n" + GRAPH_SRC)
+        with jt.no_grad():
+            ys = jt.code(shapes, ['float32'] * len(shapes), [x.float32(), *self.arrays],
+                         cpu_header=CHAIN_HEAD, cpu_src=src)
+        for y in ys:
+            y.compile_options = {'FLAGS:' + _flags(): 1}
+        return ys

@@ -225,7 +225,7 @@ SBVSR_AVX2 static bool sbvsr_wino_block(const SbvsrWinoJob& j, long long t0, lon
         if (dnnl_sgemm('N', 'N', nt, Co, Ci, 1.f, V + p * TB * Ci, Ci, j.U + (long long)p * Ci * Co, Co, 0.f,
                             Mb + p * TB * Co, Co) != dnnl_success)
             return false;
-    const __m256 zero = _mm256_setzero_ps();
+    const __m256 zero = _mm256_setzero_ps(), slope = _mm256_set1_ps(.1f);
     for (long long t = 0; t < nt; t++) {  // output transform, bias, mode
         const long long tile = t0 + t, n = tile / (TY * TX), ty = tile / TX % TY, tx = tile % TX;
         const int my = (int)std::min<long long>(M, H - ty * M), mx = (int)std::min<long long>(M, W - tx * M);
@@ -243,7 +243,8 @@ SBVSR_AVX2 static bool sbvsr_wino_block(const SbvsrWinoJob& j, long long t0, lon
                 for (int i = 0; i < my; i++) {
                     float* q = out + i * y.sy + k * y.sx;
                     __m256 v = _mm256_add_ps(e[i], b);
-                    v = j.mode == 1 ? _mm256_max_ps(v, zero) : j.mode == 2 ? _mm256_add_ps(v, _mm256_loadu_ps(q)) : v;
+                    v = j.mode == 1 ? _mm256_max_ps(v, zero) : j.mode == 2 ? _mm256_add_ps(v, _mm256_loadu_ps(q))
+                      : j.mode == 3 ? _mm256_max_ps(v, _mm256_mul_ps(v, slope)) : v;
                     _mm256_storeu_ps(q, v);
                 }
             }
@@ -252,7 +253,8 @@ SBVSR_AVX2 static bool sbvsr_wino_block(const SbvsrWinoJob& j, long long t0, lon
     return true;
 }
 
-// y = conv3x3(x) + bias ('same' padding), then mode 0: as is; 1: ReLU; 2: + what y holds (the residual).
+// y = conv3x3(x) + bias ('same' padding), then mode 0: as is; 1: ReLU; 2: + what y holds (the residual);
+// 3: leaky ReLU, slope 0.1 (PWC-Net).
 // x [N, Ci, H, W] and y [N, Co, H, W] are distinct buffers; U [(M+2)^2, Ci, Co] (transform_weights).
 template <int M>
 static void sbvsr_wino_conv(const SbvsrAct& x, int Ci, const SbvsrAct& y, int Co, int N, int H, int W,
