@@ -5,7 +5,9 @@ need exactly them) and carries no inference switches. Deploying, in the
 spirit of RepVGG's re-parameterisation, builds once what inference runs
 instead: the ResBlock chains, each with the conv before it, as fused oneDNN
 ops on the CPU, the tail fused or composed into one LR convolution
-(models/tails.py), the feature warp in one pass (ops/warp.py). Whether a
+(models/tails.py), the feature warp in one pass (ops/warp.py), PWC-Net's
+decoders and refiner by our Winograd convolutions (:func:`flow_graphs`,
+which the engine passes to PWC_Recons.neighbour_flows). Whether a
 fast path runs right depends on the machine (oneDNN picks other kernels
 and layouts per instruction set), so each is run once on a small probe
 against Jittor's plain operators; one that
@@ -25,7 +27,6 @@ from .fused_weights import chain_weights, head_weights
 from .tails import ComposedTail, FusedTail, PlainTail, tail_layers
 
 TOL = 1e-5  # largest difference from the plain ops, relative to the output's peak (at least 1)
-PROBE_HW = (48, 64)  # the image on which oneDNN's Winograd and ours are timed against each other
 # PWC_Recons' methods that run one conv, then a ResBlock chain: (the conv's Sequential, the chain)
 FUSED_OPS = {'frame_features': ('in_conv', 'extra_feat'), 'trunk': ('fusion_conv', 'recons_net')}
 
@@ -43,6 +44,44 @@ class FusedChain:
 
     def __call__(self, x):
         return fused_conv.resblock_chain(x, self.w, self.b, self.layout, self.algorithm, self.head)
+
+
+RACERS = ('wino4', 'auto')  # ours and oneDNN's Winograd, where both run
+RACE_HW = (192, 320)
+
+
+def _race(fns, probe):
+    """{name: seconds of fn(probe)}, median of 3, alternating, after a round that compiles and warms up."""
+    times = {a: [] for a in fns}
+    for i in range(4):
+        for a, fn in fns.items():
+            jt.sync_all(True)  # Jittor is lazy: time this call's compute only
+            t0 = time.perf_counter()
+            fn(probe).sync()
+            jt.sync_all(True)
+            if i:
+                times[a].append(time.perf_counter() - t0)
+    return {a: sorted(v)[1] for a, v in times.items()}
+
+
+class RacedChain:
+    """Ours and oneDNN's Winograd chains of the same layers, where both run (AVX-512): each image size
+    runs the one faster on a block of that size, timed on its first call. Why per size: on a 2-core
+    Zen 4 ours took 0.6x oneDNN's time on a 128-channel block at 48x64 and 1.0-1.1x at 180x320."""
+
+    def __init__(self, blocks, layout, head, races):
+        self.chains = {a: FusedChain(blocks, layout, a, head) for a in RACERS}
+        self._blocks = {a: FusedChain(blocks[:1], layout, a) for a in RACERS}
+        self.width, self.races, self.algorithm = blocks[0].conv1.weight.shape[0], races, 'race'
+        self.in_channels, self.head = self.chains[RACERS[0]].in_channels, self.chains[RACERS[0]].head
+
+    def __call__(self, x):
+        # the probe at most RACE_HW (about 0.5 s of timing on 2 cores): larger images take its choice
+        key = (self.width, min(x.shape[2], RACE_HW[0]), min(x.shape[3], RACE_HW[1]))
+        if key not in self.races:  # shared by the chains of one width: frame features and trunk race once
+            t = _race(self._blocks, _probe(*key, 5))
+            self.races[key] = min(t, key=t.get)
+        return self.chains[self.races[key]](x)
 
 
 def _only_conv(seq):
@@ -138,6 +177,7 @@ class InferenceNet:
         self.frame_features, self.trunk, self.align = net.frame_features, net.trunk, net.align
         self.tail = PlainTail(net)
         self.paths = {}
+        self.races = {}  # RacedChain's choices: (width, h, w) -> algorithm
         self.probe_seconds = 0.0  # of build_seconds: running the probes
         self._refs = {}  # plain outputs of the probes, by (plain op, probe)
         t0 = time.perf_counter()
@@ -149,13 +189,17 @@ class InferenceNet:
             self.paths['winograd'] = 'off (no fused chains)'
         else:
             ops = {k: hb for k, hb in FUSED_OPS.items() if len(getattr(net, hb[1]))}
-            build = lambda algorithm: lambda: {k: FusedChain(getattr(net, b), layout, algorithm,  # noqa: E731
-                                                             _only_conv(getattr(net, h))) for k, (h, b) in ops.items()}
+            chain = lambda a, b, h: (RacedChain(b, layout, h, self.races) if a == 'race'  # noqa: E731
+                                     else FusedChain(b, layout, a, h))
+            build = lambda a: lambda: {k: chain(a, getattr(net, b), _only_conv(getattr(net, h)))  # noqa: E731
+                                       for k, (h, b) in ops.items()}
             # two probe sizes: oneDNN takes its F(2x2,3x3) Winograd kernel for
             # tiny images and F(4x4,3x3) from 16x16 up; each must be checked
             # the same probes for the direct and the Winograd chains: plain's outputs are computed once (_try)
-            cases = lambda f: [(op, getattr(net, k), _probe(op.in_channels, *hw, i))  # noqa: E731
-                               for i, (k, op) in enumerate(f.items()) for hw in ((9, 13), (16, 20))]
+            # a raced chain: each of its two checked
+            cases = lambda f: [(fn, getattr(net, k), _probe(op.in_channels, *hw, i))  # noqa: E731
+                               for i, (k, op) in enumerate(f.items())
+                               for fn in getattr(op, 'chains', {None: op}).values() for hw in ((9, 13), (16, 20))]
             made = self._try('fused chains', 'the fused oneDNN ResBlock chains', '--no_fused', build('direct'), cases)
             algorithm, why = self._winograd(net, ops, layout) if made and winograd else (None, None)
             if not made or not winograd:
@@ -166,7 +210,8 @@ class InferenceNet:
                 wino = self._try('winograd', 'the Winograd convolutions of the fused chains', '--no_winograd',
                                  build(algorithm), cases, instead='direct convolutions')
                 direct = [h for k, (h, _) in ops.items() if wino and fused_conv.chain_algorithm(
-                    (1, c, 16, 20), layout, algorithm, (getattr(net, h)[0].weight.shape[1],
+                    (1, c, 16, 20), layout, RACERS[0] if algorithm == 'race' else algorithm,
+                    (getattr(net, h)[0].weight.shape[1],
                                                         getattr(net, h)[0].weight.shape[2])) == 'direct']
                 if wino:
                     self.paths['winograd'] += f" ({why}{'; direct for ' + ', '.join(direct) if direct else ''})"
@@ -212,11 +257,9 @@ class InferenceNet:
         self.build_seconds = time.perf_counter() - t0
 
     def _winograd(self, net, ops, layout):
-        """(algorithm, why) for the chains' 3x3 convs: ours (ops/winograd.py, AVX2 and up) or oneDNN's
-        (AVX-512 only); where both run, the faster on a probe of this model's first block, timed
-        here (median of 3, alternating), so each CPU runs what is fastest on it. (None, why) if neither."""
-        chain = getattr(net, next(iter(ops.values()))[1])
-        c = chain[0].conv1.weight.shape[0]
+        """(algorithm, why) for the chains' 3x3 convs: ours (ops/winograd.py, AVX2 and up), oneDNN's
+        (AVX-512 only) or, where both run, 'race' (RacedChain). (None, why) if neither."""
+        c = getattr(net, next(iter(ops.values()))[1])[0].conv1.weight.shape[0]
         ours = fused_conv.own_winograd(c, 'wino4')
         onednn = fused_conv.chain_algorithm((1, c, 16, 20), layout, 'auto') == 'winograd'
         if not ours and not onednn:
@@ -226,25 +269,7 @@ class InferenceNet:
             return 'wino4', 'ours, F(4x4,3x3)'
         if not ours:
             return 'auto', "oneDNN's"
-        probe = _probe(c, *PROBE_HW, 5)
-        times = {a: [] for a in ('wino4', 'auto')}
-        fns = {a: FusedChain(chain[:1], layout, a) for a in times}
-        try:
-            for i in range(4):  # the first round compiles and warms up
-                for a, fn in fns.items():
-                    jt.sync_all(True)
-                    t0 = time.perf_counter()
-                    fn(probe).sync()
-                    jt.sync_all(True)
-                    if i:
-                        times[a].append(time.perf_counter() - t0)
-        except Exception as e:  # noqa: BLE001 (one that does not run loses; its self-check would fail too)
-            self.warn(f'warning: timing the Winograd convolutions failed ({_reason(e)}); taking ours')
-            return 'wino4', 'ours, F(4x4,3x3)'
-        t = {a: sorted(v)[1] * 1e3 for a, v in times.items()}
-        if t['wino4'] <= t['auto']:
-            return 'wino4', f"ours, F(4x4,3x3): {t['wino4']:.1f} ms a probe block against oneDNN's {t['auto']:.1f}"
-        return 'auto', f"oneDNN's: {t['auto']:.1f} ms a probe block against ours' {t['wino4']:.1f}"
+        return 'race', "ours or oneDNN's F(4x4,3x3), the faster on a block of each image size"
 
     @staticmethod
     def _fitting(tail):
