@@ -231,3 +231,8 @@ def test_conv_graph_refuses_what_does_not_fit():
         fused_conv.ConvGraph([16, 8], (0, 0), [(w, b, (0, 0), (1, 0), 1, True)], [(1, 8)])  # 24 channels from 16
     with pytest.raises(ValueError, match='groups of 8'):
         fused_conv.ConvGraph([20, 8], (0, 0), [], [(1, 8)])
+    graph = fused_conv.ConvGraph([16, 8], (0, 8), [(w[:, :16], b, (0, 0), (1, 0), 1, True)], [(1, 8)])
+    with pytest.raises(ValueError, match='does not fit its buffer'):  # 12 channels from offset 8 of 16
+        graph(jt.zeros((1, 12, 4, 5)))
+    if OURS:
+        assert graph(jt.zeros((1, 8, 4, 5)))[0].shape == (1, 8, 4, 5)

@@ -118,14 +118,14 @@ def flow_graphs(pwc):
             layers.append(_layer(conv, (0, at), (0, at - conv.out_channels), True))
             at -= conv.out_channels
         layers.append(_layer(dec.moduleSix[0], (0, 0), (1, 0), False))
-        graph = fused_conv.ConvGraph([total + -(-cin // 8) * 8, 8], (0, total), layers, [(0, total + cin), (1, 2)])
+        graph = fused_conv.ConvGraph([total + fused_conv.up8(cin), 8], (0, total), layers, [(0, total + cin), (1, 2)])
         graphs[name] = lambda x, g=graph: dict(zip(('feat', 'flow'), g(x)))
     convs = [m for m in pwc.moduleRefiner.moduleMain if isinstance(m, nn.Conv)]
     width = max(c.out_channels for c in convs[:-1])
     layers = [_layer(c, (1 if i % 2 else 2, 0) if i else (0, 0), (2 if i % 2 else 1, 0), True)
               for i, c in enumerate(convs[:-1])]
     layers.append(_layer(convs[-1], layers[-1][3], (3, 0), False))
-    graph = fused_conv.ConvGraph([-(-convs[0].in_channels // 8) * 8, width, width, 8], (0, 0), layers, [(3, 2)])
+    graph = fused_conv.ConvGraph([fused_conv.up8(convs[0].in_channels), width, width, 8], (0, 0), layers, [(3, 2)])
     graphs['moduleRefiner'] = lambda x, g=graph: g(x)[0]
     return graphs
 
@@ -209,10 +209,9 @@ class InferenceNet:
             else:
                 wino = self._try('winograd', 'the Winograd convolutions of the fused chains', '--no_winograd',
                                  build(algorithm), cases, instead='direct convolutions')
-                direct = [h for k, (h, _) in ops.items() if wino and fused_conv.chain_algorithm(
-                    (1, c, 16, 20), layout, RACERS[0] if algorithm == 'race' else algorithm,
-                    (getattr(net, h)[0].weight.shape[1],
-                                                        getattr(net, h)[0].weight.shape[2])) == 'direct']
+                ours = RACERS[0] if algorithm == 'race' else algorithm  # both take the same heads
+                direct = [h for h, _ in ops.values() if wino and fused_conv.chain_algorithm(
+                    (1, c, 16, 20), layout, ours, tuple(getattr(net, h)[0].weight.shape[1:3])) == 'direct']
                 if wino:
                     self.paths['winograd'] += f" ({why}{'; direct for ' + ', '.join(direct) if direct else ''})"
                 made = wino or made

@@ -583,7 +583,8 @@ def upsample_tail(x, weights, layout='auto'):
     y.compile_options = {'FLAGS:' + _flags(): 1}
     return y
 
-# C++: ConvGraph's op. in0 x [N, Cx, H, W]; in1 the plan (ints, ConvGraph._plan); in2 the transformed
+
+# C++: ConvGraph's op. in0 x [N, Cx, H, W]; in1 the plan (ints, see ConvGraph.__init__); in2 the transformed
 # weights, in3 the biases, both layer after layer; out0 (and out1) the buffers' first channels as NCHW.
 GRAPH_SRC = r'''
 const int N = in0_shape0, Cx = in0_shape1, H = in0_shape2, W = in0_shape3;
@@ -644,7 +645,8 @@ for (int o = 0; o < SBVSR_NOUT; o++, k += 2) {  // buffer q[k]'s first q[k + 1] 
 '''
 
 
-def _up8(c):
+def up8(c):
+    """c rounded up to whole groups of 8 channels."""
     return -(-c // 8) * 8
 
 
@@ -674,7 +676,7 @@ class ConvGraph:
         plan, us, bs = [len(channels), *channels, *x_at, len(layers)], [], []
         for w, b, (sb, so), (db, do), d, leaky in layers:
             co, ci = w.shape[:2]
-            ci8, co8 = _up8(ci), _up8(co)
+            ci8, co8 = up8(ci), up8(co)
             if so + ci8 > channels[sb] or do + co8 > channels[db]:
                 raise ValueError(f'ConvGraph: a layer of {ci} -> {co} channels does not fit its buffers')
             wp = np.zeros((co8, ci8, 3, 3))
@@ -684,12 +686,14 @@ class ConvGraph:
             plan += [sb, so, ci8, db, do, co8, d, 3 if leaky else 0]
         for b, c in outputs:
             plan += [b, c]
-        self.outputs = outputs
+        self.channels, self.x_at, self.outputs = channels, x_at, outputs
         self.arrays = [jt.array(np.array(plan, np.int32)), jt.array(np.concatenate(us)), jt.array(np.concatenate(bs))]
 
     def __call__(self, x):
         _need()
-        n, _, h, w = x.shape
+        n, c, h, w = x.shape
+        if x.ndim != 4 or self.x_at[1] + c > self.channels[self.x_at[0]]:
+            raise ValueError(f'ConvGraph: input {tuple(x.shape)} does not fit its buffer')
         shapes = [(n, c, h, w) for _, c in self.outputs]
         src = (f'#define SBVSR_NOUT {len(shapes)}\n#define SBVSR_OUT1 '
                f"{'out1_p' if len(shapes) > 1 else 'nullptr'}\n" + GRAPH_SRC)
