@@ -16,7 +16,7 @@ import jittor as jt
 
 from jittor_sbvsr.infer.engine import VideoSR
 from jittor_sbvsr.models import PWC_Recons
-from jittor_sbvsr.models.deploy import FusedChain, InferenceNet, RacedChain
+from jittor_sbvsr.models.deploy import FusedChain, InferenceNet
 from jittor_sbvsr.models.tails import ComposedTail, FusedTail, PlainTail
 from jittor_sbvsr.ops import fused_conv, warp
 
@@ -49,13 +49,13 @@ def test_default_deploy_uses_every_fast_path_that_can_run():
         assert isinstance(model.tail.layered, FusedTail)
         onednn = fused_conv.chain_algorithm((1, 16, 16, 20), 'auto', 'auto') == 'winograd'
         ours = fused_conv.winograd_available()
-        # ours or oneDNN's, whichever timed faster where both run; in_conv's 3 channels: direct (ops/fused_conv.py)
+        # in_conv's 3 channels: direct (ops/fused_conv.py)
         wino = model.trunk.algorithm
-        assert wino == ('race' if ours and onednn else 'wino4' if ours else 'auto' if onednn else 'direct')
+        assert wino == ('wino4' if ours else 'auto' if onednn else 'direct')  # ours where both run
         assert model.paths['winograd'].startswith('on (') and model.paths['winograd'].endswith('; direct for in_conv)') \
             if ours or onednn else model.paths['winograd'].startswith('not available')
         for op in (model.frame_features, model.trunk):  # each with its conv before the chain
-            assert isinstance(op, (FusedChain, RacedChain)) and op.head is not None and op.algorithm == wino
+            assert isinstance(op, FusedChain) and op.head is not None and op.algorithm == wino
     else:
         assert model.paths['fused chains'].startswith('not available')
     assert model.paths['fused warp'] == 'on' and model.align is warp.warp_features  # any CPU

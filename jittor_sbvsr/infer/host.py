@@ -13,7 +13,7 @@ the main process says it waits (a ``wait`` message, sent before each wait
 for a result): the worker then scores that frame itself.
 
 :class:`Host` is the main process's side. ``frame`` sends a frame and
-returns the results that are ready (``(k, psnr, ssim)``, in the order the
+hands on the results that are ready (``(k, psnr, ssim)``, in the order the
 frames were sent); at most ``depth`` frames are in flight, so memory stays
 bounded and a slow disk slows the run instead of filling memory. An error in
 the worker (a full disk, a ground-truth frame of the wrong size) is raised
@@ -61,25 +61,23 @@ class Host:
         """The next video's outputs (outputs.OutputSpec)."""
         self._send(('open', spec))
 
-    def frame(self, k, t, stem, sr, kernel, secs):
-        """Send window k's SR frame (of frame t, named ``stem``; ``secs``: its network time); returns the
-        results ready by now."""
+    def frame(self, k, t, stem, sr, kernel, secs, done):
+        """Send window k's SR frame (of frame t, named ``stem``; ``secs``: its network time); ``done``
+        is called with each result ready by now, as it comes: a worker's error that follows a
+        result is raised after that result's ``done``, so no finished frame goes unrecorded."""
         self._send(('frame', k, t, stem, sr, kernel, secs))
         self._pending += 1
-        ready = []
         while self._pending and (self._pending > self._depth or self._results.poll()):
-            ready.append(self._receive())
-        return ready
+            done(self._receive())
 
-    def close(self):
-        """The video's last results, once its outputs (the mp4 too) are complete, and the notes
-        of its mp4's writer (outputs.VideoOutputs.close)."""
+    def close(self, done):
+        """The video's last results (to ``done``), once its outputs (the mp4 too) are complete;
+        returns the notes of its mp4's writer (outputs.VideoOutputs.close)."""
         self._send(('close',))
         self._pending += 1
-        ready = []
-        while self._pending:
-            ready.append(self._receive())
-        return ready[:-1], ready[-1][0]  # the last: the worker's 'closed'
+        while self._pending > 1:
+            done(self._receive())
+        return self._receive()[0]  # the worker's 'closed'
 
     def _send(self, msg):
         try:

@@ -191,6 +191,7 @@ class _Share:
             remove_parts(self.out_dir, v.name)
         elif k0 < stop or video is not None:
             self.bar.video(v.name, stop - k0)
+            done = lambda result: self._finished(v, windows, rows, *result)  # noqa: E731
             keep = is_video(v.lr) and (video is None or isinstance(self.record, Progress))
             self.host.open(OutputSpec(
                 name=v.name, out_dir=self.out_dir, lr=v.lr, lr_hw=v.shape, scale=self.plan.scale, gt=v.gt,
@@ -204,11 +205,8 @@ class _Share:
                 for k, recons, kernel, secs in self.engine.windows(source, windows, k0, stop):
                     rows[k, 2] = secs
                     t = windows[k][self.mid]
-                    for result in self.host.frame(k, t, stem(v, t), to_uint8(recons), kernel, secs):
-                        self._finished(v, windows, rows, *result)
-            results, notes = self.host.close()
-            for result in results:
-                self._finished(v, windows, rows, *result)
+                    self.host.frame(k, t, stem(v, t), to_uint8(recons), kernel, secs, done)
+            notes = self.host.close(done)
             if self.live:
                 for line in notes:
                     self.log(line)

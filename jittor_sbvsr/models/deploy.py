@@ -46,44 +46,6 @@ class FusedChain:
         return fused_conv.resblock_chain(x, self.w, self.b, self.layout, self.algorithm, self.head)
 
 
-RACERS = ('wino4', 'auto')  # ours and oneDNN's Winograd, where both run
-RACE_HW = (192, 320)
-
-
-def _race(fns, probe):
-    """{name: seconds of fn(probe)}, median of 3, alternating, after a round that compiles and warms up."""
-    times = {a: [] for a in fns}
-    for i in range(4):
-        for a, fn in fns.items():
-            jt.sync_all(True)  # Jittor is lazy: time this call's compute only
-            t0 = time.perf_counter()
-            fn(probe).sync()
-            jt.sync_all(True)
-            if i:
-                times[a].append(time.perf_counter() - t0)
-    return {a: sorted(v)[1] for a, v in times.items()}
-
-
-class RacedChain:
-    """Ours and oneDNN's Winograd chains of the same layers, where both run (AVX-512): each image size
-    runs the one faster on a block of that size, timed on its first call. Why per size: on a 2-core
-    Zen 4 ours took 0.6x oneDNN's time on a 128-channel block at 48x64 and 1.0-1.1x at 180x320."""
-
-    def __init__(self, blocks, layout, head, races):
-        self.chains = {a: FusedChain(blocks, layout, a, head) for a in RACERS}
-        self._blocks = {a: FusedChain(blocks[:1], layout, a) for a in RACERS}
-        self.width, self.races, self.algorithm = blocks[0].conv1.weight.shape[0], races, 'race'
-        self.in_channels, self.head = self.chains[RACERS[0]].in_channels, self.chains[RACERS[0]].head
-
-    def __call__(self, x):
-        # the probe at most RACE_HW (about 0.5 s of timing on 2 cores): larger images take its choice
-        key = (self.width, min(x.shape[2], RACE_HW[0]), min(x.shape[3], RACE_HW[1]))
-        if key not in self.races:  # shared by the chains of one width: frame features and trunk race once
-            t = _race(self._blocks, _probe(*key, 5))
-            self.races[key] = min(t, key=t.get)
-        return self.chains[self.races[key]](x)
-
-
 def _only_conv(seq):
     """The one layer of a Sequential holding one Conv2d (in_conv, fusion_conv)."""
     layers = list(seq)
@@ -177,7 +139,6 @@ class InferenceNet:
         self.frame_features, self.trunk, self.align = net.frame_features, net.trunk, net.align
         self.tail = PlainTail(net)
         self.paths = {}
-        self.races = {}  # RacedChain's choices: (width, h, w) -> algorithm
         self.probe_seconds = 0.0  # of build_seconds: running the probes
         self._refs = {}  # plain outputs of the probes, by (plain op, probe)
         t0 = time.perf_counter()
@@ -189,17 +150,13 @@ class InferenceNet:
             self.paths['winograd'] = 'off (no fused chains)'
         else:
             ops = {k: hb for k, hb in FUSED_OPS.items() if len(getattr(net, hb[1]))}
-            chain = lambda a, b, h: (RacedChain(b, layout, h, self.races) if a == 'race'  # noqa: E731
-                                     else FusedChain(b, layout, a, h))
-            build = lambda a: lambda: {k: chain(a, getattr(net, b), _only_conv(getattr(net, h)))  # noqa: E731
-                                       for k, (h, b) in ops.items()}
+            build = lambda algorithm: lambda: {k: FusedChain(getattr(net, b), layout, algorithm,  # noqa: E731
+                                                             _only_conv(getattr(net, h))) for k, (h, b) in ops.items()}
             # two probe sizes: oneDNN takes its F(2x2,3x3) Winograd kernel for
             # tiny images and F(4x4,3x3) from 16x16 up; each must be checked
             # the same probes for the direct and the Winograd chains: plain's outputs are computed once (_try)
-            # a raced chain: each of its two checked
-            cases = lambda f: [(fn, getattr(net, k), _probe(op.in_channels, *hw, i))  # noqa: E731
-                               for i, (k, op) in enumerate(f.items())
-                               for fn in getattr(op, 'chains', {None: op}).values() for hw in ((9, 13), (16, 20))]
+            cases = lambda f: [(op, getattr(net, k), _probe(op.in_channels, *hw, i))  # noqa: E731
+                               for i, (k, op) in enumerate(f.items()) for hw in ((9, 13), (16, 20))]
             made = self._try('fused chains', 'the fused oneDNN ResBlock chains', '--no_fused', build('direct'), cases)
             algorithm, why = self._winograd(net, ops, layout) if made and winograd else (None, None)
             if not made or not winograd:
@@ -209,9 +166,8 @@ class InferenceNet:
             else:
                 wino = self._try('winograd', 'the Winograd convolutions of the fused chains', '--no_winograd',
                                  build(algorithm), cases, instead='direct convolutions')
-                ours = RACERS[0] if algorithm == 'race' else algorithm  # both take the same heads
                 direct = [h for h, _ in ops.values() if wino and fused_conv.chain_algorithm(
-                    (1, c, 16, 20), layout, ours, tuple(getattr(net, h)[0].weight.shape[1:3])) == 'direct']
+                    (1, c, 16, 20), layout, algorithm, tuple(getattr(net, h)[0].weight.shape[1:3])) == 'direct']
                 if wino:
                     self.paths['winograd'] += f" ({why}{'; direct for ' + ', '.join(direct) if direct else ''})"
                 made = wino or made
@@ -256,19 +212,18 @@ class InferenceNet:
         self.build_seconds = time.perf_counter() - t0
 
     def _winograd(self, net, ops, layout):
-        """(algorithm, why) for the chains' 3x3 convs: ours (ops/winograd.py, AVX2 and up), oneDNN's
-        (AVX-512 only) or, where both run, 'race' (RacedChain). (None, why) if neither."""
+        """(algorithm, why) for the chains' 3x3 convs: ours (ops/winograd.py) on every CPU with AVX2,
+        else oneDNN's where it has it (AVX-512 only); (None, why) if neither. Ours also where both
+        run: not timed against oneDNN's per run, so that a run gives the same bits every time (on a
+        2-core Zen 4 ours took 0.6x oneDNN's time on a 128-channel block at 48x64, 1.0-1.1x at
+        180x320: bench/RESULTS.md)."""
         c = getattr(net, next(iter(ops.values()))[1])[0].conv1.weight.shape[0]
-        ours = fused_conv.own_winograd(c, 'wino4')
-        onednn = fused_conv.chain_algorithm((1, c, 16, 20), layout, 'auto') == 'winograd'
-        if not ours and not onednn:
-            return None, ('not available (ours needs AVX2 and FMA and channels in groups of 8; '
-                          "oneDNN's has kernels for AVX-512's blocked layouts only)")
-        if not onednn:
+        if fused_conv.own_winograd(c, 'wino4'):
             return 'wino4', 'ours, F(4x4,3x3)'
-        if not ours:
+        if fused_conv.chain_algorithm((1, c, 16, 20), layout, 'auto') == 'winograd':
             return 'auto', "oneDNN's"
-        return 'race', "ours or oneDNN's F(4x4,3x3), the faster on a block of each image size"
+        return None, ('not available (ours needs AVX2 and FMA and channels in groups of 8; '
+                      "oneDNN's has kernels for AVX-512's blocked layouts only)")
 
     @staticmethod
     def _fitting(tail):

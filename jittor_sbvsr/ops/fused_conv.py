@@ -599,7 +599,9 @@ for (int b = 0; b < nbuf; b++) bufs[b].assign((size_t)N * HW * bc[b], 0.f);
 {  // x into its buffer's channels [xo, xo + Cx), NCHW -> NHWC
     const int xb = q[k++], xo = q[k++], C = bc[xb];
     float* B = bufs[xb].data();
+#ifdef _OPENMP
     #pragma omp parallel for
+#endif
     for (long long r = 0; r < N * (long long)H; r++)
         for (int c = 0; c < Cx; c++) {
             const float* src = in0_p + ((r / H * Cx + c) * H + r % H) * W;
@@ -634,7 +636,9 @@ for (int o = 0; o < SBVSR_NOUT; o++, k += 2) {  // buffer q[k]'s first q[k + 1] 
     const int C = bc[q[k]], Co = q[k + 1];
     const float* B = bufs[q[k]].data();
     float* out = outs[o];
+#ifdef _OPENMP
     #pragma omp parallel for
+#endif
     for (long long r = 0; r < N * (long long)H; r++)
         for (int c = 0; c < Co; c++) {
             float* dst = out + ((r / H * Co + c) * H + r % H) * W;
