@@ -70,13 +70,16 @@ class Host:
         while self._pending and (self._pending > self._depth or self._results.poll()):
             done(self._receive())
 
-    def close(self, done):
-        """The video's last results (to ``done``), once its outputs (the mp4 too) are complete;
-        returns the notes of its mp4's writer (outputs.VideoOutputs.close)."""
+    def close(self, done=None):
+        """The video's last results (to ``done``; None: no frame was sent), once its outputs (the
+        mp4 too) are complete; returns the notes of its mp4's writer (outputs.VideoOutputs.close)."""
         self._send(('close',))
         self._pending += 1
         while self._pending > 1:
-            done(self._receive())
+            result = self._receive()
+            if done is None:
+                raise RuntimeError(f'Host.close: a frame result {result} with no one to take it')
+            done(result)
         return self._receive()[0]  # the worker's 'closed'
 
     def _send(self, msg):

@@ -253,6 +253,6 @@ class _Share:
                 gt_info=None, gt_first=0, score=False, save_image=self.plan.save_image, save_kernel=False,
                 video=self._mp4(v), keep_parts=False, feed=[self._part(v, wins[i], k) for k in range(counts[i])],
                 record=None))
-            for line in self.host.close()[1]:
+            for line in self.host.close():  # fed from the parts: no frame results
                 self.log(line)
         remove_parts(self.out_dir)
