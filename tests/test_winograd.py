@@ -173,7 +173,7 @@ def _pwc64(pwc, name, x):
             x = _lrelu64(x) if i < len(convs) - 1 else x
         return x
     dec = getattr(pwc, name)
-    for m in ('moduleOne', 'moduleTwo', 'moduleThr', 'moduleFou', 'moduleFiv'):
+    for m in dec.LAYERS:
         c = getattr(dec, m)[0]
         x = np.concatenate([_lrelu64(_conv64(x, c.weight.numpy().astype(np.float64),
                                              c.bias.numpy().astype(np.float64))), x])

@@ -73,7 +73,7 @@ def flow_graphs(pwc):
     graphs = {}
     for name in pwc.DECODERS:
         dec = getattr(pwc, name)
-        convs = [getattr(dec, m)[0] for m in ('moduleOne', 'moduleTwo', 'moduleThr', 'moduleFou', 'moduleFiv')]
+        convs = [getattr(dec, m)[0] for m in dec.LAYERS]
         cin, total = convs[0].in_channels, sum(c.out_channels for c in convs)
         at, layers = total, []
         for conv in convs:

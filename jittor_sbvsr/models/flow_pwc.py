@@ -78,6 +78,8 @@ class Extractor(nn.Module):
 
 
 class Decoder(nn.Module):
+    LAYERS = ('moduleOne', 'moduleTwo', 'moduleThr', 'moduleFou', 'moduleFiv')  # the dense layers, in order
+
     def __init__(self, level):
         super().__init__()
         cur = _CURRENT[level]
@@ -87,7 +89,7 @@ class Decoder(nn.Module):
             self.moduleUpfeat = nn.ConvTranspose2d(prev, 2, 4, stride=2, padding=1)
             self.backward_scale = _BACKWARD_SCALE[level]
         cin = cur
-        for name, cout in zip(['moduleOne', 'moduleTwo', 'moduleThr', 'moduleFou', 'moduleFiv'], _DENSE):
+        for name, cout in zip(self.LAYERS, _DENSE):
             setattr(self, name, nn.Sequential(_conv(cin, cout), _lrelu()))
             cin += cout
         self.moduleSix = nn.Sequential(_conv(cin, 2))
@@ -103,8 +105,8 @@ class Decoder(nn.Module):
         return jt.concat([volume, first, flow, upfeat], 1)
 
     def dense(self, feat):
-        for layer in (self.moduleOne, self.moduleTwo, self.moduleThr, self.moduleFou, self.moduleFiv):
-            feat = jt.concat([layer(feat), feat], 1)
+        for name in self.LAYERS:
+            feat = jt.concat([getattr(self, name)(feat), feat], 1)
         return {'flow': self.moduleSix(feat), 'feat': feat}
 
     def execute(self, first, second, previous):
